@@ -1,0 +1,86 @@
+"""Numba CPU drivers around the shared lattice (``gpu_bytepiece.lattice``)."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import prange
+
+from gpu_bytepiece import lattice as _lat
+
+# The one lattice body, compiled for the CPU (no fastmath: ids depend on it).
+lattice = numba.njit(cache=True, nogil=True)(_lat.lattice)
+backtrack = numba.njit(cache=True, nogil=True)(_lat.backtrack)
+
+
+@numba.njit(cache=True, nogil=True)
+def find_segments(data, doc_offsets):
+    """Cut documents into BytePiece segments (regex ``.*\\n+|.+`` on bytes).
+
+    A segment is a maximal run of non-newline bytes followed by its whole run
+    of ``\\n`` bytes; an empty document has no segment. Returns
+    ``(seg_start, seg_end, seg_doc)``, int64 arrays in text order.
+    """
+    n_docs = doc_offsets.shape[0] - 1
+    count = 0
+    for d in range(n_docs):
+        a = doc_offsets[d]
+        b = doc_offsets[d + 1]
+        for i in range(a, b):
+            if i + 1 == b or (data[i] == 10 and data[i + 1] != 10):
+                count += 1
+    seg_start = np.empty(count, dtype=np.int64)
+    seg_end = np.empty(count, dtype=np.int64)
+    seg_doc = np.empty(count, dtype=np.int64)
+    k = 0
+    for d in range(n_docs):
+        a = doc_offsets[d]
+        b = doc_offsets[d + 1]
+        s = a
+        for i in range(a, b):
+            if i + 1 == b or (data[i] == 10 and data[i + 1] != 10):
+                seg_start[k] = s
+                seg_end[k] = i + 1
+                seg_doc[k] = d
+                k += 1
+                s = i + 1
+    return seg_start, seg_end, seg_doc
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def encode_segments(data, seg_start, seg_end, seg_key, seg_pos, chunk_bounds,
+                    base, check, node_id, scores, max_len, alpha, out, counts):
+    """Run the lattice over every segment; CPU twin of ``kernels.encode_segments``.
+
+    Chunks of consecutive segments (``chunk_bounds``) are spread over threads
+    with ``prange``; each chunk reuses one scratch sized to its longest
+    segment. Segment ``k``'s ids go to ``out[seg_start[k]:...]`` and their
+    number to ``counts[k]``.
+    """
+    n_chunks = chunk_bounds.shape[0] - 1
+    for c in prange(n_chunks):
+        k0 = chunk_bounds[c]
+        k1 = chunk_bounds[c + 1]
+        m = 0
+        for k in range(k0, k1):
+            if seg_end[k] - seg_start[k] > m:
+                m = seg_end[k] - seg_start[k]
+        best = np.empty(m + 1, dtype=np.float64)
+        back_len = np.empty(m + 1, dtype=np.int32)
+        back_id = np.empty(m + 1, dtype=np.int32)
+        for k in range(k0, k1):
+            a = seg_start[k]
+            b = seg_end[k]
+            lattice(data, a, b, base, check, node_id, scores, max_len,
+                    alpha, seg_key[k], seg_pos[k], best, back_len, back_id, 0)
+            counts[k] = backtrack(b - a, back_len, back_id, 0, out, a)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def scatter_tokens(out, seg_start, counts, dest, ids):
+    """Copy each segment's ids from ``out[seg_start[k]:]`` to ``ids[dest[k]:]``."""
+    for k in prange(seg_start.shape[0]):
+        a = seg_start[k]
+        d = dest[k]
+        for j in range(counts[k]):
+            ids[d + j] = out[a + j]

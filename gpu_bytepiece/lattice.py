@@ -1,0 +1,149 @@
+"""The per-segment Unigram lattice: one plain function body, compiled twice.
+
+``cpu_fallback`` compiles these functions with ``numba.njit`` and ``kernels``
+with ``numba.cuda.jit(device=True)``. They allocate nothing, raise nothing and
+touch no Python object, so both targets run the same arithmetic in the same
+order (float64, no fastmath) and give identical ids.
+
+Matches are found by walking the double-array trie forward from every start
+``s`` of the segment, in increasing ``s``; each match ``b[s:e]`` is pushed to
+``best[e]``. For a fixed end ``e`` the candidates therefore arrive in
+increasing ``s`` (longest piece first), which is the order BytePiece's
+Aho-Corasick automaton reports them, and ``best[s]`` is final when ``s`` is
+reached. The comparison is strict (``>``): on an exact tie the longer piece
+stays, as in the reference.
+
+Sampling (``alpha >= 0``) uses the same walk in log-sum-exp form; its random
+numbers come from a counter-based generator keyed by (``key``, end position,
+piece length), so a seeded sample does not depend on threads, batch or device.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+# splitmix64 constants
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_S30 = np.uint64(30)
+_S27 = np.uint64(27)
+_S31 = np.uint64(31)
+_S11 = np.uint64(11)
+_POS_MUL = np.uint64(0xD6E8FEB86659FD93)
+_LEN_MUL = np.uint64(0xA0761D6478BD642F)
+_INV_2_53 = 1.0 / 9007199254740992.0
+
+
+def mix64(z):
+    """splitmix64's finalizer on a uint64 array (host side: document keys)."""
+    z = np.asarray(z, dtype=np.uint64) + _GOLDEN
+    z = (z ^ (z >> _S30)) * _MIX1
+    z = (z ^ (z >> _S27)) * _MIX2
+    return z ^ (z >> _S31)
+
+
+def document_keys(stream_key: int, doc_index) -> np.ndarray:
+    """Per-document random keys: ``mix64(mix64(stream_key) ^ doc_index)``.
+
+    ``stream_key`` is a Python int (the seed, and the call number when the
+    tokenizer draws fresh samples per call); ``doc_index`` an int array.
+    """
+    k = mix64(np.array([stream_key & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
+    return mix64(k ^ np.asarray(doc_index, dtype=np.uint64))
+
+
+def lattice(data, start, end, base, check, node_id, scores, max_len,
+            alpha, key, pos0, best, back_len, back_id, off):
+    """Fill the lattice of segment ``data[start:end]``.
+
+    Parameters
+    ----------
+    data : uint8[:]
+        Bytes of many segments.
+    start, end : int
+        The segment is ``data[start:end]`` (``end > start``).
+    base, check, node_id : int32[:]
+        The double-array trie (see ``gpu_bytepiece.trie``).
+    scores : float64[:]
+        Piece scores indexed by id.
+    max_len : int
+        Longest piece, in bytes.
+    alpha : float64
+        ``< 0``: Viterbi (best path); ``>= 0``: sample with this temperature.
+    key : uint64
+        Random key of the segment's document (sampling only).
+    pos0 : int
+        Byte position of ``start`` inside its document (sampling only).
+    best, back_len, back_id : float64[:], int32[:], int32[:]
+        Scratch; position ``p`` of the segment (``0 <= p <= end - start``)
+        uses index ``off + p``.
+    off : int
+        Offset of this segment's scratch.
+    """
+    n = end - start
+    best[off] = 0.0
+    for p in range(1, n + 1):
+        best[off + p] = -math.inf
+        back_len[off + p] = 0
+        back_id[off + p] = -1
+    for i in range(n):
+        bs = best[off + i]
+        s = 0
+        lim = n - i
+        if lim > max_len:
+            lim = max_len
+        for j in range(lim):
+            t = base[s] + data[start + i + j]
+            if check[t] != s:
+                break
+            s = t
+            pid = node_id[s]
+            if pid >= 0:
+                e = off + i + j + 1
+                if alpha < 0:
+                    cand = bs + scores[pid]
+                    if cand > best[e]:
+                        best[e] = cand
+                        back_len[e] = j + 1
+                        back_id[e] = pid
+                else:
+                    cand = bs + alpha * scores[pid]
+                    x = best[e]
+                    if x < cand:
+                        tot = cand + math.log(1.0 + math.exp(x - cand))
+                    else:
+                        tot = x + math.log(1.0 + math.exp(cand - x))
+                    best[e] = tot
+                    # counter-based uniform in [0, 1): splitmix64 of (key, end, length)
+                    z = key ^ (np.uint64(pos0 + i + j + 1) * _POS_MUL) ^ (np.uint64(j + 1) * _LEN_MUL)
+                    z = z + _GOLDEN
+                    z = (z ^ (z >> _S30)) * _MIX1
+                    z = (z ^ (z >> _S27)) * _MIX2
+                    z = z ^ (z >> _S31)
+                    u = np.float64(z >> _S11) * _INV_2_53
+                    if u < math.exp(cand - tot):
+                        back_len[e] = j + 1
+                        back_id[e] = pid
+
+
+def backtrack(n, back_len, back_id, off, out, out_start):
+    """Write the ids of the chosen path of an ``n``-byte segment.
+
+    Ids go to ``out[out_start : out_start + count]`` in text order; returns
+    ``count``. ``count <= n`` always.
+    """
+    count = 0
+    e = n
+    while e > 0:
+        count += 1
+        e -= back_len[off + e]
+    k = out_start + count
+    e = n
+    while e > 0:
+        k -= 1
+        out[k] = back_id[off + e]
+        e -= back_len[off + e]
+    return count

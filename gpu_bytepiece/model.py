@@ -1,0 +1,217 @@
+"""BytePiece model files: load, validate, save.
+
+A BytePiece model is one JSON object. Each key is the base64 of a piece's raw
+bytes; each value is ``[id, printable text, count]``. Ids 0, 1, 2 are reserved
+for ``<pad>``, ``<bos>``, ``<eos>``; pieces take ids ``3 .. n + 2``. All 256
+single bytes are pieces, so every input can be tokenized. A piece's Unigram
+score is ``log(count) - log(sum of all counts)`` in float64.
+
+Files may be plain (``.model``), gzip-compressed (``.gz``) or a ``.zip``
+archive holding exactly one model file.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import io
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from importlib import resources
+from typing import Union
+
+import numpy as np
+
+__all__ = ["ModelError", "Model", "load_model", "save_model", "DEFAULT_MODEL_NAME"]
+
+SPECIAL_PIECES = ("<pad>", "<bos>", "<eos>")
+DEFAULT_MODEL_NAME = "bytepiece.plus.40k.model.gz"
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class ModelError(ValueError):
+    """A BytePiece model file (or pieces mapping) is unreadable or invalid.
+
+    The message names the source (file path or ``<pieces>``) and the problem.
+    """
+
+
+@dataclass(frozen=True)
+class Model:
+    """A validated vocabulary.
+
+    Attributes
+    ----------
+    pieces : list of bytes
+        ``pieces[i]`` is the piece with id ``i + 3``.
+    counts : numpy.ndarray of int64
+        ``counts[i]`` is the count of ``pieces[i]``.
+    source : str
+        Where the model came from (for messages).
+    """
+
+    pieces: list
+    counts: np.ndarray
+    source: str = "<pieces>"
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.pieces) + 3
+
+    def scores(self) -> np.ndarray:
+        """Unigram scores indexed by id (ids 0..2 get ``-inf``), float64.
+
+        Computed as the reference does: ``log(count) - log(sum(counts))``.
+        """
+        total = int(sum(int(c) for c in self.counts))
+        log_total = np.log(np.float64(total))
+        out = np.full(self.vocab_size, -np.inf, dtype=np.float64)
+        out[3:] = np.log(self.counts.astype(np.float64)) - log_total
+        return out
+
+
+def _fail(source: str, problem: str) -> ModelError:
+    return ModelError(f"{source}: {problem}")
+
+
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise _fail(path, f"corrupt gzip data ({e})") from None
+    if raw[:4] == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(io.BytesIO(raw)) as z:
+                names = [n for n in z.namelist() if not n.endswith("/")]
+                if len(names) != 1:
+                    raise _fail(path, f"a .zip model must hold exactly one file, found {len(names)}")
+                return z.read(names[0])
+        except zipfile.BadZipFile as e:
+            raise _fail(path, f"corrupt zip archive ({e})") from None
+    return raw
+
+
+def _reject_duplicate_keys(pairs):
+    seen = {}
+    for k, v in pairs:
+        if k in seen:
+            raise ValueError(f"duplicate key {k!r}")
+        seen[k] = v
+    return seen
+
+
+def parse_pieces(obj, source: str = "<pieces>") -> Model:
+    """Validate a decoded model mapping ``{base64: [id, text, count]}``.
+
+    Also accepts ``{bytes: [id, text, count]}`` (already decoded keys).
+    """
+    if not isinstance(obj, dict):
+        raise _fail(source, f"expected a JSON object of pieces, got {type(obj).__name__}")
+    if not obj:
+        raise _fail(source, "the model has no pieces")
+    n = len(obj)
+    pieces = [None] * n
+    counts = [0] * n
+    seen = {}
+    a2b = binascii.a2b_base64
+    for key, value in obj.items():
+        if type(key) is str:
+            try:
+                piece = a2b(key, strict_mode=True)
+            except (binascii.Error, ValueError):
+                raise _fail(source, f"key {key!r} is not valid base64") from None
+        elif isinstance(key, bytes):
+            piece = bytes(key)
+        else:
+            raise _fail(source, f"key {key!r} is neither base64 text nor bytes")
+        if (
+            type(value) not in (list, tuple)
+            or len(value) != 3
+            or type(value[0]) is not int
+            or type(value[2]) is not int
+        ):
+            raise _fail(source, f"piece {piece!r}: value must be [id:int, text, count:int], got {value!r}")
+        pid = value[0]
+        count = value[2]
+        if not piece:
+            raise _fail(source, f"key {key!r} decodes to an empty piece")
+        if count <= 0:
+            raise _fail(source, f"piece {piece!r}: count must be > 0, got {count}")
+        if not 3 <= pid < n + 3:
+            raise _fail(source, f"piece {piece!r}: id {pid} outside 3..{n + 2} (ids 0-2 are reserved, ids must be 3..n+2)")
+        other = pieces[pid - 3]
+        if other is not None:
+            raise _fail(source, f"duplicate id {pid} (pieces {other!r} and {piece!r})")
+        if piece in seen:
+            raise _fail(source, f"duplicate piece {piece!r} (ids {seen[piece]} and {pid})")
+        seen[piece] = pid
+        pieces[pid - 3] = piece
+        counts[pid - 3] = count
+    if sum(counts) >= 2**63:
+        raise _fail(source, "total count overflows int64")
+    counts = np.array(counts, dtype=np.int64)
+    missing = [b for b in range(256) if bytes([b]) not in seen]
+    if missing:
+        shown = ", ".join(f"0x{b:02X}" for b in missing[:8])
+        more = "" if len(missing) <= 8 else f" and {len(missing) - 8} more"
+        raise _fail(source, f"missing single-byte pieces {shown}{more}: every byte must be a piece")
+    return Model(pieces=pieces, counts=counts, source=source)
+
+
+def load_model(path: PathLike | None = None) -> Model:
+    """Load and validate a BytePiece model file (``.model``, ``.gz`` or ``.zip``).
+
+    ``None`` loads the bundled default, ``bytepiece.plus.40k``.
+
+    Raises
+    ------
+    ModelError
+        If the file is missing, not JSON, or not a valid BytePiece model.
+    """
+    if path is None:
+        ref = resources.files("gpu_bytepiece.data").joinpath(DEFAULT_MODEL_NAME)
+        with resources.as_file(ref) as p:
+            return load_model(str(p))
+    path = os.fspath(path)
+    try:
+        raw = _read_bytes(path)
+    except OSError as e:
+        raise _fail(path, f"cannot read ({e.strerror or e})") from None
+    try:
+        obj = json.loads(raw.decode("utf-8"), object_pairs_hook=_reject_duplicate_keys)
+    except UnicodeDecodeError as e:
+        raise _fail(path, f"not UTF-8 JSON ({e})") from None
+    except ValueError as e:
+        raise _fail(path, f"not valid JSON ({e})") from None
+    return parse_pieces(obj, source=path)
+
+
+def model_to_json_obj(pieces, counts) -> dict:
+    """The reference's on-disk mapping, ordered by id."""
+    return {
+        base64.b64encode(p).decode(): [i + 3, p.decode(errors="ignore"), int(c)]
+        for i, (p, c) in enumerate(zip(pieces, counts))
+    }
+
+
+def save_model(model: Model, path: PathLike) -> None:
+    """Save in BytePiece's format (JSON, ``indent=4``, ``ensure_ascii=False``).
+
+    A path ending in ``.gz`` is gzip-compressed.
+    """
+    path = os.fspath(path)
+    text = json.dumps(model_to_json_obj(model.pieces, model.counts), indent=4, ensure_ascii=False)
+    data = text.encode("utf-8")
+    tmp = path + ".tmp"
+    if path.endswith(".gz"):
+        data = gzip.compress(data, mtime=0)
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)

@@ -1,0 +1,209 @@
+"""Turning user texts into one flat UTF-8 buffer plus document offsets.
+
+The rules (BytePiece's, made total):
+
+- ``str``: NFC-normalized, then UTF-8 encoded. A ``str`` holding a lone
+  surrogate (``"\\ud800"``) has no UTF-8 encoding: it raises
+  :class:`TextError` naming the document and position (the reference raises
+  ``UnicodeEncodeError`` too).
+- ``bytes`` / ``bytearray`` / ``memoryview``: taken as UTF-8. Valid UTF-8 runs
+  are NFC-normalized; bytes that are not valid UTF-8 are kept verbatim, in
+  place, and tokenized as raw single bytes (every byte is a piece), never
+  dropped. Decoding such ids gives those bytes back with
+  ``decode(ids, errors="surrogateescape")`` on ``decode_bytes``.
+- ``pyarrow`` string / large_string / binary arrays: as ``str`` / ``bytes``
+  above, read from Arrow's buffers without one Python object per row; nulls
+  raise :class:`TextError` (no silent loss).
+
+Pure ASCII needs no normalization and takes a fast path with no per-document
+Python work beyond the join.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Iterator
+
+import numpy as np
+
+__all__ = ["TextError", "pack_texts", "iter_packed", "normalize_bytes", "normalize_str"]
+
+
+class TextError(ValueError):
+    """An input text cannot be tokenized (wrong type, null, lone surrogate)."""
+
+
+def normalize_str(text: str, index: int = 0) -> bytes:
+    """NFC then UTF-8; a lone surrogate raises :class:`TextError`."""
+    if text.isascii():
+        return text.encode("ascii")
+    text = unicodedata.normalize("NFC", text)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise TextError(
+            f"text {index}: lone surrogate {text[e.start]!r} at character {e.start} "
+            "has no UTF-8 encoding (pass bytes, or fix the text)"
+        ) from None
+
+
+def normalize_bytes(data: bytes) -> bytes:
+    """NFC of the valid UTF-8 runs; invalid bytes kept verbatim in place."""
+    if data.isascii():
+        return bytes(data)
+    text = data.decode("utf-8", "surrogateescape")
+    if unicodedata.is_normalized("NFC", text):
+        return bytes(data)
+    return unicodedata.normalize("NFC", text).encode("utf-8", "surrogateescape")
+
+
+def _normalize_any(t, i: int) -> bytes:
+    if type(t) is str:
+        return normalize_str(t, i)
+    if isinstance(t, (bytes, bytearray, memoryview)):
+        return normalize_bytes(bytes(t))
+    if isinstance(t, str):
+        return normalize_str(str(t), i)
+    raise TextError(f"text {i}: expected str or bytes, got {type(t).__name__}")
+
+
+def _join(parts: list) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.zeros(len(parts) + 1, dtype=np.int64)
+    if parts:
+        np.cumsum(np.fromiter(map(len, parts), dtype=np.int64, count=len(parts)), out=offsets[1:])
+    data = np.frombuffer(b"".join(parts), dtype=np.uint8)
+    return data, offsets
+
+
+def _is_arrow(obj) -> bool:
+    mod = type(obj).__module__
+    return mod.startswith("pyarrow")
+
+
+def _pack_arrow(arr) -> tuple[np.ndarray, np.ndarray]:
+    import pyarrow as pa
+
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
+    t = arr.type
+    is_text = pa.types.is_string(t) or pa.types.is_large_string(t)
+    is_binary = pa.types.is_binary(t) or pa.types.is_large_binary(t)
+    if pa.types.is_string_view(t) if hasattr(pa.types, "is_string_view") else False:
+        arr = arr.cast(pa.large_string())
+        t, is_text = arr.type, True
+    if not (is_text or is_binary):
+        raise TextError(f"expected a pyarrow string or binary array, got {t}")
+    if arr.null_count:
+        first = int(np.flatnonzero(np.asarray(arr.is_null()))[0])
+        raise TextError(f"text {first}: null in the input array ({arr.null_count} nulls)")
+    off_type = np.int64 if (pa.types.is_large_string(t) or pa.types.is_large_binary(t)) else np.int32
+    bufs = arr.buffers()
+    n = len(arr)
+    offsets = np.frombuffer(bufs[1], dtype=off_type, count=n + 1 + arr.offset)[arr.offset:].astype(np.int64)
+    values = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
+    data = values[offsets[0]: offsets[-1]]
+    offsets = offsets - offsets[0]
+    if n == 0 or not (data >= 0x80).any():
+        return data, offsets
+    # Only documents holding non-ASCII bytes go through Python normalization.
+    high = np.add.reduceat((data >= 0x80).astype(np.int64), offsets[:-1]) if data.size else np.zeros(n, np.int64)
+    empty = offsets[1:] == offsets[:-1]
+    high[empty] = 0
+    parts = []
+    changed = False
+    raw = data.tobytes()
+    for d in np.flatnonzero(high):
+        a, b = int(offsets[d]), int(offsets[d + 1])
+        doc = raw[a:b]
+        if is_text:
+            try:
+                norm = normalize_str(doc.decode("utf-8"), int(d))
+            except UnicodeDecodeError:
+                norm = normalize_bytes(doc)
+        else:
+            norm = normalize_bytes(doc)
+        if norm != doc:
+            changed = True
+        parts.append((int(d), norm))
+    if not changed:
+        return data, offsets
+    lens = np.diff(offsets)
+    pieces = []
+    cursor = 0
+    for d, norm in parts:
+        pieces.append(raw[int(offsets[cursor]): int(offsets[d])])
+        pieces.append(norm)
+        lens[d] = len(norm)
+        cursor = d + 1
+    pieces.append(raw[int(offsets[cursor]):])
+    new_offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lens, out=new_offsets[1:])
+    return np.frombuffer(b"".join(pieces), dtype=np.uint8), new_offsets
+
+
+def _as_documents(texts):
+    if isinstance(texts, (str, bytes, bytearray, memoryview)):
+        return [texts]
+    if _is_arrow(texts) or isinstance(texts, (list, tuple)):
+        return texts
+    try:
+        return list(texts)
+    except TypeError:
+        raise TextError(
+            f"expected str, bytes, a sequence of them or a pyarrow array, got {type(texts).__name__}"
+        ) from None
+
+
+def iter_packed(texts, batch_bytes: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Yield ``(first_doc_index, data, offsets)`` batches of about ``batch_bytes``.
+
+    A document is never split; one larger than ``batch_bytes`` is a batch alone.
+    """
+    docs = _as_documents(texts)
+    if _is_arrow(docs):
+        import pyarrow as pa
+
+        if isinstance(docs, pa.ChunkedArray):
+            docs = docs.combine_chunks() if docs.num_chunks != 1 else docs.chunk(0)
+        n = len(docs)
+        if n == 0:
+            yield 0, np.zeros(0, np.uint8), np.zeros(1, np.int64)
+            return
+        sizes = np.asarray(docs.cast(pa.large_binary()).value_lengths().fill_null(0)) if n else np.zeros(0)
+        cum = np.cumsum(sizes)
+        start = 0
+        while start < n:
+            base = cum[start - 1] if start else 0
+            stop = int(np.searchsorted(cum, base + batch_bytes, side="right"))
+            stop = max(stop, start + 1)
+            data, offsets = _pack_arrow(docs.slice(start, stop - start))
+            yield start, data, offsets
+            start = stop
+        return
+    parts: list = []
+    size = 0
+    first = 0
+    for i, t in enumerate(docs):
+        b = _normalize_any(t, i)
+        parts.append(b)
+        size += len(b)
+        if size >= batch_bytes:
+            data, offsets = _join(parts)
+            yield first, data, offsets
+            first = i + 1
+            parts, size = [], 0
+    if parts or first == 0:
+        data, offsets = _join(parts)
+        yield first, data, offsets
+
+
+def pack_texts(texts) -> tuple[np.ndarray, np.ndarray]:
+    """Normalize and join texts: ``(data: uint8[:], offsets: int64[n + 1])``.
+
+    ``texts`` is a ``str``/``bytes`` (one document), a sequence of them, or a
+    pyarrow string/binary array.
+    """
+    docs = _as_documents(texts)
+    if _is_arrow(docs):
+        return _pack_arrow(docs)
+    return _join([_normalize_any(t, i) for i, t in enumerate(docs)])

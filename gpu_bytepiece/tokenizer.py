@@ -1,0 +1,255 @@
+"""The public tokenizer: BytePiece's API, plus batch calls returning flat arrays."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from contextlib import contextmanager
+from typing import Iterable, Sequence
+
+import numba
+import numpy as np
+
+from . import config
+from .backend import select_backend
+from .lattice import document_keys
+from .model import Model, ModelError, load_model, parse_pieces, save_model
+from .text import iter_packed
+from .trie import build_trie
+
+__all__ = ["Tokenizer"]
+
+_SPECIALS = ("<pad>", "<bos>", "<eos>")
+
+
+@contextmanager
+def _threads(num_threads):
+    if num_threads is None:
+        yield
+        return
+    if num_threads < 0:
+        num_threads = numba.config.NUMBA_NUM_THREADS
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1 or -1 (all), got {num_threads}")
+    old = numba.get_num_threads()
+    numba.set_num_threads(min(num_threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(old)
+
+
+class Tokenizer:
+    """BytePiece's byte-level Unigram tokenizer, exact, on CPU or GPU.
+
+    Parameters
+    ----------
+    model : str, path, dict or Model, optional
+        A BytePiece model file (``.model`` JSON, ``.gz`` or ``.zip``), a
+        decoded mapping ``{base64 piece: [id, text, count]}`` as BytePiece's
+        ``Tokenizer`` takes, or a :class:`~gpu_bytepiece.model.Model`.
+        ``None`` loads the bundled ``bytepiece.plus.40k``.
+    device : {'auto', 'cpu', 'cuda', 'cuda:N'}
+        ``auto`` uses a CUDA GPU when one is usable and logs why not
+        otherwise; ``cuda`` raises :class:`~gpu_bytepiece.backend.DeviceError`
+        when none is.
+    seed : int, optional
+        Seed of the sampling (``alpha >= 0``) random numbers. ``None`` draws
+        one from the OS.
+
+    Notes
+    -----
+    Sampling is reproducible: the random numbers are a pure function of
+    (seed, call number, document index in the call, byte position, piece
+    length), whatever the device, thread count or internal batch size. Each
+    sampling call without ``seed=`` advances the call number, so repeated
+    calls draw fresh samples (as BytePiece's do); ``set_seed`` restarts the
+    sequence; a call given ``seed=`` is stateless.
+    """
+
+    def __init__(self, model=None, *, device: str = "auto", seed: int | None = None):
+        if isinstance(model, Model):
+            self._model = model
+        elif isinstance(model, dict):
+            self._model = parse_pieces(model)
+        elif model is None or isinstance(model, (str, os.PathLike)):
+            self._model = load_model(model)
+        else:
+            raise ModelError(f"model must be a path, a pieces dict or None, got {type(model).__name__}")
+        m = self._model
+        self.vocab_size = m.vocab_size
+        self._scores = m.scores()
+        self._trie = build_trie(m.pieces)
+        self._id2piece = list(_SPECIALS) + list(m.pieces)
+        self._piece2id = {p: i for i, p in enumerate(self._id2piece)}
+        self._piece_bytes = np.frombuffer(b"".join(m.pieces), dtype=np.uint8)
+        self._piece_off = np.zeros(self.vocab_size + 1, dtype=np.int64)
+        np.cumsum([0, 0, 0] + [len(p) for p in m.pieces], out=self._piece_off[1:])
+        self._backend = select_backend(device, self._trie, self._scores)
+        self.set_seed(seed)
+
+    # ------------------------------------------------------------------ info
+    @property
+    def device(self) -> str:
+        """The backend in use: ``'cpu'`` or ``'cuda:N'``."""
+        return self._backend.name
+
+    @property
+    def model(self) -> Model:
+        return self._model
+
+    def save(self, path) -> None:
+        """Save the vocabulary in BytePiece's model format."""
+        save_model(self._model, path)
+
+    def set_seed(self, seed: int | None) -> None:
+        """Restart the sampling random sequence from ``seed``."""
+        if seed is None:
+            seed = secrets.randbits(63)
+        if not isinstance(seed, (int, np.integer)):
+            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        self._seed = int(seed)
+        self._calls = 0
+
+    # --------------------------------------------------------------- pieces
+    def piece_to_id(self, piece) -> int:
+        """Id of ``piece`` (bytes; ``'<pad>'``, ``'<bos>'``, ``'<eos>'`` for 0-2)."""
+        try:
+            return self._piece2id[piece]
+        except KeyError:
+            if isinstance(piece, str) and piece.encode() in self._piece2id:
+                return self._piece2id[piece.encode()]
+            raise KeyError(f"not a piece of this vocabulary: {piece!r}") from None
+
+    def id_to_piece(self, i: int):
+        """Piece of id ``i`` (bytes; a str for the specials 0-2)."""
+        if not 0 <= int(i) < self.vocab_size:
+            raise KeyError(f"id {i} outside 0..{self.vocab_size - 1}")
+        return self._id2piece[int(i)]
+
+    def pieces_to_ids(self, pieces: Iterable) -> list:
+        return [self.piece_to_id(p) for p in pieces]
+
+    def ids_to_pieces(self, ids: Iterable) -> list:
+        return [self.id_to_piece(i) for i in ids]
+
+    # --------------------------------------------------------------- encode
+    def _keys(self, n_docs, first, alpha, seed):
+        if alpha < 0:
+            return np.zeros(n_docs, dtype=np.uint64)
+        return document_keys(self._stream, np.arange(first, first + n_docs, dtype=np.uint64))
+
+    def _start_call(self, alpha, seed):
+        if not isinstance(alpha, (int, float, np.floating, np.integer)) or alpha != alpha:
+            raise ValueError(f"alpha must be a number (< 0 for the best path), got {alpha!r}")
+        if alpha < 0:
+            return
+        if seed is None:
+            self._stream = (self._seed * 0x100000001B3 + self._calls) & 0xFFFFFFFFFFFFFFFF
+            self._calls += 1
+        else:
+            self._stream = (int(seed) * 0x100000001B3 + 0xFFFFFFFF) & 0xFFFFFFFFFFFFFFFF
+
+    def encode_to_numpy(self, texts, *, add_bos: bool = False, add_eos: bool = False,
+                        alpha: float = -1, seed: int | None = None,
+                        num_threads: int | None = None,
+                        batch_bytes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Encode many texts into flat arrays.
+
+        Parameters
+        ----------
+        texts : str, bytes, sequence of str/bytes, or pyarrow string array
+            A single str/bytes counts as one document.
+        add_bos, add_eos : bool
+            Put id 1 before / id 2 after each document.
+        alpha : float
+            ``< 0``: the best (Viterbi) segmentation; ``>= 0``: sample one.
+        seed : int, optional
+            Sampling seed for this call alone (see the class notes).
+        num_threads : int, optional
+            CPU threads (``-1``: all); default: Numba's current setting.
+        batch_bytes : int, optional
+            Internal batch size in UTF-8 bytes (bounds memory; does not
+            change the output).
+
+        Returns
+        -------
+        ids : numpy.ndarray of uint32
+        offsets : numpy.ndarray of int64, ``len(texts) + 1``
+            Document ``i``'s ids are ``ids[offsets[i]:offsets[i + 1]]``.
+        """
+        self._start_call(alpha, seed)
+        batch_bytes = batch_bytes or config.BATCH_BYTES
+        id_parts, off_parts = [], []
+        total = 0
+        with _threads(num_threads):
+            for first, data, doc_off in iter_packed(texts, batch_bytes):
+                n = len(doc_off) - 1
+                keys = self._keys(n, first, alpha, seed)
+                ids, offs = self._backend.encode_packed(data, doc_off, keys, float(alpha), add_bos, add_eos)
+                id_parts.append(ids)
+                off_parts.append(offs[1:] + total)
+                total += int(offs[-1])
+        ids = np.concatenate(id_parts) if len(id_parts) != 1 else id_parts[0]
+        offsets = np.concatenate([np.zeros(1, np.int64)] + off_parts)
+        return ids, offsets
+
+    def encode_batch(self, texts, *, add_bos: bool = False, add_eos: bool = False,
+                     alpha: float = -1, seed: int | None = None,
+                     num_threads: int | None = None) -> list:
+        """Encode many texts; a list of lists of ids (see ``encode_to_numpy``)."""
+        ids, offsets = self.encode_to_numpy(texts, add_bos=add_bos, add_eos=add_eos, alpha=alpha,
+                                            seed=seed, num_threads=num_threads)
+        flat = ids.tolist()
+        o = offsets.tolist()
+        return [flat[o[i]:o[i + 1]] for i in range(len(o) - 1)]
+
+    def encode(self, text, add_bos: bool = False, add_eos: bool = False, alpha: float = -1,
+               iter: bool = False, *, seed: int | None = None):
+        """Encode one text (str or UTF-8 bytes) into a list of ids (BytePiece's ``encode``)."""
+        if not isinstance(text, (str, bytes, bytearray, memoryview)):
+            raise TypeError(f"encode takes one str or bytes, got {type(text).__name__} (use encode_batch)")
+        ids, _ = self.encode_to_numpy([text], add_bos=add_bos, add_eos=add_eos, alpha=alpha, seed=seed)
+        out = ids.tolist()
+        return out.__iter__() if iter else out
+
+    def tokenize(self, text, alpha: float = -1, iter: bool = False, *, seed: int | None = None):
+        """The pieces (bytes) of one text (BytePiece's ``tokenize``)."""
+        pieces = [self._id2piece[i] for i in self.encode(text, alpha=alpha, seed=seed)]
+        return pieces.__iter__() if iter else pieces
+
+    # --------------------------------------------------------------- decode
+    def decode_bytes(self, ids) -> bytes:
+        """The concatenated bytes of the pieces (ids 0-2 are skipped)."""
+        a = np.asarray(ids)
+        if a.size == 0:
+            return b""
+        if a.dtype.kind not in "iu":
+            a = np.asarray(ids, dtype=np.int64)
+        a = a.astype(np.int64, copy=False).ravel()
+        bad = (a < 0) | (a >= self.vocab_size)
+        if bad.any():
+            raise KeyError(f"id {int(a[bad][0])} outside 0..{self.vocab_size - 1}")
+        a = a[a > 2]
+        starts = self._piece_off[a]
+        lens = self._piece_off[a + 1] - starts
+        if a.size == 0:
+            return b""
+        cum = np.cumsum(lens)
+        idx = np.arange(int(cum[-1]), dtype=np.int64) - np.repeat(cum - lens - starts, lens)
+        return self._piece_bytes[idx].tobytes()
+
+    def decode(self, ids, errors: str = "ignore") -> str:
+        """Decode ids to text (BytePiece drops undecodable bytes: ``errors='ignore'``)."""
+        return self.decode_bytes(ids).decode("utf-8", errors)
+
+    def decode_batch(self, batch: Sequence, errors: str = "ignore") -> list:
+        """Decode a list of id lists (or ``(ids, offsets)`` from ``encode_to_numpy``)."""
+        if isinstance(batch, tuple) and len(batch) == 2 and isinstance(batch[0], np.ndarray) \
+                and isinstance(batch[1], np.ndarray) and batch[1].dtype == np.int64:
+            ids, offsets = batch
+            return [self.decode(ids[offsets[i]:offsets[i + 1]], errors) for i in range(len(offsets) - 1)]
+        return [self.decode(ids, errors) for ids in batch]
+
+    def __repr__(self) -> str:
+        return f"Tokenizer({self._model.source!r}, vocab_size={self.vocab_size}, device={self.device!r})"

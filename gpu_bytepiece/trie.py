@@ -1,0 +1,174 @@
+"""A double-array trie of the vocabulary, in flat arrays the CPU and GPU read alike.
+
+Layout (all ``int32``, one cell per trie node, node 0 is the root):
+
+- ``base[s]``: the child of node ``s`` on byte ``c`` sits at cell ``base[s] + c``;
+- ``check[t]``: the parent of cell ``t`` (``-1`` for a free cell), so
+  ``t = base[s] + c`` is a real child iff ``check[t] == s``;
+- ``node_id[t]``: the id of the piece that ends at node ``t``, or ``-1``.
+
+The arrays carry 256 spare cells past the last used one, so ``base[s] + c``
+never indexes out of bounds and the walk needs no bounds check.
+
+Walking forward from every start position finds exactly the set of matches
+that BytePiece's Aho-Corasick automaton reports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+__all__ = ["Trie", "build_trie"]
+
+
+@dataclass(frozen=True)
+class Trie:
+    base: np.ndarray
+    check: np.ndarray
+    node_id: np.ndarray
+    max_len: int
+
+    @property
+    def n_cells(self) -> int:
+        return int(self.base.shape[0])
+
+    def lookup(self, piece: bytes) -> int:
+        """Id of ``piece`` or -1 (for tests and debugging; not a hot path)."""
+        s = 0
+        for c in piece:
+            t = self.base[s] + c
+            if self.check[t] != s:
+                return -1
+            s = t
+        return int(self.node_id[s])
+
+
+@numba.njit(cache=True)
+def _grow(a, size, fill):
+    out = np.full(size, fill, dtype=a.dtype)
+    out[: a.shape[0]] = a
+    return out
+
+
+@numba.njit(cache=True)
+def _build(flat, starts, lens, ids):
+    """Build the double array from pieces sorted by bytes (lexicographically).
+
+    Breadth-first: each queue item is a node with the range ``[lo, hi)`` of
+    sorted pieces sharing its prefix; its children's labels are the distinct
+    bytes at position ``depth`` in that range.
+    """
+    n = starts.shape[0]
+    size = int(lens.sum()) + 1024
+    base = np.zeros(size, dtype=np.int32)
+    check = np.full(size, -1, dtype=np.int32)
+    node_id = np.full(size, -1, dtype=np.int32)
+    check[0] = 0  # root occupies cell 0 (its own parent, never a child: labels land at base+c >= 1)
+    q_node = np.empty(size, dtype=np.int64)
+    q_lo = np.empty(size, dtype=np.int64)
+    q_hi = np.empty(size, dtype=np.int64)
+    q_depth = np.empty(size, dtype=np.int64)
+    q_node[0] = 0
+    q_lo[0] = 0
+    q_hi[0] = n
+    q_depth[0] = 0
+    qh = 0
+    qt = 1
+    labels = np.empty(256, dtype=np.int64)
+    lab_lo = np.empty(256, dtype=np.int64)
+    lab_hi = np.empty(256, dtype=np.int64)
+    next_free = 1
+    used_max = 0
+    while qh < qt:
+        s = q_node[qh]
+        lo = q_lo[qh]
+        hi = q_hi[qh]
+        d = q_depth[qh]
+        qh += 1
+        i = lo
+        if i < hi and lens[i] == d:
+            node_id[s] = ids[i]
+            i += 1
+        # distinct labels of the children
+        nl = 0
+        while i < hi:
+            c = flat[starts[i] + d]
+            j = i + 1
+            while j < hi and flat[starts[j] + d] == c:
+                j += 1
+            labels[nl] = c
+            lab_lo[nl] = i
+            lab_hi[nl] = j
+            nl += 1
+            i = j
+        if nl == 0:
+            continue
+        # find the first base so that every base + label is free
+        while next_free < size and check[next_free] != -1:
+            next_free += 1
+        t = next_free
+        while True:
+            if t + 256 >= size:
+                size = size * 2
+                base = _grow(base, size, 0)
+                check = _grow(check, size, -1)
+                node_id = _grow(node_id, size, -1)
+                q_node = _grow(q_node, size, 0)
+                q_lo = _grow(q_lo, size, 0)
+                q_hi = _grow(q_hi, size, 0)
+                q_depth = _grow(q_depth, size, 0)
+            b = t - labels[0]
+            ok = b >= 1
+            if ok:
+                for k in range(nl):
+                    if check[b + labels[k]] != -1:
+                        ok = False
+                        break
+            if ok:
+                break
+            t += 1
+            while t < size and check[t] != -1:
+                t += 1
+        base[s] = b
+        for k in range(nl):
+            c = b + labels[k]
+            check[c] = s
+            if c > used_max:
+                used_max = c
+            q_node[qt] = c
+            q_lo[qt] = lab_lo[k]
+            q_hi[qt] = lab_hi[k]
+            q_depth[qt] = d + 1
+            qt += 1
+    # 256 spare cells past the last used one (and past any base + 255)
+    max_base = 0
+    for k in range(used_max + 1):
+        if base[k] > max_base:
+            max_base = base[k]
+    end = max(used_max, max_base) + 257
+    if end > size:
+        base = _grow(base, end, 0)
+        check = _grow(check, end, -1)
+        node_id = _grow(node_id, end, -1)
+    return base[:end].copy(), check[:end].copy(), node_id[:end].copy()
+
+
+def build_trie(pieces: list, ids: np.ndarray | None = None) -> Trie:
+    """Build the double-array trie of ``pieces`` (bytes) with their ``ids``.
+
+    ``ids`` defaults to ``3 + index`` (BytePiece's numbering).
+    """
+    n = len(pieces)
+    if ids is None:
+        ids = np.arange(3, n + 3, dtype=np.int32)
+    ids = np.asarray(ids, dtype=np.int32)
+    order = sorted(range(n), key=pieces.__getitem__)
+    flat = np.frombuffer(b"".join(pieces[i] for i in order), dtype=np.uint8)
+    lens = np.fromiter((len(pieces[i]) for i in order), dtype=np.int64, count=n)
+    starts = np.zeros(n, dtype=np.int64)
+    np.cumsum(lens[:-1], out=starts[1:])
+    base, check, node_id = _build(flat, starts, lens, ids[np.asarray(order, dtype=np.int64)])
+    return Trie(base=base, check=check, node_id=node_id, max_len=int(lens.max()) if n else 0)
