@@ -1,0 +1,54 @@
+"""``gpu-bytepiece`` command line: ``encode``, ``merge``, ``train``.
+
+Each subcommand lives with its feature and registers itself here:
+``encode``/``merge`` in :mod:`gpu_bytepiece.pipeline.cli`, ``train`` in
+:mod:`gpu_bytepiece.train_cli`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gpu-bytepiece",
+        description="BytePiece's byte-level Unigram tokenizer, exact and fast, on CPUs and GPUs.",
+    )
+    parser.add_argument("--version", action="version", version=f"gpu-bytepiece {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more (device choice, stages)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    try:
+        from .pipeline.cli import add_subcommands as add_pipeline
+    except ImportError:  # pragma: no cover - during development
+        add_pipeline = None
+    if add_pipeline is not None:
+        add_pipeline(sub)
+    try:
+        from .train_cli import add_subcommands as add_train
+    except ImportError:  # pragma: no cover - during development
+        add_train = None
+    if add_train is not None:
+        add_train(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
