@@ -1,0 +1,251 @@
+"""CUDA path under Numba's CUDA simulator: GPU == CPU, exactly.
+
+Runs only in a process started with ``NUMBA_ENABLE_CUDASIM=1`` (``./test.sh
+sim``). The simulator runs every CUDA thread as a Python thread, so inputs
+stay small (a few KB per test) and ``THREADS_PER_BLOCK`` is patched to 8 so
+they still span several blocks.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
+    pytest.skip("CUDA simulator tests: run with NUMBA_ENABLE_CUDASIM=1 (./test.sh sim)", allow_module_level=True)
+
+from conftest import MODEL_NAMES, PARTS, corpus_docs, cpu_tokenizer, shared_model  # noqa: E402
+
+from gpu_bytepiece import Tokenizer, config  # noqa: E402
+from gpu_bytepiece.backend import DeviceError  # noqa: E402
+
+pytestmark = [
+    pytest.mark.sim,
+    # the shared lattice's uint64 hash wraps on purpose; NumPy scalars warn about it in Python
+    pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning"),
+]
+
+# characters per document: zh is ~3 UTF-8 bytes a character
+MAX_CHARS = {"zh": 120, "en": 300, "code": 300}
+
+_GPU: dict = {}
+
+
+def gpu_tokenizer(path):
+    key = str(path)
+    if key not in _GPU:
+        _GPU[key] = Tokenizer(path, device="cuda", seed=1234)
+    return _GPU[key]
+
+
+@pytest.fixture(autouse=True)
+def small_blocks(monkeypatch):
+    monkeypatch.setattr(config, "THREADS_PER_BLOCK", 8)
+
+
+def assert_same(gpu, cpu, texts, **kw):
+    ig, og = gpu.encode_to_numpy(texts, **kw)
+    ic, oc = cpu.encode_to_numpy(texts, **kw)
+    assert ig.dtype == np.uint32 and og.dtype == np.int64
+    np.testing.assert_array_equal(og, oc)
+    np.testing.assert_array_equal(ig, ic)
+    return ig, og
+
+
+def ragged_docs():
+    """Empty docs, only newlines, CRLF, a line much longer than the others, 13 docs."""
+    en = corpus_docs("en", n=3, every=11, max_chars=200)
+    zh = corpus_docs("zh", n=2, every=13, max_chars=60)
+    long_line = " ".join(corpus_docs("en", n=4, every=7, max_chars=250)).replace("\n", " ")
+    return ["", "\n", "\n\n\n", en[0], "a", long_line, "", "x\n\ny\n", zh[0],
+            "\r\n tail \n\n", en[1] + "\n\n" + zh[1], "\n" + en[2], "é"]
+
+
+@pytest.mark.parametrize("part", PARTS)
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_best_path_matches_cpu(name, part):
+    path = shared_model(name)
+    docs = corpus_docs(part, n=8, every=29, max_chars=MAX_CHARS[part])
+    gpu = gpu_tokenizer(path)
+    assert gpu.device == "cuda:0"
+    assert_same(gpu, cpu_tokenizer(path), docs)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_seeded_sampling_matches_cpu(name):
+    path = shared_model(name)
+    docs = corpus_docs("en", n=5, every=31, max_chars=200) + corpus_docs("zh", n=4, every=31, max_chars=80)
+    gpu, cpu = gpu_tokenizer(path), cpu_tokenizer(path)
+    ids, _ = assert_same(gpu, cpu, docs, alpha=0.1, seed=7)
+    best, _ = gpu.encode_to_numpy(docs)
+    assert not np.array_equal(ids, best)  # the sampling branch ran
+    again, _ = gpu.encode_to_numpy(docs, alpha=0.1, seed=7)
+    np.testing.assert_array_equal(again, ids)
+    assert_same(gpu, cpu, docs[:3], alpha=0.0, seed=7, add_bos=True)
+
+
+def test_unseeded_sampling_sequence_matches_cpu(plus40k_path):
+    """Calls without ``seed=`` draw fresh samples, the same sequence on both devices."""
+    docs = corpus_docs("en", n=4, every=17, max_chars=150)
+    gpu = Tokenizer(plus40k_path, device="cuda", seed=99)
+    cpu = Tokenizer(plus40k_path, device="cpu", seed=99)
+    first, _ = assert_same(gpu, cpu, docs, alpha=0.2)
+    second, _ = assert_same(gpu, cpu, docs, alpha=0.2)
+    assert not np.array_equal(first, second)
+
+
+@pytest.mark.parametrize("add_bos,add_eos", [(False, False), (True, False), (False, True), (True, True)])
+def test_ragged_batch_specials(plus40k_path, add_bos, add_eos):
+    docs = ragged_docs()
+    assert len(docs) % config.THREADS_PER_BLOCK != 0
+    ids, offsets = assert_same(gpu_tokenizer(plus40k_path), cpu_tokenizer(plus40k_path), docs,
+                               add_bos=add_bos, add_eos=add_eos)
+    extra = int(add_bos) + int(add_eos)
+    assert offsets[1] - offsets[0] == extra  # the empty first document
+    if add_bos:
+        assert (ids[offsets[:-1]] == 1).all()
+    if add_eos:
+        assert (ids[offsets[1:] - 1] == 2).all()
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_ragged_batch_sampling(name):
+    path = shared_model(name)
+    assert_same(gpu_tokenizer(path), cpu_tokenizer(path), ragged_docs(), alpha=0.1, seed=7, add_eos=True)
+
+
+def test_empty_documents_only(plus40k_path):
+    gpu, cpu = gpu_tokenizer(plus40k_path), cpu_tokenizer(plus40k_path)
+    ids, offsets = assert_same(gpu, cpu, ["", ""])
+    assert len(ids) == 0 and list(offsets) == [0, 0, 0]
+    ids, offsets = assert_same(gpu, cpu, ["", "", ""], add_bos=True, add_eos=True)
+    assert list(ids) == [1, 2, 1, 2, 1, 2]
+
+
+def test_several_packed_batches(plus40k_path):
+    docs = corpus_docs("code", n=6, every=23, max_chars=250) + [""] + corpus_docs("zh", n=3, every=5, max_chars=60)
+    assert_same(gpu_tokenizer(plus40k_path), cpu_tokenizer(plus40k_path), docs,
+                batch_bytes=400, add_bos=True, alpha=0.1, seed=7)
+
+
+@pytest.mark.parametrize("budget", [2_000, 12_000])
+def test_chunked_batch_matches_whole(plus40k_path, monkeypatch, budget):
+    """A batch bigger than ``MAX_DEVICE_BYTES`` runs in chunks (one segment alone beyond it)."""
+    from gpu_bytepiece.cuda_backend import BYTES_PER_BYTE, plan_chunks
+
+    docs = ragged_docs()
+    assert len(max(docs, key=len)) * BYTES_PER_BYTE > 2_000  # the long line is a chunk of its own
+    monkeypatch.setattr(config, "MAX_DEVICE_BYTES", budget)
+    gpu, cpu = gpu_tokenizer(plus40k_path), cpu_tokenizer(plus40k_path)
+    seg_len = np.array([len(d.encode()) for d in docs if d], dtype=np.int64)
+    assert len(plan_chunks(seg_len, budget)) > 3
+    assert_same(gpu, cpu, docs, add_bos=True, add_eos=True)
+    assert_same(gpu, cpu, docs, alpha=0.1, seed=7)
+
+
+def test_plan_chunks():
+    from gpu_bytepiece.cuda_backend import BYTES_PER_BYTE, BYTES_PER_SEGMENT, plan_chunks
+
+    seg_len = np.array([10, 10, 500, 10, 10, 10], dtype=np.int64)
+    cost = seg_len * BYTES_PER_BYTE + BYTES_PER_SEGMENT
+    budget = int(cost[0] + cost[1])
+    b = plan_chunks(seg_len, budget)
+    assert b[0] == 0 and b[-1] == len(seg_len) and (np.diff(b) > 0).all()
+    assert list(b[:3]) == [0, 2, 3]  # the 500-byte segment alone
+    for k0, k1 in zip(b[:-1], b[1:]):
+        assert k1 - k0 == 1 or cost[k0:k1].sum() <= budget
+    assert list(plan_chunks(seg_len, 10**9)) == [0, 6]
+    assert list(plan_chunks(seg_len[:0], 10)) == [0]
+
+
+def test_unsorted_segments_same_ids(plus40k_path, monkeypatch):
+    monkeypatch.setattr(config, "CUDA_SORT_SEGMENTS", False)
+    assert_same(gpu_tokenizer(plus40k_path), cpu_tokenizer(plus40k_path), ragged_docs(), alpha=0.1, seed=7)
+
+
+def test_segment_order_longest_first():
+    from gpu_bytepiece.cuda_backend import segment_order
+
+    seg_len = np.array([3, 70000, 5, 3, 80000, 5], dtype=np.int64)
+    assert list(segment_order(seg_len)) == [1, 4, 2, 5, 0, 3]  # capped at 65535, then stable
+
+
+def test_device_buffers_are_reused(plus40k_path):
+    tok = Tokenizer(plus40k_path, device="cuda")
+    backend = tok._backend
+    docs = ragged_docs()
+    tok.encode_to_numpy(docs)
+    held = backend.pool_bytes()
+    bufs = {k: id(v) for k, v in backend._pool.buffers.items()}
+    assert held > 0 and {"data", "best", "out", "ids"} <= set(bufs)
+    ids, _ = tok.encode_to_numpy(docs[:5], alpha=0.1, seed=7)
+    assert {k: id(v) for k, v in backend._pool.buffers.items()} == bufs  # no new allocation
+    assert backend.pool_bytes() == held
+    np.testing.assert_array_equal(ids, cpu_tokenizer(plus40k_path).encode_to_numpy(docs[:5], alpha=0.1, seed=7)[0])
+    backend.release()
+    assert backend.pool_bytes() == 0
+    assert_same(tok, cpu_tokenizer(plus40k_path), docs[5:])
+
+
+def test_trie_and_scores_resident(plus40k_path):
+    backend = gpu_tokenizer(plus40k_path)._backend
+    t = backend.trie
+    np.testing.assert_array_equal(backend._base.copy_to_host(), t.base)
+    np.testing.assert_array_equal(backend._check.copy_to_host(), t.check)
+    np.testing.assert_array_equal(backend._node_id.copy_to_host(), t.node_id)
+    np.testing.assert_array_equal(backend._scores.copy_to_host(), backend.scores)
+
+
+def test_kernels_match_cpu_twins(plus40k_path):
+    """The kernels on raw arrays, any segment order, equal their CPU twins."""
+    from numba import cuda
+
+    from gpu_bytepiece import kernels
+    from gpu_bytepiece.cpu_fallback import encode_segments, find_segments, scatter_tokens
+
+    gpu = gpu_tokenizer(plus40k_path)
+    raw = [d.encode() for d in ragged_docs()]
+    data = np.frombuffer(b"".join(raw), dtype=np.uint8)
+    doc_off = np.zeros(len(raw) + 1, dtype=np.int64)
+    np.cumsum([len(r) for r in raw], out=doc_off[1:])
+    seg_start, seg_end, seg_doc = find_segments(data, doc_off)
+    n_seg = len(seg_start)
+    seg_key = (np.arange(n_seg, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) ^ np.uint64(7)
+    seg_pos = seg_start - doc_off[seg_doc]
+    t, scores = gpu._trie, gpu._backend.scores  # the score array the backends hand the lattice
+    for alpha in (-1.0, 0.3):
+        out_c = np.zeros(len(data), dtype=np.uint32)
+        counts_c = np.zeros(n_seg, dtype=np.int64)
+        encode_segments(data, seg_start, seg_end, seg_key, seg_pos, np.array([0, n_seg], dtype=np.int64),
+                        t.base, t.check, t.node_id, scores, t.max_len, np.float64(alpha), out_c, counts_c)
+        order = np.random.default_rng(3).permutation(n_seg).astype(np.int64)
+        n_scr = len(data) + n_seg
+        out_g = cuda.to_device(np.zeros(len(data), dtype=np.uint32))
+        counts_g = cuda.to_device(np.zeros(n_seg, dtype=np.int64))
+        kernels.encode_segments[2, 8](
+            cuda.to_device(data), cuda.to_device(seg_start), cuda.to_device(seg_end),
+            cuda.to_device(seg_key), cuda.to_device(seg_pos), cuda.to_device(order),
+            cuda.to_device(t.base), cuda.to_device(t.check), cuda.to_device(t.node_id),
+            cuda.to_device(scores), t.max_len, np.float64(alpha),
+            cuda.device_array(n_scr, np.float64), cuda.device_array(n_scr, np.int32),
+            cuda.device_array(n_scr, np.int32), out_g, counts_g)
+        np.testing.assert_array_equal(counts_g.copy_to_host(), counts_c)
+        np.testing.assert_array_equal(out_g.copy_to_host(), out_c)
+
+        dest = np.zeros(n_seg, dtype=np.int64)
+        np.cumsum(counts_c[:-1], out=dest[1:])
+        dest += np.arange(n_seg) * 2  # gaps, as the specials leave
+        size = int(dest[-1] + counts_c[-1])
+        ids_c = np.zeros(size, dtype=np.uint32)
+        scatter_tokens(out_c, seg_start, counts_c, dest, ids_c)
+        for blocks in (3, 5):  # 24 threads (fewer than a warp's lanes), 40 (one idle partial group)
+            ids_g = cuda.to_device(np.zeros(size, dtype=np.uint32))
+            kernels.scatter_tokens[blocks, 8](out_g, cuda.to_device(seg_start), counts_g, cuda.to_device(dest), ids_g)
+            np.testing.assert_array_equal(ids_g.copy_to_host(), ids_c)
+
+
+def test_bad_device_index(plus40k_path):
+    with pytest.raises(DeviceError, match="cuda:3"):
+        Tokenizer(plus40k_path, device="cuda:3")
