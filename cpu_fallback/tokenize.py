@@ -49,13 +49,15 @@ def find_segments(data, doc_offsets):
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def encode_segments(data, seg_start, seg_end, seg_key, seg_pos, chunk_bounds,
-                    base, check, node_id, scores, max_len, alpha, out, counts):
+                    base, check, node_id, node_score, max_len, alpha, out, counts):
     """Run the lattice over every segment; CPU twin of ``kernels.encode_segments``.
 
     Chunks of consecutive segments (``chunk_bounds``) are spread over threads
     with ``prange``; each chunk reuses one scratch sized to its longest
-    segment. Segment ``k``'s ids go to ``out[seg_start[k]:...]`` and their
-    number to ``counts[k]``.
+    segment. Chunk ``c``'s ids are written back to back from
+    ``out[seg_start[chunk_bounds[c]]]`` (a segment never has more ids than
+    bytes, so chunks cannot overlap); segment ``k``'s count goes to
+    ``counts[k]``.
     """
     n_chunks = chunk_bounds.shape[0] - 1
     for c in prange(n_chunks):
@@ -68,19 +70,21 @@ def encode_segments(data, seg_start, seg_end, seg_key, seg_pos, chunk_bounds,
         best = np.empty(m + 1, dtype=np.float64)
         back_len = np.empty(m + 1, dtype=np.int32)
         back_id = np.empty(m + 1, dtype=np.int32)
+        w = seg_start[k0]
         for k in range(k0, k1):
             a = seg_start[k]
             b = seg_end[k]
-            lattice(data, a, b, base, check, node_id, scores, max_len,
+            lattice(data, a, b, base, check, node_id, node_score, max_len,
                     alpha, seg_key[k], seg_pos[k], best, back_len, back_id, 0)
-            counts[k] = backtrack(b - a, back_len, back_id, 0, out, a)
+            counts[k] = backtrack(b - a, back_len, back_id, 0, out, w)
+            w += counts[k]
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def scatter_tokens(out, seg_start, counts, dest, ids):
-    """Copy each segment's ids from ``out[seg_start[k]:]`` to ``ids[dest[k]:]``."""
-    for k in prange(seg_start.shape[0]):
-        a = seg_start[k]
+def scatter_tokens(out, src, counts, dest, ids):
+    """Copy each segment's ids from ``out[src[k]:]`` to ``ids[dest[k]:]``."""
+    for k in prange(src.shape[0]):
+        a = src[k]
         d = dest[k]
         for j in range(counts[k]):
             ids[d + j] = out[a + j]

@@ -51,9 +51,9 @@ class CPUBackend:
 
     name = "cpu"
 
-    def __init__(self, trie: Trie, scores: np.ndarray):
+    def __init__(self, trie: Trie, node_score: np.ndarray):
         self.trie = trie
-        self.scores = scores
+        self.node_score = node_score
 
     def encode_packed(self, data, doc_offsets, doc_keys, alpha, add_bos=False, add_eos=False):
         from .cpu_fallback import encode_segments, find_segments, scatter_tokens
@@ -69,12 +69,23 @@ class CPUBackend:
             chunks = chunk_bounds(seg_end - seg_start, numba.get_num_threads())
             t = self.trie
             encode_segments(data, seg_start, seg_end, seg_key, seg_pos, chunks,
-                            t.base, t.check, t.node_id, self.scores, t.max_len,
+                            t.base, t.check, t.node_id, self.node_score, t.max_len,
                             np.float64(alpha), out, counts)
         dest, offsets = segment_layout(seg_doc, counts, n_docs, add_bos, add_eos)
-        ids = np.empty(int(offsets[-1]), dtype=np.uint32)
-        if n_seg:
-            scatter_tokens(out, seg_start, counts, dest, ids)
+        if not n_seg:
+            ids = np.empty(int(offsets[-1]), dtype=np.uint32)
+        elif not (add_bos or add_eos):
+            # chunks wrote their ids back to back: join the chunk runs
+            first = seg_start[chunks[:-1]]
+            cum = np.concatenate(([0], np.cumsum(counts)))
+            totals = cum[chunks[1:]] - cum[chunks[:-1]]
+            ids = np.concatenate([out[a:a + t] for a, t in zip(first.tolist(), totals.tolist())])
+        else:
+            cum = np.concatenate(([0], np.cumsum(counts)))
+            chunk_of = np.repeat(np.arange(len(chunks) - 1), np.diff(chunks))
+            src = seg_start[chunks[:-1]][chunk_of] + cum[:-1] - cum[chunks[:-1]][chunk_of]
+            ids = np.empty(int(offsets[-1]), dtype=np.uint32)
+            scatter_tokens(out, src, counts, dest, ids)
         finish_specials(ids, offsets, add_bos, add_eos)
         return ids, offsets
 
@@ -111,6 +122,8 @@ def cuda_usable() -> tuple[bool, str]:
 
 def select_backend(device: str, trie: Trie, scores: np.ndarray):
     """Pick the backend for ``device`` ('auto', 'cpu', 'cuda' or 'cuda:N')."""
+    # The lattice reads per-cell scores (-inf where no piece ends).
+    scores = trie.node_scores(scores)
     if not isinstance(device, str):
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
     dev = device.strip().lower()

@@ -55,7 +55,7 @@ def document_keys(stream_key: int, doc_index) -> np.ndarray:
     return mix64(k ^ np.asarray(doc_index, dtype=np.uint64))
 
 
-def lattice(data, start, end, base, check, node_id, scores, max_len,
+def lattice(data, start, end, base, check, node_id, node_score, max_len,
             alpha, key, pos0, best, back_len, back_id, off):
     """Fill the lattice of segment ``data[start:end]``.
 
@@ -66,9 +66,11 @@ def lattice(data, start, end, base, check, node_id, scores, max_len,
     start, end : int
         The segment is ``data[start:end]`` (``end > start``).
     base, check, node_id : int32[:]
-        The double-array trie (see ``gpu_bytepiece.trie``).
-    scores : float64[:]
-        Piece scores indexed by id.
+        The double-array trie (see ``gpu_bytepiece.trie``). Every single
+        byte must be a piece (model loading guarantees it).
+    node_score : float64[:]
+        Per trie cell: the score of the piece ending there, ``-inf`` where
+        no piece ends (see ``trie.node_scores``).
     max_len : int
         Longest piece, in bytes.
     alpha : float64
@@ -87,30 +89,51 @@ def lattice(data, start, end, base, check, node_id, scores, max_len,
     best[off] = 0.0
     for p in range(1, n + 1):
         best[off + p] = -math.inf
-        back_len[off + p] = 0
-        back_id[off + p] = -1
-    for i in range(n):
-        bs = best[off + i]
-        s = 0
-        lim = n - i
-        if lim > max_len:
-            lim = max_len
-        for j in range(lim):
-            t = base[s] + data[start + i + j]
-            if check[t] != s:
-                break
-            s = t
-            pid = node_id[s]
-            if pid >= 0:
+    root = base[0]
+    if alpha < 0:
+        # Viterbi. Relaxations are branch-free selects: a cell where no piece
+        # ends scores -inf and never wins (``cand > best`` is strict).
+        for i in range(n):
+            bs = best[off + i]
+            lim = n - i
+            if lim > max_len:
+                lim = max_len
+            s = root + data[start + i]  # depth 1: every byte is a piece
+            e = off + i + 1
+            cand = bs + node_score[s]
+            old = best[e]
+            better = cand > old
+            best[e] = cand if better else old
+            back_len[e] = 1 if better else back_len[e]
+            back_id[e] = node_id[s] if better else back_id[e]
+            for j in range(1, lim):
+                t = base[s] + data[start + i + j]
+                if check[t] != s:
+                    break
+                s = t
                 e = off + i + j + 1
-                if alpha < 0:
-                    cand = bs + scores[pid]
-                    if cand > best[e]:
-                        best[e] = cand
-                        back_len[e] = j + 1
-                        back_id[e] = pid
-                else:
-                    cand = bs + alpha * scores[pid]
+                cand = bs + node_score[s]
+                old = best[e]
+                better = cand > old
+                best[e] = cand if better else old
+                back_len[e] = j + 1 if better else back_len[e]
+                back_id[e] = node_id[s] if better else back_id[e]
+    else:
+        for i in range(n):
+            bs = best[off + i]
+            lim = n - i
+            if lim > max_len:
+                lim = max_len
+            s = 0
+            for j in range(lim):
+                t = base[s] + data[start + i + j]
+                if check[t] != s:
+                    break
+                s = t
+                sc = node_score[s]
+                if sc > -math.inf:
+                    e = off + i + j + 1
+                    cand = bs + alpha * sc
                     x = best[e]
                     if x < cand:
                         tot = cand + math.log(1.0 + math.exp(x - cand))
@@ -126,7 +149,7 @@ def lattice(data, start, end, base, check, node_id, scores, max_len,
                     u = np.float64(z >> _S11) * _INV_2_53
                     if u < math.exp(cand - tot):
                         back_len[e] = j + 1
-                        back_id[e] = pid
+                        back_id[e] = node_id[s]
 
 
 def backtrack(n, back_len, back_id, off, out, out_start):

@@ -35,6 +35,13 @@ class Trie:
     def n_cells(self) -> int:
         return int(self.base.shape[0])
 
+    def node_scores(self, scores: np.ndarray) -> np.ndarray:
+        """Per cell: ``scores[id]`` of the piece ending there, ``-inf`` elsewhere."""
+        out = np.full(self.n_cells, -np.inf, dtype=np.float64)
+        term = self.node_id >= 0
+        out[term] = scores[self.node_id[term]]
+        return out
+
     def lookup(self, piece: bytes) -> int:
         """Id of ``piece`` or -1 (for tests and debugging; not a hot path)."""
         s = 0
