@@ -11,7 +11,7 @@ CPU_MIN_CHUNK_BYTES = 1 << 16
 
 #: Texts are packed and tokenized in batches of about this many UTF-8 bytes,
 #: which bounds scratch memory whatever the input size.
-BATCH_BYTES = 16 << 20
+BATCH_BYTES = 4 << 20
 
 #: CUDA: device memory one packed batch may use for text, scratch and ids
 #: (about 25 bytes per input byte + 80 per segment); a bigger batch runs in

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Iterable, Sequence
 
@@ -20,6 +21,18 @@ from .trie import build_trie
 __all__ = ["Tokenizer"]
 
 _SPECIALS = ("<pad>", "<bos>", "<eos>")
+
+
+def _prefetch(iterator):
+    """Run ``iterator`` one item ahead in a helper thread."""
+    with ThreadPoolExecutor(1, thread_name_prefix="gpu_bytepiece-pack") as pool:
+        fut = pool.submit(next, iterator, None)
+        while True:
+            item = fut.result()
+            if item is None:
+                return
+            fut = pool.submit(next, iterator, None)
+            yield item
 
 
 @contextmanager
@@ -134,7 +147,7 @@ class Tokenizer:
         return [self.id_to_piece(i) for i in ids]
 
     # --------------------------------------------------------------- encode
-    def _keys(self, n_docs, first, alpha, seed):
+    def _keys(self, n_docs, first, alpha):
         if alpha < 0:
             return np.zeros(n_docs, dtype=np.uint64)
         return document_keys(self._stream, np.arange(first, first + n_docs, dtype=np.uint64))
@@ -180,12 +193,20 @@ class Tokenizer:
         """
         self._start_call(alpha, seed)
         batch_bytes = batch_bytes or config.BATCH_BYTES
+        if batch_bytes < 1:
+            raise ValueError(f"batch_bytes must be >= 1, got {batch_bytes}")
         id_parts, off_parts = [], []
         total = 0
         with _threads(num_threads):
-            for first, data, doc_off in iter_packed(texts, batch_bytes):
+            # With several threads, the next batch is normalized and packed
+            # (Python, under the GIL) while the current one is tokenized
+            # (Numba, GIL released). One thread means one core: no overlap.
+            batches = iter_packed(texts, batch_bytes)
+            if numba.get_num_threads() > 1:
+                batches = _prefetch(batches)
+            for first, data, doc_off in batches:
                 n = len(doc_off) - 1
-                keys = self._keys(n, first, alpha, seed)
+                keys = self._keys(n, first, alpha)
                 ids, offs = self._backend.encode_packed(data, doc_off, keys, float(alpha), add_bos, add_eos)
                 id_parts.append(ids)
                 off_parts.append(offs[1:] + total)
