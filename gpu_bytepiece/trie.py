@@ -88,6 +88,7 @@ def _build(flat, starts, lens, ids):
     lab_lo = np.empty(256, dtype=np.int64)
     lab_hi = np.empty(256, dtype=np.int64)
     next_free = 1
+    multi_hint = 1
     used_max = 0
     while qh < qt:
         s = q_node[qh]
@@ -113,10 +114,16 @@ def _build(flat, starts, lens, ids):
             i = j
         if nl == 0:
             continue
-        # find the first base so that every base + label is free
+        # find the first base so that every base + label is free; nodes with
+        # several children skip the dense front that keeps failing them
         while next_free < size and check[next_free] != -1:
             next_free += 1
         t = next_free
+        if nl > 1 and multi_hint > t:
+            t = multi_hint
+            while t < size and check[t] != -1:
+                t += 1
+        probes = 0
         while True:
             if t + 256 >= size:
                 size = size * 2
@@ -137,8 +144,11 @@ def _build(flat, starts, lens, ids):
             if ok:
                 break
             t += 1
+            probes += 1
             while t < size and check[t] != -1:
                 t += 1
+        if nl > 1 and probes > 32:
+            multi_hint = t - 16
         base[s] = b
         for k in range(nl):
             c = b + labels[k]
