@@ -106,9 +106,8 @@ def _pack_arrow(arr) -> tuple[np.ndarray, np.ndarray]:
     if n == 0 or not (data >= 0x80).any():
         return data, offsets
     # Only documents holding non-ASCII bytes go through Python normalization.
-    high = np.add.reduceat((data >= 0x80).astype(np.int64), offsets[:-1]) if data.size else np.zeros(n, np.int64)
-    empty = offsets[1:] == offsets[:-1]
-    high[empty] = 0
+    cum_high = np.concatenate(([0], np.cumsum(data >= 0x80, dtype=np.int64)))
+    high = cum_high[offsets[1:]] - cum_high[offsets[:-1]]
     parts = []
     changed = False
     raw = data.tobytes()
@@ -169,7 +168,9 @@ def iter_packed(texts, batch_bytes: int) -> Iterator[tuple[int, np.ndarray, np.n
         if n == 0:
             yield 0, np.zeros(0, np.uint8), np.zeros(1, np.int64)
             return
-        sizes = np.asarray(docs.cast(pa.large_binary()).value_lengths().fill_null(0)) if n else np.zeros(0)
+        import pyarrow.compute as pc
+
+        sizes = np.asarray(pc.binary_length(docs).fill_null(0), dtype=np.int64)
         cum = np.cumsum(sizes)
         start = 0
         while start < n:
