@@ -29,7 +29,7 @@ SCATTER_LANES = 32
 
 @cuda.jit
 def encode_segments(data, seg_start, seg_end, seg_key, seg_pos, order,
-                    base, check, node_id, scores, max_len, alpha,
+                    base, check, node_id, node_score, max_len, alpha,
                     best, back_len, back_id, out, counts):
     """Run the lattice over every segment: one thread per segment.
 
@@ -58,8 +58,8 @@ def encode_segments(data, seg_start, seg_end, seg_key, seg_pos, order,
         A permutation of the segment indices (the order threads take them).
     base, check, node_id : int32[:]
         The double-array trie.
-    scores : float64[:]
-        Piece scores by id.
+    node_score : float64[:]
+        The lattice's scores (per trie cell, ``-inf`` where no piece ends).
     max_len : int64
     alpha : float64
         ``< 0``: best path; ``>= 0``: sample (see ``gpu_bytepiece.lattice``).
@@ -74,7 +74,8 @@ def encode_segments(data, seg_start, seg_end, seg_key, seg_pos, order,
     --------
     gpu_bytepiece.cpu_fallback.encode_segments : the CPU twin (``prange`` over
         chunks of segments; ``chunk_bounds`` instead of ``order``, scratch
-        allocated per chunk instead of passed in).
+        allocated per chunk instead of passed in, and a chunk's ids written
+        back to back instead of each segment's at its own ``seg_start``).
     """
     t = cuda.grid(1)
     stride = cuda.gridsize(1)
@@ -84,15 +85,15 @@ def encode_segments(data, seg_start, seg_end, seg_key, seg_pos, order,
         a = seg_start[k]
         b = seg_end[k]
         off = a + k
-        lattice(data, a, b, base, check, node_id, scores, max_len,
+        lattice(data, a, b, base, check, node_id, node_score, max_len,
                 alpha, seg_key[k], seg_pos[k], best, back_len, back_id, off)
         counts[k] = backtrack(b - a, back_len, back_id, off, out, a)
         t += stride
 
 
 @cuda.jit
-def scatter_tokens(out, seg_start, counts, dest, ids):
-    """Copy each segment's ids from ``out[seg_start[k]:]`` to ``ids[dest[k]:]``.
+def scatter_tokens(out, src, counts, dest, ids):
+    """Copy each segment's ids from ``out[src[k]:]`` to ``ids[dest[k]:]``.
 
     ``SCATTER_LANES`` (32) consecutive global threads share a segment: lane
     ``j`` copies ids ``j, j + 32, ...``, so a warp reads and writes contiguous
@@ -112,12 +113,12 @@ def scatter_tokens(out, seg_start, counts, dest, ids):
     step = n_thr // lanes
     t = cuda.grid(1)
     lane = t % lanes
-    n_seg = seg_start.shape[0]
+    n_seg = src.shape[0]
     k = t // lanes
     if t >= step * lanes:
         k = n_seg
     while k < n_seg:
-        a = seg_start[k]
+        a = src[k]
         d = dest[k]
         c = counts[k]
         j = lane
