@@ -1,6 +1,7 @@
 """Every CUDA kernel compiles to PTX for compute capability 9.0 (H100), without a GPU.
 
-Uses numba-cuda's NVVM from PyPI (``numba.cuda.compile_ptx`` needs no driver).
+Uses numba-cuda's NVVM from PyPI (``numba.cuda.compile_ptx`` needs no driver),
+then assembles the PTX to an sm_90 cubin with nvJitLink (also driverless).
 Runs in the normal test process; under the simulator there is no compiler,
 so it skips itself there.
 """
@@ -84,3 +85,27 @@ def test_device_functions_compile(no_driver):
     ptx, _ = cuda.compile_ptx(lat.backtrack, "int64(int64, int32[::1], int32[::1], int64, uint32[::1], int64)",
                               device=True, cc=CC)
     assert ".func" in ptx
+
+
+@pytest.mark.parametrize("name", KERNELS)
+def test_kernel_assembles_to_sm90_cubin(no_driver, name):
+    """ptxas (inside nvJitLink, no driver) turns the PTX into sm_90 machine code."""
+    nvjitlink = pytest.importorskip("cuda.bindings.nvjitlink", reason="cuda-bindings with nvJitLink is not installed")
+    ptx = compile_kernel(name).encode()
+    try:
+        h = nvjitlink.create(3, ["-arch=sm_90", "-O3", "-verbose"])
+    except Exception as e:  # libnvJitLink missing
+        pytest.skip(f"nvJitLink is not usable: {e}")
+    try:
+        nvjitlink.add_data(h, nvjitlink.InputType.PTX, ptx, len(ptx), name)
+        nvjitlink.complete(h)
+        log = bytearray(nvjitlink.get_info_log_size(h))
+        nvjitlink.get_info_log(h, log)
+        size = nvjitlink.get_linked_cubin_size(h)
+    finally:
+        nvjitlink.destroy(h)
+    log = log.decode(errors="replace")
+    assert size > 0
+    regs = re.search(r"Used (\d+) registers", log)
+    assert regs, log
+    print(f"{name}: {regs.group(1)} registers; " + (re.search(r"\d+ bytes spill stores", log) or [""])[0])
