@@ -13,6 +13,9 @@ CPU_MIN_CHUNK_BYTES = 1 << 16
 #: which bounds scratch memory whatever the input size.
 BATCH_BYTES = 4 << 20
 
+#: The same for the CUDA backend: a GPU needs many segments in flight.
+CUDA_BATCH_BYTES = 64 << 20
+
 #: CUDA: device memory one packed batch may use for text, scratch and ids
 #: (about 25 bytes per input byte + 80 per segment); a bigger batch runs in
 #: chunks of whole segments. The resident trie and scores are not counted.

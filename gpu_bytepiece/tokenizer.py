@@ -183,7 +183,8 @@ class Tokenizer:
             CPU threads (``-1``: all); default: Numba's current setting.
         batch_bytes : int, optional
             Internal batch size in UTF-8 bytes (bounds memory; does not
-            change the output).
+            change the output). Default ``config.BATCH_BYTES`` on the CPU,
+            ``config.CUDA_BATCH_BYTES`` on a GPU.
 
         Returns
         -------
@@ -192,7 +193,8 @@ class Tokenizer:
             Document ``i``'s ids are ``ids[offsets[i]:offsets[i + 1]]``.
         """
         self._start_call(alpha, seed)
-        batch_bytes = batch_bytes or config.BATCH_BYTES
+        if batch_bytes is None:
+            batch_bytes = config.CUDA_BATCH_BYTES if self.device.startswith("cuda") else config.BATCH_BYTES
         if batch_bytes < 1:
             raise ValueError(f"batch_bytes must be >= 1, got {batch_bytes}")
         id_parts, off_parts = [], []
