@@ -1,0 +1,472 @@
+"""Numba CPU drivers of the trainer (``gpu_bytepiece.trainer``).
+
+The per-position key and the per-segment n-gram Viterbi are the shared plain
+functions of :mod:`gpu_bytepiece.trainer`, compiled here with ``numba.njit``
+(their GPU twins are in ``gpu_bytepiece.kernels.train``); the Unigram lattice
+that splits pieces is :mod:`gpu_bytepiece.lattice`, compiled in
+``cpu_fallback.tokenize``. Everything else here is host-side array work:
+segmenting, sorting and merging counts, the piece table, a byte-string sort.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import prange
+
+from gpu_bytepiece import trainer as _tr
+from gpu_bytepiece.cpu_fallback.tokenize import backtrack as _backtrack
+from gpu_bytepiece.cpu_fallback.tokenize import lattice as _lattice
+
+# The shared bodies, compiled for the CPU (no fastmath: segmentations depend on it).
+position_key = numba.njit(cache=True, nogil=True)(_tr.position_key)
+ngram_lookup = numba.njit(cache=True, nogil=True)(_tr.ngram_lookup)
+_tr_viterbi = _tr.ngram_viterbi
+ngram_viterbi = numba.njit(cache=True, nogil=True)(_tr_viterbi)
+
+_HASH_MUL = np.uint64(0x9E3779B97F4A7C15)
+_FNV_OFF = np.uint64(0xCBF29CE484222325)
+_FNV_MUL = np.uint64(0x100000001B3)
+
+
+# ------------------------------------------------------------------ segments
+@numba.njit(cache=True, nogil=True)
+def _char_len(c):
+    if c < 0x80:
+        return 1
+    if c < 0xE0:
+        return 2
+    if c < 0xF0:
+        return 3
+    return 4
+
+
+@numba.njit(cache=True, nogil=True)
+def _is_digit_at(data, q, digit_bits):
+    c = data[q]
+    if c < 0x80:
+        return c >= 48 and c <= 57
+    if c < 0xE0:
+        cp = ((c & 0x1F) << 6) | (data[q + 1] & 0x3F)
+    elif c < 0xF0:
+        cp = ((c & 0x0F) << 12) | ((data[q + 1] & 0x3F) << 6) | (data[q + 2] & 0x3F)
+    else:
+        cp = ((c & 0x07) << 18) | ((data[q + 1] & 0x3F) << 12) | ((data[q + 2] & 0x3F) << 6) | (data[q + 3] & 0x3F)
+    return (digit_bits[cp >> 3] >> (cp & 7)) & 1 == 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _segment_end(data, p, end, max_chars, max_newlines, isolate_digits, digit_bits):
+    """End of the training segment starting at ``p`` (BytePiece's regex, emulated).
+
+    ``.{,N}\\n{1,M}|.{1,N}``; with ``isolate_digits``
+    ``\\d|[^\\n\\d]{,N}\\n{1,M}|[^\\n\\d]{1,N}`` (``N`` counts characters).
+    """
+    if isolate_digits and _is_digit_at(data, p, digit_bits):
+        return p + _char_len(data[p])
+    q = p
+    chars = 0
+    while q < end and chars < max_chars:
+        c = data[q]
+        if c == 10:
+            break
+        if isolate_digits and _is_digit_at(data, q, digit_bits):
+            break
+        q += _char_len(c)
+        chars += 1
+    if q < end and data[q] == 10:
+        k = 0
+        while q < end and data[q] == 10 and k < max_newlines:
+            q += 1
+            k += 1
+    return q
+
+
+@numba.njit(cache=True, nogil=True)
+def train_segments(data, doc_offsets, max_chars, max_newlines, isolate_digits, digit_bits):
+    """Training segments of NFC UTF-8 documents: ``(seg_start, seg_end)`` int64.
+
+    Segments tile every document, in text order.
+    """
+    n_docs = doc_offsets.shape[0] - 1
+    count = 0
+    for d in range(n_docs):
+        p = doc_offsets[d]
+        end = doc_offsets[d + 1]
+        while p < end:
+            p = _segment_end(data, p, end, max_chars, max_newlines, isolate_digits, digit_bits)
+            count += 1
+    seg_start = np.empty(count, dtype=np.int64)
+    seg_end = np.empty(count, dtype=np.int64)
+    k = 0
+    for d in range(n_docs):
+        p = doc_offsets[d]
+        end = doc_offsets[d + 1]
+        while p < end:
+            q = _segment_end(data, p, end, max_chars, max_newlines, isolate_digits, digit_bits)
+            seg_start[k] = p
+            seg_end[k] = q
+            k += 1
+            p = q
+    return seg_start, seg_end
+
+
+# ------------------------------------------------------------------ n-gram counts
+@numba.njit(cache=True, nogil=True, parallel=True)
+def position_keys(data, seg_start, seg_end, order, chunk_bounds, out, out_off):
+    """``out[p - out_off] = position_key(p)`` for every byte of the segments.
+
+    CPU twin of ``kernels.train.gpu_position_keys``: ``prange`` over chunks of
+    consecutive segments.
+    """
+    for c in prange(chunk_bounds.shape[0] - 1):
+        for s in range(chunk_bounds[c], chunk_bounds[c + 1]):
+            e = seg_end[s]
+            for p in range(seg_start[s], e):
+                out[p - out_off] = position_key(data, p, e, order)
+
+
+@numba.njit(cache=True, nogil=True)
+def run_lengths(keys):
+    """Distinct values of sorted ``keys`` and their counts (int64)."""
+    n = keys.shape[0]
+    m = 0
+    for i in range(n):
+        if i == 0 or keys[i] != keys[i - 1]:
+            m += 1
+    uk = np.empty(m, dtype=np.uint64)
+    uc = np.zeros(m, dtype=np.int64)
+    j = -1
+    for i in range(n):
+        if i == 0 or keys[i] != keys[i - 1]:
+            j += 1
+            uk[j] = keys[i]
+        uc[j] += 1
+    return uk, uc
+
+
+@numba.njit(cache=True, nogil=True)
+def merge_runs(ka, ca, kb, cb):
+    """Merge two sorted ``(key, count)`` runs of distinct keys, summing counts."""
+    na = ka.shape[0]
+    nb = kb.shape[0]
+    i = 0
+    j = 0
+    m = 0
+    while i < na and j < nb:
+        if ka[i] < kb[j]:
+            i += 1
+        elif kb[j] < ka[i]:
+            j += 1
+        else:
+            i += 1
+            j += 1
+        m += 1
+    m += (na - i) + (nb - j)
+    ko = np.empty(m, dtype=np.uint64)
+    co = np.empty(m, dtype=np.int64)
+    i = 0
+    j = 0
+    o = 0
+    while i < na and j < nb:
+        if ka[i] < kb[j]:
+            ko[o] = ka[i]
+            co[o] = ca[i]
+            i += 1
+        elif kb[j] < ka[i]:
+            ko[o] = kb[j]
+            co[o] = cb[j]
+            j += 1
+        else:
+            ko[o] = ka[i]
+            co[o] = ca[i] + cb[j]
+            i += 1
+            j += 1
+        o += 1
+    while i < na:
+        ko[o] = ka[i]
+        co[o] = ca[i]
+        i += 1
+        o += 1
+    while j < nb:
+        ko[o] = kb[j]
+        co[o] = cb[j]
+        j += 1
+        o += 1
+    return ko, co
+
+
+@numba.njit(cache=True, nogil=True)
+def build_ngram_table(keys, vals, bits):
+    """Open-addressing table (linear probing) of ``keys`` (distinct, nonzero) -> ``vals``."""
+    cap = 1 << bits
+    mask = np.uint64(cap - 1)
+    shift = np.uint64(64 - bits)
+    ht_keys = np.zeros(cap, dtype=np.uint64)
+    ht_vals = np.full(cap, -np.inf, dtype=np.float64)
+    for i in range(keys.shape[0]):
+        k = keys[i]
+        h = (k * _HASH_MUL) >> shift
+        while ht_keys[h] != 0:
+            h = (h + np.uint64(1)) & mask
+        ht_keys[h] = k
+        ht_vals[h] = vals[i]
+    return ht_keys, ht_vals
+
+
+# ------------------------------------------------------------------ n-gram Viterbi
+@numba.njit(cache=True, nogil=True, parallel=True)
+def ngram_viterbi_segments(data, seg_start, seg_end, chunk_bounds, order, ensure_unicode,
+                           lp1, lp2, ht_keys, ht_vals, ht_shift, ht_mask, flags):
+    """Run :func:`gpu_bytepiece.trainer.ngram_viterbi` over every segment.
+
+    CPU twin of ``kernels.train.gpu_ngram_viterbi``: ``prange`` over chunks of
+    consecutive segments, each with one scratch sized to its longest segment.
+    ``flags[i] = 1`` where a piece starts.
+    """
+    for c in prange(chunk_bounds.shape[0] - 1):
+        k0 = chunk_bounds[c]
+        k1 = chunk_bounds[c + 1]
+        m = 1
+        for k in range(k0, k1):
+            if seg_end[k] - seg_start[k] > m:
+                m = seg_end[k] - seg_start[k]
+        routes = np.empty(m * order, dtype=np.uint8)
+        node = np.empty(order, dtype=np.float64)
+        prev = np.empty(order, dtype=np.float64)
+        for k in range(k0, k1):
+            ngram_viterbi(data, seg_start[k], seg_end[k], order, ensure_unicode, lp1, lp2,
+                          ht_keys, ht_vals, ht_shift, ht_mask, node, prev, routes, 0, flags)
+
+
+# ------------------------------------------------------------------ piece table
+@numba.njit(cache=True, nogil=True)
+def _bytes_hash(data, a, b):
+    h = _FNV_OFF ^ np.uint64(b - a)
+    for i in range(a, b):
+        h = (h ^ np.uint64(data[i])) * _FNV_MUL
+    return h
+
+
+@numba.njit(cache=True, nogil=True)
+def _slot(h, shift):
+    return (h * _HASH_MUL) >> shift
+
+
+@numba.njit(cache=True, nogil=True)
+def _grow(a, size):
+    out = np.empty(size, dtype=a.dtype)
+    out[: a.shape[0]] = a
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def new_piece_table(cap_bits):
+    """An empty piece table: ``(table, hashes, offsets, lengths, counts, pool, sizes)``.
+
+    ``sizes = [n_pieces, pool_bytes, cap_bits]``.
+    """
+    cap = 1 << cap_bits
+    table = np.full(cap, -1, dtype=np.int32)
+    n0 = cap // 2 + 1
+    return (table, np.empty(n0, dtype=np.uint64), np.empty(n0, dtype=np.int64),
+            np.empty(n0, dtype=np.int32), np.empty(n0, dtype=np.int64),
+            np.empty(1 << 16, dtype=np.uint8), np.array([0, 0, cap_bits], dtype=np.int64))
+
+
+@numba.njit(cache=True, nogil=True)
+def count_pieces(data, flags, seg_start, seg_end, table, p_hash, p_off, p_len, p_cnt, pool, sizes):
+    """Add the pieces of segmented text to the piece table (returns the grown arrays).
+
+    In a segment, a piece runs from a byte flagged 1 to the next flagged byte
+    or the segment end (as the reference, bytes before the first flag would be
+    dropped; the first byte of a segment is always flagged).
+    """
+    n = sizes[0]
+    pool_n = sizes[1]
+    bits = sizes[2]
+    cap = table.shape[0]
+    mask = cap - 1
+    shift = np.uint64(64 - bits)
+    for s in range(seg_start.shape[0]):
+        b = seg_end[s]
+        i = seg_start[s]
+        while i < b and flags[i] == 0:
+            i += 1
+        while i < b:
+            j = i + 1
+            while j < b and flags[j] == 0:
+                j += 1
+            ln = j - i
+            h = _bytes_hash(data, i, j)
+            slot = np.int64(_slot(h, shift))
+            while True:
+                t = table[slot]
+                if t < 0:
+                    # new piece
+                    if n == p_hash.shape[0]:
+                        size = 2 * n + 16
+                        p_hash = _grow(p_hash, size)
+                        p_off = _grow(p_off, size)
+                        p_len = _grow(p_len, size)
+                        p_cnt = _grow(p_cnt, size)
+                    if pool_n + ln > pool.shape[0]:
+                        pool = _grow(pool, max(2 * pool.shape[0], pool_n + ln))
+                    pool[pool_n:pool_n + ln] = data[i:j]
+                    p_hash[n] = h
+                    p_off[n] = pool_n
+                    p_len[n] = ln
+                    p_cnt[n] = 1
+                    table[slot] = n
+                    pool_n += ln
+                    n += 1
+                    if 2 * n > cap:
+                        bits += 1
+                        cap = 1 << bits
+                        mask = cap - 1
+                        shift = np.uint64(64 - bits)
+                        table = np.full(cap, -1, dtype=np.int32)
+                        for q in range(n):
+                            sl = np.int64(_slot(p_hash[q], shift))
+                            while table[sl] >= 0:
+                                sl = (sl + 1) & mask
+                            table[sl] = q
+                    break
+                if p_hash[t] == h and p_len[t] == ln:
+                    o = p_off[t]
+                    same = True
+                    for q in range(ln):
+                        if pool[o + q] != data[i + q]:
+                            same = False
+                            break
+                    if same:
+                        p_cnt[t] += 1
+                        break
+                slot = (slot + 1) & mask
+            i = j
+    sizes[0] = n
+    sizes[1] = pool_n
+    sizes[2] = bits
+    return table, p_hash, p_off, p_len, p_cnt, pool
+
+
+# ------------------------------------------------------------------ byte-string order
+@numba.njit(cache=True, nogil=True)
+def _bytes_less(pool, oa, la, ob, lb):
+    m = la if la < lb else lb
+    for t in range(m):
+        x = pool[oa + t]
+        y = pool[ob + t]
+        if x != y:
+            return x < y
+    return la < lb
+
+
+@numba.njit(cache=True, nogil=True)
+def prefix_keys(pool, off, ln):
+    """First 8 bytes of each string, big-endian, zero-padded (uint64)."""
+    n = off.shape[0]
+    out = np.zeros(n, dtype=np.uint64)
+    for i in range(n):
+        k = np.uint64(0)
+        m = ln[i] if ln[i] < 8 else 8
+        for t in range(m):
+            k |= np.uint64(pool[off[i] + t]) << np.uint64(56 - 8 * t)
+        out[i] = k
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _merge_sort_range(idx, tmp, lo, hi, pool, off, ln):
+    # bottom-up merge sort of idx[lo:hi] by bytes (stable)
+    width = 1
+    n = hi - lo
+    src = idx
+    dst = tmp
+    in_tmp = False
+    while width < n:
+        i = lo
+        while i < hi:
+            mid = min(i + width, hi)
+            end = min(i + 2 * width, hi)
+            a = i
+            b = mid
+            o = i
+            while a < mid and b < end:
+                x = src[a]
+                y = src[b]
+                if _bytes_less(pool, off[y], ln[y], off[x], ln[x]):
+                    dst[o] = y
+                    b += 1
+                else:
+                    dst[o] = x
+                    a += 1
+                o += 1
+            while a < mid:
+                dst[o] = src[a]
+                a += 1
+                o += 1
+            while b < end:
+                dst[o] = src[b]
+                b += 1
+                o += 1
+            i += 2 * width
+        src, dst = dst, src
+        in_tmp = not in_tmp
+        width *= 2
+    if in_tmp:
+        idx[lo:hi] = tmp[lo:hi]
+
+
+@numba.njit(cache=True, nogil=True)
+def fix_prefix_ties(order, key8, pool, off, ln):
+    """Finish sorting ``order`` (already sorted by ``key8``) by full bytes."""
+    n = order.shape[0]
+    tmp = np.empty(n, dtype=order.dtype)
+    i = 0
+    while i < n:
+        j = i + 1
+        k = key8[order[i]]
+        while j < n and key8[order[j]] == k:
+            j += 1
+        if j - i > 1:
+            _merge_sort_range(order, tmp, i, j, pool, off, ln)
+        i = j
+
+
+# ------------------------------------------------------------------ splitting pieces
+@numba.njit(cache=True, nogil=True, parallel=True)
+def tokenize_pieces(pool, off, ln, chunk_bounds, base, check, node_id, node_score, max_len,
+                    out_ids, out_start, out_n):
+    """Unigram-tokenize each string ``pool[off[i]:off[i] + ln[i]]`` as one segment.
+
+    Ids of string ``i`` go to ``out_ids[out_start[i]:]``, their number to
+    ``out_n[i]``. The lattice is ``gpu_bytepiece.lattice`` (best path);
+    ``node_score`` is per trie cell (``Trie.node_scores``).
+    """
+    for c in prange(chunk_bounds.shape[0] - 1):
+        i0 = chunk_bounds[c]
+        i1 = chunk_bounds[c + 1]
+        m = 1
+        for i in range(i0, i1):
+            if ln[i] > m:
+                m = ln[i]
+        best = np.empty(m + 1, dtype=np.float64)
+        back_len = np.empty(m + 1, dtype=np.int32)
+        back_id = np.empty(m + 1, dtype=np.int32)
+        for i in range(i0, i1):
+            a = off[i]
+            b = a + ln[i]
+            _lattice(pool, a, b, base, check, node_id, node_score, max_len, -1.0, np.uint64(0), 0,
+                     best, back_len, back_id, 0)
+            out_n[i] = _backtrack(b - a, back_len, back_id, 0, out_ids, out_start[i])
+
+
+@numba.njit(cache=True, nogil=True)
+def add_split_counts(out_ids, out_start, out_n, weights, result):
+    """``result[id] += weights[i]`` for every id of string ``i``."""
+    for i in range(out_start.shape[0]):
+        w = weights[i]
+        s = out_start[i]
+        for t in range(out_n[i]):
+            result[out_ids[s + t]] += w

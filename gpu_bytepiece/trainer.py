@@ -1,0 +1,1030 @@
+"""BytePiece's trainer, exact: a byte n-gram language model, then Unigram pruning.
+
+``Trainer(order=6, max_vocab_size=10000, max_piece_length=36, min_count=2,
+isolate_digits=False, ensure_unicode=True)``, ``train(texts, workers=...,
+batch_size=..., device='auto')`` and ``save(path)`` behave as BytePiece 0.6.3's
+``Trainer``: with the same parameters on the same texts the saved model has
+the same pieces, ids and counts (see ``../shared/docs/BYTEPIECE.md`` section 4
+and ``tests/test_trainer.py``). The work is array work instead of Python
+dictionaries:
+
+1. **Count n-grams.** Texts are NFC-normalized, UTF-8 packed in batches and
+   cut into training segments (``.{,10000}\\n{1,100}|.{1,10000}`` in
+   characters). Each byte position ``p`` gets one *position key*: the
+   ``min(order, segment end - p)`` bytes starting at ``p``, big-endian in the
+   top 56 bits of a ``uint64``, their number in the low 8 bits. Sorting the keys
+   and counting runs (``cpu_fallback``) or hashing them (``kernels``) gives
+   sorted ``(key, count)`` runs; runs are merged exactly, and spilled to disk
+   when they outgrow ``memory_budget``. The count of a ``k``-gram is the sum of
+   the counts of the keys holding at least ``k`` bytes that start with it; in
+   key order those are contiguous, so one streaming pass over the merged run
+   yields every level, pruned by ``min_count`` as it goes: memory holds the
+   kept n-grams, never the positions.
+2. **Prune n-grams** exactly as the reference: missing bytes get count 1 (and
+   the 0-gram one more), n-grams of length >= 2 below ``min_count`` go, and
+   ``lp(x) = log c(x) - log c(x[:-1])`` (float64, numpy's ``log``).
+3. **Segment** each training segment with the n-gram Viterbi
+   (:func:`ngram_viterbi`, one plain function compiled with ``numba.njit`` in
+   ``cpu_fallback.train`` and ``numba.cuda.jit(device=True)`` in
+   ``kernels.train``), and count the pieces.
+4. **Prune pieces**: the reference's loop (split dropped pieces with the
+   Unigram tokenizer of the kept ones, drop wasted pieces until the set is
+   stable, cut to each size), with the shared Unigram lattice
+   (``gpu_bytepiece.lattice``) run on each piece as one segment.
+
+Limits: ``order`` is 1..7 (an n-gram must fit a 64-bit key with its length).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+
+import numba
+import numpy as np
+
+from . import config
+from .model import Model, save_model
+from .text import TextError, normalize_str
+
+__all__ = ["Trainer", "MAX_ORDER", "ngram_viterbi", "position_key", "ngram_lookup"]
+
+#: Largest supported ``order``: 7 bytes + a length byte fill a uint64 key.
+MAX_ORDER = 7
+
+#: Training segments: at most this many non-newline characters ...
+SEGMENT_MAX_CHARS = 10000
+#: ... followed by at most this many newlines (BytePiece's ``normalize``).
+SEGMENT_MAX_NEWLINES = 100
+
+_HASH_MUL = np.uint64(0x9E3779B97F4A7C15)
+_ONE = np.uint64(1)
+_U8 = np.uint64(8)
+_LOW8 = np.uint64(0xFF)
+_LOW16 = np.uint64(0xFFFF)
+
+
+# --------------------------------------------------------------------------
+# Shared per-position / per-segment functions. Plain Python bodies with no
+# allocation, exception or Python object: ``cpu_fallback.train`` compiles them
+# with numba.njit and ``kernels.train`` with numba.cuda.jit(device=True), so
+# both targets run the same integer and float64 arithmetic in the same order.
+# --------------------------------------------------------------------------
+
+
+def position_key(data, p, end, order):
+    """The key of position ``p`` of a segment ending at ``end``.
+
+    The ``n = min(order, end - p)`` bytes ``data[p:p + n]`` big-endian in bits
+    63..8 (byte ``t`` at bits ``63 - 8t .. 56 - 8t``), ``n`` in bits 7..0. Keys
+    sort like their bytes (zero-padded), then by length, so the keys holding
+    at least ``k`` bytes that share their first ``k`` bytes are contiguous in
+    sorted order; ``key >> (64 - 8k)`` is that ``k``-gram.
+    """
+    n = end - p
+    if n > order:
+        n = order
+    k = np.uint64(0)
+    for t in range(n):
+        k |= np.uint64(data[p + t]) << np.uint64(56 - 8 * t)
+    return k | np.uint64(n)
+
+
+def ngram_lookup(key, ht_keys, ht_vals, ht_shift, ht_mask):
+    """``lp`` of an n-gram of length >= 3 in the open-addressing table, or -inf.
+
+    ``key`` is ``(bytes as a big-endian integer) << 8 | length`` (never 0);
+    empty slots hold key 0; linear probing.
+    """
+    h = (key * _HASH_MUL) >> ht_shift
+    while True:
+        k = ht_keys[h]
+        if k == key:
+            return ht_vals[h]
+        if k == 0:
+            return -math.inf
+        h = (h + _ONE) & ht_mask
+
+
+def ngram_viterbi(data, start, end, order, ensure_unicode, lp1, lp2, ht_keys, ht_vals,
+                  ht_shift, ht_mask, node, prev, routes, roff, flags):
+    """The n-gram language-model Viterbi of one training segment.
+
+    Tags ``0..order-1``: a byte's position in its piece (capped). Node score of
+    byte ``i`` with tag ``j``: ``lp`` of ``data[i-j..i]`` (-inf when pruned or
+    when ``j > i``); with ``ensure_unicode`` a UTF-8 continuation byte
+    (0x80..0xBF) cannot take tag 0. Transitions ``a -> 0`` and
+    ``a -> min(a+1, order-1)`` score 0, all others -inf. Sums are
+    ``(prev[a] + 0.0) + node[b]`` and ties go to the lowest ``a``, as numpy's
+    ``(nodes[i-1][:, None] + trans + nodes[i]).argmax(0)`` in the reference.
+
+    Parameters
+    ----------
+    data : uint8[:]
+        Bytes; the segment is ``data[start:end]``.
+    order : int
+        Tags per byte, 1..7.
+    ensure_unicode : bool
+    lp1 : float64[256]
+        ``lp`` of single bytes.
+    lp2 : float64[65536]
+        ``lp`` of 2-grams (index ``b0 << 8 | b1``; -inf when pruned).
+    ht_keys, ht_vals, ht_shift, ht_mask
+        Open-addressing table of the n-grams of length >= 3 (see
+        :func:`ngram_lookup`).
+    node, prev : float64[order]
+        Scratch.
+    routes : uint8[:]
+        Scratch of ``(end - start - 1) * order`` bytes from ``roff``.
+    flags : uint8[:]
+        Output: ``flags[i] = 1`` where byte ``i`` of the segment takes tag 0
+        on the best path (a piece starts there), else 0.
+    """
+    n = end - start
+    last = order - 1
+    ninf = -math.inf
+    w = np.uint64(0)
+    for r in range(n):
+        c = data[start + r]
+        w = (w << _U8) | np.uint64(c)
+        for j in range(order):
+            node[j] = ninf
+        node[0] = lp1[c]
+        m = r + 1
+        if m > order:
+            m = order
+        if m >= 2:
+            v = lp2[w & _LOW16]
+            node[1] = v
+            # kept n-grams are suffix-closed (a suffix occurs wherever its
+            # n-gram does), so the first pruned suffix ends the walk
+            if v != ninf:
+                for ln in range(3, m + 1):
+                    suf = w & ((_ONE << np.uint64(8 * ln)) - _ONE)
+                    key = (suf << _U8) | np.uint64(ln)
+                    # ngram_lookup, inlined (the shared bodies call nothing)
+                    h = (key * _HASH_MUL) >> ht_shift
+                    while True:
+                        hk = ht_keys[h]
+                        if hk == key:
+                            v = ht_vals[h]
+                            break
+                        if hk == 0:
+                            v = ninf
+                            break
+                        h = (h + _ONE) & ht_mask
+                    node[ln - 1] = v
+                    if v == ninf:
+                        break
+        if ensure_unicode and c >= 0x80 and c < 0xC0:
+            node[0] = ninf
+        if r == 0:
+            for j in range(order):
+                prev[j] = node[j]
+            continue
+        base = roff + (r - 1) * order
+        # b = 0: every a may start a new piece
+        nb = node[0]
+        best0 = (prev[0] + 0.0) + nb
+        arg0 = 0
+        for a in range(1, order):
+            s = (prev[a] + 0.0) + nb
+            if s > best0:
+                best0 = s
+                arg0 = a
+        if order >= 2:
+            # b = last: from a = last - 1 and a = last (the rest is -inf)
+            nb = node[last]
+            s1 = (prev[last - 1] + 0.0) + nb
+            s2 = (prev[last] + 0.0) + nb
+            if s2 > s1:
+                routes[base + last] = last
+                prev[last] = s2
+            elif s1 == ninf:
+                routes[base + last] = 0  # the whole column is -inf: argmax is 0
+                prev[last] = ninf
+            else:
+                routes[base + last] = last - 1
+                prev[last] = s1
+            # 0 < b < last: only from a = b - 1 (descending b: prev[b - 1] is still the old value)
+            for b in range(last - 1, 0, -1):
+                s = (prev[b - 1] + 0.0) + node[b]
+                if s == ninf:
+                    routes[base + b] = 0
+                else:
+                    routes[base + b] = b - 1
+                prev[b] = s
+        routes[base] = arg0
+        prev[0] = best0
+    tag = 0
+    bv = prev[0]
+    for j in range(1, order):
+        if prev[j] > bv:
+            bv = prev[j]
+            tag = j
+    flags[start + n - 1] = 1 if tag == 0 else 0
+    for r in range(n - 1, 0, -1):
+        tag = routes[roff + (r - 1) * order + tag]
+        flags[start + r - 1] = 1 if tag == 0 else 0
+
+
+# --------------------------------------------------------------------------
+# Host side
+# --------------------------------------------------------------------------
+
+#: Texts are packed (NFC UTF-8) in batches of about this many bytes.
+TRAIN_BATCH_BYTES = 16 << 20
+#: Position keys are sorted in sub-batches of this many bytes (8 bytes of key each).
+KEY_CHUNK_BYTES = 4 << 20
+#: Default memory budget of the n-gram count runs, in bytes.
+DEFAULT_MEMORY_BUDGET = 1 << 30
+#: Pieces are split (re-tokenized) in batches of this many bytes.
+SPLIT_BATCH_BYTES = 8 << 20
+
+_DIGIT_BITS = None
+
+
+def _digit_bits() -> np.ndarray:
+    """Bitmap of the code points Python's ``re`` matches with ``\\d`` (``str.isdecimal``)."""
+    global _DIGIT_BITS
+    if _DIGIT_BITS is None:
+        bits = np.zeros(0x110000 // 8, dtype=np.uint8)
+        for cp in range(0x110000):
+            if chr(cp).isdecimal():
+                bits[cp >> 3] |= 1 << (cp & 7)
+        _DIGIT_BITS = bits
+    return _DIGIT_BITS
+
+
+@contextmanager
+def _threads(workers):
+    if workers is None:
+        yield
+        return
+    old = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(int(workers), numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(old)
+
+
+def _progress(enabled, **kw):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(ncols=0, **kw)
+
+
+class _NoBar:
+    def update(self, n=1):
+        pass
+
+    def close(self):
+        pass
+
+    def set_postfix_str(self, s):
+        pass
+
+
+def _parse_bytes(value, name="memory_budget") -> int:
+    """``1073741824``, ``'512M'``, ``'2G'``, ``'64k'`` -> bytes."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a size in bytes, got {value!r}")
+    if isinstance(value, (int, np.integer)):
+        n = int(value)
+    elif isinstance(value, str):
+        s = value.strip().upper().removesuffix("B").removesuffix("I")
+        mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(s[-1:], 1)
+        num = s[:-1] if s[-1:] in "KMGT" and s else s
+        try:
+            n = int(float(num) * mult)
+        except ValueError:
+            raise ValueError(f"{name}: cannot read {value!r} as a size (e.g. 512M, 2G)") from None
+    else:
+        raise ValueError(f"{name} must be a size in bytes, got {value!r}")
+    if n <= 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    return n
+
+
+# ------------------------------------------------------------------ input
+class _Corpus:
+    """Texts as packed NFC UTF-8 batches, twice (once per counting pass).
+
+    A re-iterable (list, dataset, :class:`FileTexts`) is iterated twice, as
+    the reference does; a one-shot iterator (generator, open file) is packed
+    once and its batches spilled to ``tmp_dir`` for the second pass.
+    """
+
+    def __init__(self, texts, batch_bytes, tmp):
+        if isinstance(texts, (str, bytes, bytearray, memoryview)):
+            raise TypeError("texts must be an iterable of str (one str per document), "
+                            f"not a single {type(texts).__name__}")
+        try:
+            it = iter(texts)
+        except TypeError:
+            raise TypeError(f"texts must be an iterable of str, got {type(texts).__name__}") from None
+        self.texts = texts
+        self.first_iter = it
+        self.one_shot = it is texts
+        self.batch_bytes = batch_bytes
+        self.tmp = tmp
+        self.spill = None
+        self.spill_index = []
+        self.total_bytes = 0
+        self.n_docs = 0
+
+    def _pack(self, it):
+        parts = []
+        size = 0
+        for i, t in enumerate(it):
+            if type(t) is not str:
+                if not isinstance(t, str):
+                    raise TextError(f"text {i}: expected str, got {type(t).__name__}")
+                t = str(t)
+            b = normalize_str(t, i)
+            parts.append(b)
+            size += len(b)
+            if size >= self.batch_bytes:
+                yield self._join(parts)
+                parts, size = [], 0
+        if parts:
+            yield self._join(parts)
+
+    @staticmethod
+    def _join(parts):
+        offsets = np.zeros(len(parts) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, parts), dtype=np.int64, count=len(parts)), out=offsets[1:])
+        return np.frombuffer(b"".join(parts), dtype=np.uint8), offsets
+
+    def first_pass(self):
+        it, self.first_iter = self.first_iter, None
+        if self.one_shot:
+            path = os.path.join(self.tmp(), "texts.bin")
+            self.spill = open(path, "w+b")
+        for data, offsets in self._pack(it):
+            self.total_bytes += int(data.shape[0])
+            self.n_docs += int(offsets.shape[0] - 1)
+            if self.spill is not None:
+                pos = self.spill.tell()
+                self.spill.write(offsets.tobytes())
+                self.spill.write(data.tobytes())
+                self.spill_index.append((pos, int(offsets.shape[0]), int(data.shape[0])))
+            yield data, offsets
+
+    def second_pass(self):
+        if self.spill is not None:
+            self.spill.flush()
+            for pos, n_off, n_data in self.spill_index:
+                offsets = np.fromfile(self.spill.name, dtype=np.int64, count=n_off, offset=pos)
+                data = np.fromfile(self.spill.name, dtype=np.uint8, count=n_data, offset=pos + 8 * n_off)
+                yield data, offsets
+            return
+        total = 0
+        for data, offsets in self._pack(iter(self.texts)):
+            total += int(data.shape[0])
+            if total > self.total_bytes:
+                break
+            yield data, offsets
+        if total != self.total_bytes:
+            raise RuntimeError(
+                f"texts changed between the two passes ({self.total_bytes} then {total} UTF-8 bytes): "
+                "pass a re-iterable that yields the same texts each time, or an iterator (read once)")
+
+    def close(self):
+        if self.spill is not None:
+            self.spill.close()
+            self.spill = None
+
+
+# ------------------------------------------------------------------ n-gram counts
+class _RunStore:
+    """Sorted ``(key, count)`` runs merged exactly; spilled to disk over a budget.
+
+    In memory the runs are merged like a binary counter (a new run merges into
+    the previous one while that is at most twice its size), so a key is merged
+    O(log) times. When the runs in memory outgrow ``budget`` bytes they are
+    merged into one and written to ``tmp`` with a sparse index; at the end,
+    :meth:`blocks` merges everything in key ranges that fit the budget and
+    yields sorted blocks of distinct keys with their total counts.
+    """
+
+    SAMPLE = 1 << 14
+
+    def __init__(self, budget, tmp, merge):
+        self.budget = budget
+        self.tmp = tmp
+        self.merge = merge
+        self.runs = []
+        self.spills = []  # (path, n, sample keys)
+
+    @staticmethod
+    def _bytes(runs):
+        return sum(16 * int(k.shape[0]) for k, _ in runs)
+
+    def add(self, keys, counts):
+        self.runs.append((keys, counts))
+        while len(self.runs) >= 2 and self.runs[-2][0].shape[0] <= 2 * self.runs[-1][0].shape[0]:
+            kb, cb = self.runs.pop()
+            ka, ca = self.runs.pop()
+            self.runs.append(self.merge(ka, ca, kb, cb))
+        if self._bytes(self.runs) > self.budget:
+            self._spill()
+
+    def _merge_all(self, runs):
+        runs = list(runs)
+        while len(runs) > 1:
+            nxt = []
+            for i in range(0, len(runs) - 1, 2):
+                nxt.append(self.merge(*runs[i], *runs[i + 1]))
+            if len(runs) % 2:
+                nxt.append(runs[-1])
+            runs = nxt
+        return runs[0] if runs else (np.zeros(0, np.uint64), np.zeros(0, np.int64))
+
+    def _spill(self):
+        keys, counts = self._merge_all(self.runs)
+        self.runs = []
+        path = os.path.join(self.tmp(), f"ngrams{len(self.spills)}.bin")
+        with open(path, "wb") as f:
+            f.write(keys.tobytes())
+            f.write(counts.tobytes())
+        self.spills.append((path, int(keys.shape[0]), keys[:: self.SAMPLE].copy()))
+
+    def _read(self, spill, a, b):
+        path, n, _ = spill
+        keys = np.fromfile(path, dtype=np.uint64, count=b - a, offset=8 * a)
+        counts = np.fromfile(path, dtype=np.int64, count=b - a, offset=8 * n + 8 * a)
+        return keys, counts
+
+    def _lower_bound(self, spill, key):
+        path, n, sample = spill
+        j = int(np.searchsorted(sample, key, side="left"))
+        if j == 0:
+            return 0
+        a = (j - 1) * self.SAMPLE
+        b = min(n, j * self.SAMPLE + 1)
+        keys = np.fromfile(path, dtype=np.uint64, count=b - a, offset=8 * a)
+        return a + int(np.searchsorted(keys, key, side="left"))
+
+    def blocks(self):
+        if not self.spills:
+            yield self._merge_all(self.runs)
+            self.runs = []
+            return
+        if self.runs:
+            self._spill()
+        # key ranges of about budget / 64 bytes of entries from all runs together
+        samples = np.sort(np.concatenate([s[2] for s in self.spills]))
+        per_block = max(1, (self.budget // 64) // self.SAMPLE)
+        bounds = samples[per_block::per_block]
+        bounds = np.unique(bounds)
+        lo_idx = [0] * len(self.spills)
+        for r in range(len(bounds) + 1):
+            parts = []
+            for i, sp in enumerate(self.spills):
+                hi = sp[1] if r == len(bounds) else self._lower_bound(sp, bounds[r])
+                if hi > lo_idx[i]:
+                    parts.append(self._read(sp, lo_idx[i], hi))
+                lo_idx[i] = hi
+            if parts:
+                yield self._merge_all(parts)
+        for path, _, _ in self.spills:
+            os.remove(path)
+        self.spills = []
+
+
+class _LevelCounts:
+    """Streams sorted distinct position keys into pruned per-level n-gram counts.
+
+    Level ``k`` (1..order) collects ``(k-gram as a big-endian integer, count)``
+    for the n-grams kept by the reference's pruning (``count >= min_count``
+    for ``k >= 2``, all for ``k = 1``); groups that straddle blocks carry over.
+    """
+
+    def __init__(self, order, min_count):
+        self.order = order
+        self.min_count = min_count
+        self.total = 0
+        self.carry = [None] * (order + 1)
+        self.keys = [[] for _ in range(order + 1)]
+        self.counts = [[] for _ in range(order + 1)]
+
+    def _thr(self, k):
+        return self.min_count if k > 1 else 0
+
+    def _emit(self, k, keys, counts):
+        m = counts >= self._thr(k)
+        if not m.all():
+            keys, counts = keys[m], counts[m]
+        if keys.shape[0]:
+            self.keys[k].append(keys)
+            self.counts[k].append(counts)
+
+    def feed(self, keys, counts):
+        if keys.shape[0] == 0:
+            return
+        self.total += int(counts.sum())
+        lens = (keys & _LOW8).astype(np.int64)
+        for k in range(1, self.order + 1):
+            m = lens >= k
+            pk = keys[m] >> np.uint64(64 - 8 * k)
+            c = counts[m]
+            if pk.shape[0] == 0:
+                continue
+            starts = np.flatnonzero(np.concatenate(([True], pk[1:] != pk[:-1])))
+            gk = pk[starts]
+            gc = np.add.reduceat(c, starts)
+            carry = self.carry[k]
+            if carry is not None:
+                if carry[0] == gk[0]:
+                    gc[0] += carry[1]
+                else:
+                    self._emit(k, np.array([carry[0]], np.uint64), np.array([carry[1]], np.int64))
+            self.carry[k] = (gk[-1], int(gc[-1]))
+            self._emit(k, gk[:-1], gc[:-1])
+
+    def finish(self):
+        out = []
+        for k in range(1, self.order + 1):
+            carry = self.carry[k]
+            if carry is not None:
+                self._emit(k, np.array([carry[0]], np.uint64), np.array([carry[1]], np.int64))
+            keys = np.concatenate(self.keys[k]) if self.keys[k] else np.zeros(0, np.uint64)
+            counts = np.concatenate(self.counts[k]) if self.counts[k] else np.zeros(0, np.int64)
+            out.append((keys, counts))
+            self.keys[k] = self.counts[k] = None
+        return out
+
+
+class NgramModel:
+    """The pruned n-gram model in the arrays the Viterbi reads.
+
+    Attributes
+    ----------
+    order : int
+    lp1 : float64[256]
+    lp2 : float64[65536]
+        ``lp`` of 2-grams by ``b0 << 8 | b1``, -inf when pruned.
+    ht_keys, ht_vals : uint64[cap], float64[cap]
+        Open-addressing table of n-grams of length 3..order, keyed by
+        ``(bytes as big-endian integer) << 8 | length``.
+    ht_shift, ht_mask : uint64
+    levels : list of (keys, counts)
+        Kept n-grams per length ``1..order`` (big-endian integers, raw counts).
+    total : int
+        The 0-gram count (positions + added missing bytes).
+    """
+
+    def __init__(self, levels, positions, order, build_table):
+        self.order = order
+        self.levels = levels
+        k1, c1 = levels[0]
+        counts1 = np.zeros(256, dtype=np.int64)
+        counts1[k1.astype(np.int64)] = c1
+        missing = counts1 == 0
+        counts1[missing] = 1
+        self.total = int(positions) + int(missing.sum())
+        self.levels[0] = (np.arange(256, dtype=np.uint64), counts1)
+        # lp(x) = log c(x) - log c(x[:-1]) with numpy's float64 log, as the reference
+        logs = [np.log(c.astype(np.float64)) for _, c in self.levels]
+        self.lp1 = logs[0] - np.log(np.float64(self.total))
+        self.lp2 = np.full(65536, -np.inf, dtype=np.float64)
+        tab_keys = []
+        tab_vals = []
+        for k in range(2, order + 1):
+            keys, _ = self.levels[k - 1]
+            pkeys, _ = self.levels[k - 2]
+            parent = np.searchsorted(pkeys, keys >> _U8)
+            lp = logs[k - 1] - logs[k - 2][parent]
+            if k == 2:
+                self.lp2[keys.astype(np.int64)] = lp
+            else:
+                tab_keys.append((keys << _U8) | np.uint64(k))
+                tab_vals.append(lp)
+        n = sum(int(a.shape[0]) for a in tab_keys)
+        bits = max(4, int(2 * max(n, 1) - 1).bit_length())
+        keys = np.concatenate(tab_keys) if tab_keys else np.zeros(0, np.uint64)
+        vals = np.concatenate(tab_vals) if tab_vals else np.zeros(0, np.float64)
+        self.ht_keys, self.ht_vals = build_table(keys, vals, bits)
+        self.ht_shift = np.uint64(64 - bits)
+        self.ht_mask = np.uint64((1 << bits) - 1)
+
+    def n_kept(self):
+        return [int(k.shape[0]) for k, _ in self.levels]
+
+
+# ------------------------------------------------------------------ pieces
+class _Pieces:
+    """Distinct pieces: bytes in ``pool`` at ``off`` with ``ln``, raw ``cnt``, lex ``rank``."""
+
+    def __init__(self, pool, off, ln, cnt):
+        self.pool = pool
+        self.off = off
+        self.ln = ln
+        self.cnt = cnt
+
+    def bytes_of(self, idx):
+        pool = self.pool
+        return [pool[o:o + n].tobytes() for o, n in zip(self.off[idx].tolist(), self.ln[idx].tolist())]
+
+
+def _validate_sizes(max_vocab_size):
+    sizes = list(max_vocab_size) if isinstance(max_vocab_size, (list, tuple)) else [max_vocab_size]
+    if not sizes:
+        raise ValueError("max_vocab_size: the list of sizes is empty")
+    for s in sizes:
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
+            raise ValueError(f"max_vocab_size must be an int or a list of ints, got {s!r}")
+        if s < 259:
+            raise ValueError(f"max_vocab_size {s} is below 259: a model holds the 3 special ids and all 256 bytes")
+    return [int(s) for s in sizes]
+
+
+class Trainer:
+    """BytePiece's trainer, exact and fast (Numba CPU / Numba CUDA).
+
+    Parameters
+    ----------
+    order : int
+        N-gram order of the segmenting language model (1..7; BytePiece's 6).
+    max_vocab_size : int or list of int
+        Vocabulary size (ids included: pieces + 3), at least 259; a list trains
+        one model per size (largest first, as BytePiece).
+    max_piece_length : int
+        Longest piece kept, in bytes.
+    min_count : int
+        N-grams (length >= 2) and pieces seen fewer times are pruned.
+    isolate_digits : bool
+        Every decimal digit is a training segment of its own.
+    ensure_unicode : bool
+        Pieces never start inside a UTF-8 character.
+
+    Notes
+    -----
+    Same parameters, same texts: same model as ``bytepiece.Trainer``, whatever
+    ``workers``, ``batch_size``, ``device`` or memory budget.
+    """
+
+    def __init__(self, order=6, max_vocab_size=10000, max_piece_length=36, min_count=2,
+                 isolate_digits=False, ensure_unicode=True):
+        if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or not 1 <= order <= MAX_ORDER:
+            raise ValueError(f"order must be an int in 1..{MAX_ORDER}, got {order!r}")
+        sizes = _validate_sizes(max_vocab_size)
+        if isinstance(max_piece_length, bool) or not (
+                isinstance(max_piece_length, (int, np.integer)) or max_piece_length == math.inf) \
+                or max_piece_length < 1:
+            raise ValueError(f"max_piece_length must be an int >= 1 (or math.inf), got {max_piece_length!r}")
+        if isinstance(min_count, bool) or not isinstance(min_count, (int, np.integer, float)) \
+                or not min_count >= 0:
+            raise ValueError(f"min_count must be a number >= 0, got {min_count!r}")
+        self.order = int(order)
+        self.max_piece_length = max_piece_length
+        self.min_count = min_count
+        self.isolate_digits = bool(isolate_digits)
+        self.ensure_unicode = bool(ensure_unicode)
+        # as BytePiece: a list is trained largest first
+        self.max_vocab_size = sorted(sizes)[::-1] if isinstance(max_vocab_size, (list, tuple)) else sizes
+        self.models = []
+        self.pieces = []
+        self.stats = {}
+
+    # ------------------------------------------------------------ training
+    def train(self, texts, workers=None, batch_size=1000, device="auto", *,
+              memory_budget=None, tmp_dir=None, progress=True, batch_bytes=None):
+        """Train on ``texts`` (an iterable of str, read twice or spilled once).
+
+        Parameters
+        ----------
+        texts : iterable of str
+            Documents. A re-iterable (list, :class:`FileTexts`, ...) is read
+            twice; a one-shot iterator is read once and spilled to ``tmp_dir``.
+        workers : int, optional
+            CPU threads (default: Numba's setting, all cores).
+        batch_size : int
+            Accepted for BytePiece compatibility; batches here are sized in
+            bytes (``batch_bytes``). Never changes the model.
+        device : {'auto', 'cpu', 'cuda', 'cuda:N'}
+            Where n-gram counting and the n-gram Viterbi run (piece pruning
+            runs on the CPU).
+        memory_budget : int or str, optional
+            Bytes of n-gram count runs kept in memory before they are merged
+            and spilled to disk (``'512M'``, ``'2G'``; default 1 GiB).
+        tmp_dir : str, optional
+            Where spills go (default: the system temporary directory).
+        progress : bool
+            Show a progress bar per stage.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, (int, np.integer))
+                                    or workers < 1):
+            raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+        budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else _parse_bytes(memory_budget)
+        batch_bytes = TRAIN_BATCH_BYTES if batch_bytes is None else _parse_bytes(batch_bytes, "batch_bytes")
+        use_cuda, dev_index = _select_device(device)
+        tmp_holder = {}
+
+        def tmp():
+            if "dir" not in tmp_holder:
+                tmp_holder["dir"] = tempfile.mkdtemp(prefix="gpu-bytepiece-train-", dir=tmp_dir)
+            return tmp_holder["dir"]
+
+        corpus = _Corpus(texts, batch_bytes, tmp)
+        self.models, self.pieces, self.stats = [], [], {}
+        try:
+            with _threads(workers):
+                engine = _engine(self, use_cuda, dev_index)
+                t0 = time.perf_counter()
+                ngrams = self._count_ngrams(corpus, engine, budget, tmp, progress)
+                t1 = time.perf_counter()
+                pieces = self._count_pieces(corpus, engine, ngrams, progress)
+                del ngrams
+                t2 = time.perf_counter()
+                results = self._prune_pieces(pieces, engine, progress)
+                t3 = time.perf_counter()
+        finally:
+            corpus.close()
+            if "dir" in tmp_holder:
+                shutil.rmtree(tmp_holder["dir"], ignore_errors=True)
+        self.stats.update(seconds_ngrams=t1 - t0, seconds_pieces=t2 - t1, seconds_prune=t3 - t2,
+                          device=engine.name)
+        for idx, counts in results:
+            order = np.lexsort((pieces.rank[idx], pieces.ln[idx]))
+            idx, counts = idx[order], counts[order]
+            self.models.append(Model(pieces=pieces.bytes_of(idx), counts=counts.astype(np.int64),
+                                     source="<trainer>"))
+        self.pieces = [dict(zip(m.pieces, m.counts.tolist())) for m in self.models]
+        return self
+
+    def _count_ngrams(self, corpus, engine, budget, tmp, progress):
+        store = _RunStore(budget, tmp, engine.merge_runs)
+        bar = _progress(progress, desc="Count Ngrams", unit="B", unit_scale=True)
+        for data, offsets in corpus.first_pass():
+            seg_start, seg_end = engine.segments(data, offsets)
+            s0 = 0
+            n_seg = seg_start.shape[0]
+            while s0 < n_seg:
+                # sub-batches of whole segments, about KEY_CHUNK_BYTES each
+                lim = seg_start[s0] + KEY_CHUNK_BYTES
+                s1 = max(s0 + 1, int(np.searchsorted(seg_end, lim, side="right")))
+                store.add(*engine.count_keys(data, seg_start[s0:s1], seg_end[s0:s1]))
+                s0 = s1
+            bar.update(int(data.shape[0]))
+        bar.close()
+        if corpus.total_bytes == 0:
+            raise ValueError("empty corpus: the texts hold no characters to train on")
+        self.stats.update(n_docs=corpus.n_docs, n_bytes=corpus.total_bytes,
+                          n_spills=len(store.spills))
+        levels = _LevelCounts(self.order, self.min_count)
+        bar = _progress(progress, desc="Prune Ngrams", unit=" keys", unit_scale=True)
+        n_keys = 0
+        for keys, counts in store.blocks():
+            levels.feed(keys, counts)
+            n_keys += int(keys.shape[0])
+            bar.update(int(keys.shape[0]))
+        bar.close()
+        if levels.total != corpus.total_bytes:  # pragma: no cover - internal invariant
+            raise RuntimeError(f"n-gram counts cover {levels.total} positions, expected {corpus.total_bytes}")
+        model = NgramModel(levels.finish(), levels.total, self.order, engine.build_table)
+        self.stats.update(n_position_keys=n_keys, ngrams_kept=model.n_kept())
+        return model
+
+    def _count_pieces(self, corpus, engine, ngrams, progress):
+        bar = _progress(progress, desc="Count Pieces", unit="B", unit_scale=True, total=corpus.total_bytes)
+        table = engine.new_piece_table()
+        viterbi = engine.viterbi(ngrams)
+        for data, offsets in corpus.second_pass():
+            seg_start, seg_end = engine.segments(data, offsets)
+            flags = viterbi(data, seg_start, seg_end)
+            table = engine.count_pieces(data, flags, seg_start, seg_end, table)
+            bar.update(int(data.shape[0]))
+        bar.close()
+        _, _, p_off, p_len, p_cnt, pool, sizes = table
+        n, pool_n = int(sizes[0]), int(sizes[1])
+        pool, off, ln, cnt = pool[:pool_n], p_off[:n], p_len[:n].astype(np.int64), p_cnt[:n]
+        # complete all bytes (count 1 if missing)
+        singles = pool[off[ln == 1]]
+        have = np.zeros(256, dtype=bool)
+        have[singles] = True
+        missing = np.flatnonzero(~have).astype(np.uint8)
+        if missing.shape[0]:
+            off = np.concatenate((off, pool_n + np.arange(missing.shape[0], dtype=np.int64)))
+            pool = np.concatenate((pool, missing))
+            ln = np.concatenate((ln, np.ones(missing.shape[0], np.int64)))
+            cnt = np.concatenate((cnt, np.ones(missing.shape[0], np.int64)))
+        else:
+            pool, off, cnt = pool.copy(), off.copy(), cnt.copy()
+        pieces = _Pieces(pool, off, ln, cnt)
+        pieces.rank = engine.lex_rank(pool, off, ln)
+        self.stats.update(n_pieces_counted=n)
+        return pieces
+
+    def _prune_pieces(self, pieces, engine, progress):
+        bar = _progress(progress, desc="Prune Pieces", unit=" splits")
+        ln, cnt, rank = pieces.ln, pieces.cnt, pieces.rank
+        lex = np.argsort(rank)
+        keep = (ln == 1) | ((ln <= self.max_piece_length) & (cnt >= self.min_count))
+        K = lex[keep[lex]]
+        drop = np.flatnonzero(~keep)
+        cK = cnt[K] + engine.split(pieces, K, cnt[K], drop, cnt[drop])
+        bar.update(1)
+        K, cK = self._wasted(pieces, engine, K, cK, bar)
+        out = []
+        for size in self.max_vocab_size:
+            if K.shape[0] <= size - 3:
+                out.append((K, cK))
+                continue
+            order = np.lexsort((rank[K], -ln[K], -cK, (ln[K] > 1).astype(np.int8)))
+            top = np.sort(order[: size - 3])  # K is in lex order: so is K[sorted positions]
+            rest = order[size - 3:]
+            K2, c2 = K[top], cK[top]
+            c2 = c2 + engine.split(pieces, K2, c2, K[rest], cK[rest])
+            bar.update(1)
+            K, cK = self._wasted(pieces, engine, K2, c2, bar)
+            out.append((K, cK))
+        bar.close()
+        return out
+
+    @staticmethod
+    def _wasted(pieces, engine, K, cK, bar):
+        """Re-tokenize the kept pieces with their own tokenizer until the set is stable."""
+        while True:
+            res = engine.split(pieces, K, cK, K, cK)
+            bar.update(1)
+            m = res > 0
+            n_before = K.shape[0]
+            K, cK = K[m], res[m]
+            if K.shape[0] == n_before:
+                return K, cK
+
+    # ------------------------------------------------------------ output
+    def dump(self, pieces: dict) -> dict:
+        """BytePiece's model mapping of ``{piece bytes: count}`` (sorted by length, bytes)."""
+        from .model import model_to_json_obj
+
+        items = sorted(pieces.items(), key=lambda t: (len(t[0]), t[0]))
+        return model_to_json_obj([k for k, _ in items], [v for _, v in items])
+
+    def save(self, path) -> list:
+        """Save as BytePiece does: ``path``, or ``path.SIZE`` per size for a list of sizes.
+
+        A path ending in ``.gz`` is gzip-compressed. Returns the paths written.
+        """
+        if not self.models:
+            raise RuntimeError("nothing to save: call train() first")
+        path = os.fspath(path)
+        if len(self.models) == 1:
+            paths = [path]
+        else:
+            paths = ["%s.%s" % (path, size) for size in self.max_vocab_size]
+        for model, p in zip(self.models, paths):
+            save_model(model, p)
+        return paths
+
+
+# ------------------------------------------------------------------ engines
+def _select_device(device):
+    if not isinstance(device, str):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    dev = device.strip().lower()
+    if dev == "cpu":
+        return False, 0
+    from .backend import DeviceError, cuda_usable
+
+    if dev == "auto":
+        ok, _ = cuda_usable()
+        return ok, 0
+    if dev == "cuda" or dev.startswith("cuda:"):
+        index = 0
+        if dev.startswith("cuda:"):
+            try:
+                index = int(dev[5:])
+            except ValueError:
+                raise ValueError(f"bad device {device!r}: expected 'cuda:N'") from None
+        if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
+            ok, why = cuda_usable()
+            if not ok:
+                raise DeviceError(f"device={device!r} was asked for but CUDA is not usable: {why}")
+        return True, index
+    raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+
+
+def _engine(trainer, use_cuda, index):
+    from gpu_bytepiece.cpu_fallback import train as ct
+
+    eng = _CPUEngine(trainer, ct)
+    if use_cuda:
+        from gpu_bytepiece.kernels import train as kt
+
+        eng = kt.CUDAEngine(eng, index)
+    return eng
+
+
+class _CPUEngine:
+    """The CPU drivers (``cpu_fallback.train``) behind the trainer's stages."""
+
+    name = "cpu"
+
+    def __init__(self, trainer, ct):
+        self.t = trainer
+        self.ct = ct
+        self.merge_runs = ct.merge_runs
+        self.build_table = ct.build_ngram_table
+        self.digit_bits = _digit_bits() if trainer.isolate_digits else np.zeros(1, np.uint8)
+
+    def segments(self, data, offsets):
+        return self.ct.train_segments(data, offsets, SEGMENT_MAX_CHARS, SEGMENT_MAX_NEWLINES,
+                                      self.t.isolate_digits, self.digit_bits)
+
+    def count_keys(self, data, seg_start, seg_end):
+        from .backend import chunk_bounds
+
+        off = int(seg_start[0])
+        keys = np.empty(int(seg_end[-1]) - off, dtype=np.uint64)
+        chunks = chunk_bounds(seg_end - seg_start, numba.get_num_threads())
+        self.ct.position_keys(data, seg_start, seg_end, self.t.order, chunks, keys, off)
+        keys.sort()
+        return self.ct.run_lengths(keys)
+
+    def viterbi(self, ng):
+        from .backend import chunk_bounds
+
+        t = self.t
+
+        def run(data, seg_start, seg_end):
+            flags = np.empty(data.shape[0], dtype=np.uint8)
+            if seg_start.shape[0]:
+                chunks = chunk_bounds(seg_end - seg_start, numba.get_num_threads())
+                self.ct.ngram_viterbi_segments(data, seg_start, seg_end, chunks, t.order, t.ensure_unicode,
+                                               ng.lp1, ng.lp2, ng.ht_keys, ng.ht_vals, ng.ht_shift,
+                                               ng.ht_mask, flags)
+            return flags
+
+        return run
+
+    def new_piece_table(self):
+        return self.ct.new_piece_table(16)
+
+    def count_pieces(self, data, flags, seg_start, seg_end, table):
+        t, h, o, ln, c, pool, sizes = table
+        t, h, o, ln, c, pool = self.ct.count_pieces(data, flags, seg_start, seg_end, t, h, o, ln, c, pool, sizes)
+        return t, h, o, ln, c, pool, sizes
+
+    def lex_rank(self, pool, off, ln):
+        key8 = self.ct.prefix_keys(pool, off, ln)
+        order = np.argsort(key8, kind="stable")
+        self.ct.fix_prefix_ties(order, key8, pool, off, ln)
+        rank = np.empty(order.shape[0], dtype=np.int64)
+        rank[order] = np.arange(order.shape[0], dtype=np.int64)
+        return rank
+
+    def split(self, pieces, K, cK, T, wT):
+        """Counts over ``K`` (lex-sorted piece indices) of the Unigram tokens of pieces ``T``.
+
+        The tokenizer is BytePiece's of the kept pieces ``K`` with counts
+        ``cK``: score ``log(count) - log(total)``; each piece of ``T`` is one
+        segment (raw bytes, as ``Tokenizer._tokenize``); token counts are
+        weighted by ``wT``.
+        """
+        from .backend import chunk_bounds
+        from .trie import Trie, _build
+
+        ct = self.ct
+        nK = K.shape[0]
+        result = np.zeros(nK, dtype=np.int64)
+        if T.shape[0] == 0:
+            return result
+        pool = pieces.pool
+        lnK = pieces.ln[K]
+        base, check, node_id = _build(pool, pieces.off[K], lnK, np.arange(nK, dtype=np.int32))
+        max_len = int(lnK.max())
+        trie = Trie(base=base, check=check, node_id=node_id, max_len=max_len)
+        # BytePiece's Tokenizer scores: log(count) - log(sum of counts), float64
+        total = int(cK.sum())
+        scores = np.log(cK.astype(np.float64)) - np.log(np.float64(total))
+        node_score = trie.node_scores(scores)
+        lnT = pieces.ln[T]
+        cum = np.cumsum(lnT)
+        a = 0
+        while a < T.shape[0]:
+            base_bytes = int(cum[a - 1]) if a else 0
+            b = max(a + 1, int(np.searchsorted(cum, base_bytes + SPLIT_BATCH_BYTES, side="right")))
+            off = pieces.off[T[a:b]]
+            ln = lnT[a:b]
+            out_start = np.zeros(b - a, dtype=np.int64)
+            np.cumsum(ln[:-1], out=out_start[1:])
+            out_ids = np.empty(int(ln.sum()), dtype=np.int32)
+            out_n = np.empty(b - a, dtype=np.int64)
+            chunks = chunk_bounds(ln, numba.get_num_threads())
+            ct.tokenize_pieces(pool, off, ln, chunks, base, check, node_id, node_score, max_len,
+                               out_ids, out_start, out_n)
+            ct.add_split_counts(out_ids, out_start, out_n, wT[a:b], result)
+            a = b
+        return result
