@@ -72,3 +72,64 @@ def reference_tokenizer(path):
     if key not in _TOKENIZERS:
         _TOKENIZERS[key] = bytepiece.Tokenizer(str(path))
     return _TOKENIZERS[key]
+
+
+_CORPUS_CACHE: dict = {}
+
+
+def corpus_sample(part: str, n: int | None = None, every: int = 1, max_chars: int | None = None) -> list:
+    """``corpus_docs`` memoized for the session (each call otherwise re-reads the file)."""
+    key = (part, n, every, max_chars)
+    if key not in _CORPUS_CACHE:
+        _CORPUS_CACHE[key] = tuple(corpus_docs(part, n=n, every=every, max_chars=max_chars))
+    return list(_CORPUS_CACHE[key])
+
+
+# ------------------------------------------------------------ hypothesis helpers
+
+#: Characters that exercise the text rules: newlines and other line breaks
+#: (which stay inside segments), controls, NUL, combining marks and Hangul jamo
+#: (NFC composes them), CJK, astral characters, a BOM.
+TRICKY_CHARS = (
+    list("abcxyz ABC019_.,;:!?'\"()[]{}<>=+-*/\\#@$%&|~`^")
+    + ["\n", "\n", "\n", "\r", "\r\n", "\t", "\x00", "\x0b", "\x0c", "\x1b", "\x7f", "\x85", "\u2028", "\u2029"]
+    + ["\u00a0", "\u3000", "\ufeff", "\u200b", "e\u0301", "\u0301", "\u0323\u0307", "\u212b", "\u1100\u1161", "\u1161"]
+    + list("你好世界的一是了中国人民日报，。、《》“”：；！？") + ["é", "ñ", "ß", "Ω", "ж", "ع", "ह", "ก"]
+    + ["\U0001F600", "\U0001F468\u200d\U0001F469", "\U0001D11E", "\U00020000", "\U0010FFFD", "\uFFFD"]
+)
+
+_SNIPPETS: list = []
+
+
+def corpus_snippets() -> list:
+    """Deterministic slices (1 to ~300 characters) of real documents; [] without ../shared."""
+    if not _SNIPPETS and all((CORPUS / f"{p}.jsonl.gz").exists() for p in PARTS):
+        for part in PARTS:
+            for k, doc in enumerate(corpus_docs(part, n=40, every=37)):
+                for j in range(4):
+                    a = (k * 7919 + j * 104729) % max(1, len(doc))
+                    _SNIPPETS.append(doc[a: a + 1 + (k * 31 + j * 17) % 300])
+    return _SNIPPETS
+
+
+def realistic_text(max_parts: int = 8):
+    """A hypothesis strategy: str built from real snippets, tricky and arbitrary characters.
+
+    Never holds a lone surrogate.
+    """
+    from hypothesis import strategies as st
+
+    chars = st.one_of(st.sampled_from(TRICKY_CHARS), st.characters(blacklist_categories=("Cs",)))
+    parts = [st.lists(chars, max_size=30).map("".join)]
+    snippets = corpus_snippets()
+    if snippets:
+        parts.append(st.sampled_from(snippets))
+    return st.lists(st.one_of(*parts), max_size=max_parts).map("".join)
+
+
+def hypothesis_settings(max_examples: int = 200):
+    """Deterministic, no deadline, no example database written into the tree."""
+    from hypothesis import HealthCheck, settings
+
+    return settings(max_examples=max_examples, deadline=None, derandomize=True, database=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -1,0 +1,542 @@
+"""The public Tokenizer on the CPU: exact ids vs the naive lattice, batch == loop,
+round trips, edge cases, pyarrow inputs, and reproducible sampling."""
+
+from __future__ import annotations
+
+import unicodedata
+from collections import Counter
+from unittest import mock
+
+import numba
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import naive
+from conftest import (PARTS, corpus_sample, cpu_tokenizer, hypothesis_settings, realistic_text,
+                      shared_model)
+from gpu_bytepiece import TextError, Tokenizer, config
+from gpu_bytepiece.cpu_fallback import find_segments
+
+PLUS = "bytepiece.plus.40k.model"
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return cpu_tokenizer(shared_model(PLUS))
+
+
+@pytest.fixture(scope="module")
+def vocab():
+    return naive.load_vocab(str(shared_model(PLUS)))
+
+
+@pytest.fixture(scope="module")
+def own_tok(tok):
+    """A tokenizer of our own whose seed state the tests may change."""
+    return Tokenizer(tok.model, device="cpu", seed=99)
+
+
+def nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text)
+
+
+def long_line(n_bytes: int) -> str:
+    """One line (no newline) of about ``n_bytes`` UTF-8 bytes of real mixed text."""
+    parts = [d.replace("\n", " ") for p in PARTS for d in corpus_sample(p, n=30, every=13, max_chars=2000)]
+    data = (" ".join(parts) + " ").encode()
+    data = data * (n_bytes // len(data) + 1)
+    return data[:n_bytes].decode("utf-8", "ignore")  # may lose the last partial character
+
+
+# ------------------------------------------------------------- exact ids
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_real_text_equals_naive(model_path, part):
+    tok = cpu_tokenizer(model_path)
+    vocab = naive.load_vocab(str(model_path))
+    docs = corpus_sample(part, n=25, every=61, max_chars=2500)
+    assert tok.encode_batch(docs) == [naive.encode(d, vocab) for d in docs]
+
+
+@hypothesis_settings(100)
+@given(realistic_text())
+def test_random_text_equals_naive(tok, vocab, text):
+    assert tok.encode(text) == naive.encode(text, vocab)
+
+
+@hypothesis_settings(100)
+@given(st.binary(max_size=80) | realistic_text(4).map(lambda t: t.encode("utf-8")))
+def test_random_bytes_equal_naive(tok, vocab, data):
+    ids = tok.encode(data)
+    assert ids == naive.encode(data, vocab)
+    # Invalid UTF-8 is never dropped: the bytes come back exactly (valid runs NFC'd).
+    assert tok.decode_bytes(ids) == naive.normalize(data)
+    assert tok.decode(ids, errors="surrogateescape").encode("utf-8", "surrogateescape") == naive.normalize(data)
+
+
+def test_find_segments_equals_regex():
+    docs = ["", "a", "\n", "\n\n\nx", "a\r\nb\u2028c\n\nd\n", "no newline", "x\n\n"] + corpus_sample("code", n=5, every=200)
+    data = b"".join(naive.normalize(d) for d in docs)
+    offsets = np.cumsum([0] + [len(naive.normalize(d)) for d in docs]).astype(np.int64)
+    seg_start, seg_end, seg_doc = find_segments(np.frombuffer(data, np.uint8), offsets)
+    expected = [(k, s) for k, d in enumerate(docs) for s in naive.segments(naive.normalize(d))]
+    got = [(int(k), data[a:b]) for a, b, k in zip(seg_start, seg_end, seg_doc)]
+    assert got == expected
+
+
+# ------------------------------------------------------------- API basics
+
+
+def test_basic_api(tok):
+    assert tok.device == "cpu"
+    assert tok.vocab_size == len(tok.model.pieces) + 3 == 39843
+    assert "cpu" in repr(tok) and "39843" in repr(tok)
+    text = "Hello, 世界!\n\nSecond line\ttab"
+    ids = tok.encode(text)
+    assert all(type(i) is int for i in ids)
+    assert list(tok.encode(text, iter=True)) == ids
+    assert tok.encode(text, add_bos=True) == [1] + ids
+    assert tok.encode(text, add_eos=True) == ids + [2]
+    assert tok.encode(text, True, True) == [1] + ids + [2]
+    pieces = tok.tokenize(text)
+    assert pieces == [tok.model.pieces[i - 3] for i in ids]
+    assert list(tok.tokenize(text, iter=True)) == pieces
+    assert b"".join(pieces) == text.encode()
+    assert tok.encode(text.encode()) == ids
+    assert tok.encode(bytearray(text.encode())) == ids
+    assert tok.encode(memoryview(text.encode())) == ids
+    assert tok.encode(np.str_(text)) == ids
+
+
+def test_encode_rejects_lists(tok):
+    with pytest.raises(TypeError, match=r"use encode_batch"):
+        tok.encode(["a", "b"])
+    with pytest.raises(TypeError):
+        tok.encode(None)
+
+
+def test_pieces_and_ids(tok):
+    everything = tok.ids_to_pieces(range(tok.vocab_size))
+    assert everything[:3] == ["<pad>", "<bos>", "<eos>"]
+    assert everything[3:] == tok.model.pieces
+    assert tok.pieces_to_ids(everything) == list(range(tok.vocab_size))
+    assert tok.piece_to_id(b"\r\n") == tok.model.pieces.index(b"\r\n") + 3
+    assert tok.piece_to_id("<bos>") == 1
+    assert tok.id_to_piece(np.uint32(2)) == "<eos>"
+    assert tok.id_to_piece(np.int64(tok.vocab_size - 1)) == tok.model.pieces[-1]
+    for bad in (-1, tok.vocab_size, 10**9):
+        with pytest.raises(KeyError):
+            tok.id_to_piece(bad)
+    for bad in (b"not a piece of any vocabulary \x00\xff", "<unk>", b"<pad>"):
+        with pytest.raises(KeyError):
+            tok.piece_to_id(bad)
+
+
+def test_decode(tok):
+    text = "naïve café 你好 \U0001F600\n"
+    ids = tok.encode(text)
+    assert tok.decode(ids) == text
+    assert tok.decode([1] + ids + [2, 0]) == text  # specials are skipped
+    assert tok.decode(np.array(ids, dtype=np.uint32)) == text
+    assert tok.decode(np.array(ids, dtype=np.int64)) == text
+    assert tok.decode([]) == "" and tok.decode_bytes([]) == b""
+    assert tok.decode([0, 1, 2]) == "" and tok.decode_bytes(np.array([1, 2], np.uint32)) == b""
+    # A lone UTF-8 lead byte: dropped by default (as BytePiece does), kept by decode_bytes.
+    ids = tok.encode(b"ok\xe4")
+    assert tok.decode_bytes(ids) == b"ok\xe4"
+    assert tok.decode(ids) == "ok"
+    assert tok.decode(ids, errors="replace") == "ok\ufffd"
+    with pytest.raises(UnicodeDecodeError):
+        tok.decode(ids, errors="strict")
+    for bad in ([-1], [tok.vocab_size], [5, tok.vocab_size + 7]):
+        with pytest.raises(KeyError):
+            tok.decode(bad)
+
+
+def test_decode_batch(tok):
+    docs = ["first", "", "第二\n", "e\u0301"]
+    ids, offsets = tok.encode_to_numpy(docs)
+    expected = [nfc(d) for d in docs]
+    assert tok.decode_batch((ids, offsets)) == expected
+    assert tok.decode_batch(tok.encode_batch(docs)) == expected
+    assert tok.decode_batch([]) == []
+
+
+# ------------------------------------------------------------- batch == loop
+
+
+def check_batch(tok, docs, **kw):
+    singles = [tok.encode(d, kw.get("add_bos", False), kw.get("add_eos", False)) for d in docs]
+    assert tok.encode_batch(docs, **kw) == singles
+    ids, offsets = tok.encode_to_numpy(docs, **kw)
+    assert ids.dtype == np.uint32 and offsets.dtype == np.int64
+    assert offsets.shape == (len(docs) + 1,)
+    assert offsets[0] == 0 and offsets[-1] == ids.shape[0]
+    assert np.all(np.diff(offsets) >= 0)
+    assert [ids[offsets[i]: offsets[i + 1]].tolist() for i in range(len(docs))] == singles
+    return singles
+
+
+@hypothesis_settings()
+@given(st.lists(realistic_text(4), max_size=8), st.booleans(), st.booleans())
+def test_batch_equals_loop(tok, docs, add_bos, add_eos):
+    singles = check_batch(tok, docs, add_bos=add_bos, add_eos=add_eos)
+    for d, ids in zip(docs, singles):
+        assert tok.decode(ids) == nfc(d)
+
+
+@hypothesis_settings(60)
+@given(st.lists(realistic_text(4) | st.binary(max_size=40), max_size=10), st.sampled_from([1, 2, 5, 50, 1 << 20]),
+       st.booleans(), st.booleans())
+def test_threads_and_batch_bytes_do_not_matter(tok, docs, batch_bytes, add_bos, add_eos):
+    expected = [tok.encode(d, add_bos, add_eos) for d in docs]
+    # Many small chunks, so that two threads really split the work.
+    with mock.patch.object(config, "CPU_MIN_CHUNK_BYTES", 1), mock.patch.object(config, "CPU_CHUNKS_PER_THREAD", 3):
+        for threads in (1, 2, -1, None):
+            ids, offsets = tok.encode_to_numpy(docs, num_threads=threads, batch_bytes=batch_bytes,
+                                               add_bos=add_bos, add_eos=add_eos)
+            assert [ids[offsets[i]: offsets[i + 1]].tolist() for i in range(len(docs))] == expected
+            assert tok.encode_batch(docs, num_threads=threads, add_bos=add_bos, add_eos=add_eos) == expected
+
+
+def test_errors_in_later_batches_name_the_document(tok):
+    # Several batches, packed ahead of the tokenizer when threads > 1.
+    docs = ["aaaa", "é" * 3] * 20 + ["bad \ud800"]
+    for threads in (1, 2):
+        with pytest.raises(TextError, match=r"text 40: lone surrogate"):
+            tok.encode_to_numpy(docs, batch_bytes=5, num_threads=threads)
+        with pytest.raises(TextError, match=r"text 3: expected str or bytes, got int"):
+            tok.encode_to_numpy(["x"] * 3 + [7], batch_bytes=1, num_threads=threads)
+    with pytest.raises(ValueError, match=r"batch_bytes"):
+        tok.encode_to_numpy(["x"], batch_bytes=-1)
+
+
+def test_threads_on_real_text(tok):
+    docs = [d for p in PARTS for d in corpus_sample(p, n=40, every=29, max_chars=6000)]
+    base = tok.encode_batch(docs, num_threads=1)
+    assert tok.encode_batch(docs, num_threads=2) == base
+    with mock.patch.object(config, "CPU_MIN_CHUNK_BYTES", 64):
+        assert tok.encode_batch(docs, num_threads=2) == base
+        for batch_bytes in (1, 1000, 100_000):
+            ids, offsets = tok.encode_to_numpy(docs, batch_bytes=batch_bytes, num_threads=2)
+            assert [ids[offsets[i]: offsets[i + 1]].tolist() for i in range(len(docs))] == base
+    assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS  # restored
+
+
+def test_num_threads_validation(tok):
+    with pytest.raises(ValueError, match=r"num_threads"):
+        tok.encode_batch(["a"], num_threads=0)
+
+
+def test_input_containers(tok):
+    docs = ["one", "e\u0301", "", "三"]
+    expected = [tok.encode(d) for d in docs]
+    assert tok.encode_batch(tuple(docs)) == expected
+    assert tok.encode_batch(iter(docs)) == expected
+    assert tok.encode_batch(d for d in docs) == expected
+    assert tok.encode_batch([np.str_(d) for d in docs]) == expected
+    assert tok.encode_batch([d.encode() for d in docs]) == expected
+    # A single str or bytes is one document.
+    assert tok.encode_batch("e\u0301 x") == [tok.encode("é x")]
+    assert tok.encode_batch(b"abc") == [tok.encode("abc")]
+
+
+# ------------------------------------------------------------- round trips
+
+
+@hypothesis_settings()
+@given(st.text(st.characters(blacklist_categories=("Cs",))))
+def test_decode_encode_is_nfc_any_text(tok, text):
+    assert tok.decode(tok.encode(text)) == nfc(text)
+
+
+@hypothesis_settings()
+@given(realistic_text())
+def test_decode_encode_is_nfc_realistic(tok, text):
+    ids = tok.encode(text)
+    assert tok.decode(ids) == nfc(text)
+    assert all(3 <= i < tok.vocab_size for i in ids)
+    assert len(ids) <= len(nfc(text).encode())
+
+
+@hypothesis_settings()
+@given(st.binary(max_size=200))
+def test_decode_bytes_any_bytes(tok, data):
+    assert tok.decode_bytes(tok.encode(data)) == naive.normalize(data)
+
+
+# ------------------------------------------------------------- edge cases
+
+
+def test_empty(tok):
+    assert tok.encode("") == []
+    assert tok.encode(b"") == []
+    assert tok.encode("", add_bos=True, add_eos=True) == [1, 2]
+    assert tok.tokenize("") == []
+    assert tok.encode_batch([]) == []
+    ids, offsets = tok.encode_to_numpy([])
+    assert ids.dtype == np.uint32 and ids.shape == (0,) and offsets.tolist() == [0]
+    assert tok.encode_batch(["", "", ""]) == [[], [], []]
+    assert tok.encode_batch(["", "a", ""], add_bos=True, add_eos=True) == [[1, 2], [1, tok.piece_to_id(b"a"), 2], [1, 2]]
+    assert tok.encode_batch(["", "a", ""], add_eos=True) == [[2], [tok.piece_to_id(b"a"), 2], [2]]
+
+
+def test_only_newlines(tok, vocab):
+    for text in ["\n", "\n\n", "\n" * 7, "\n" * 1000]:
+        ids = tok.encode(text)
+        assert ids == naive.encode(text, vocab)
+        assert tok.decode(ids) == text
+    # A run of newlines is one segment: it is cut like any other string of bytes.
+    assert tok.encode("\n" * 37) == naive.viterbi(b"\n" * 37, vocab)
+
+
+def test_line_breaks_other_than_newline_stay_inside_segments(tok, vocab):
+    # b"\r\n" is a piece: it can only be chosen if "\r" does not end a segment.
+    assert tok.tokenize("a\r\nb") == [b"a", b"\r\n", b"b"]
+    for text in ["a\r\nb", "x\u2028y", "p\u2029q\x85r", "line\r\n\r\nnext\r", "\u2028\u2028\n"]:
+        assert tok.encode(text) == naive.encode(text, vocab)
+    # The whole of "x\u2028y" is one segment.
+    assert tok.encode("x\u2028y") == naive.viterbi("x\u2028y".encode(), vocab)
+
+
+def test_nul_and_astral(tok, vocab):
+    for text in ["\x00", "a\x00b\x00\x00", "\U0001F600", "\U0001F468\u200d\U0001F469\u200d\U0001F467",
+                 "\U0001D11E\U00020000\U0010FFFD", "mixed 😀 text\x00\n"]:
+        ids = tok.encode(text)
+        assert ids == naive.encode(text, vocab)
+        assert tok.decode(ids) == text
+
+
+def test_invalid_utf8_bytes(tok, vocab):
+    for data in [b"\xff", b"\xff\xfe\xfd", b"abc\x80def", b"\xe4\xbd", b"\xe4\xbd\xa0\xe4", b"\xed\xa0\x80",
+                 b"\xc0\xaf", b"\xf4\x90\x80\x80", b"e\xcc\x81\xff"]:
+        ids = tok.encode(data)
+        assert ids == naive.encode(data, vocab)
+        assert tok.decode_bytes(ids) == naive.normalize(data)
+    # Only the valid run is normalized: e + combining acute -> é, the 0xFF stays.
+    assert tok.decode_bytes(tok.encode(b"e\xcc\x81\xff")) == "é".encode() + b"\xff"
+
+
+def test_non_nfc_text_gives_nfc_ids(tok):
+    pairs = [("e\u0301", "\u00e9"), ("\u1100\u1161\u11a8", "\uac01"), ("\u212b", "\u00c5"),
+             ("Cafe\u0301 de\u0301ja\u0300 vu", "Café déjà vu"), ("\u0041\u030a\u0301", "\u01fa")]
+    for raw, composed in pairs:
+        assert nfc(raw) == composed
+        assert tok.encode(raw) == tok.encode(composed)
+        assert tok.encode(raw.encode()) == tok.encode(composed)
+        assert tok.decode(tok.encode(raw)) == composed
+
+
+def test_lone_surrogates_raise(tok):
+    with pytest.raises(TextError, match=r"text 0: lone surrogate"):
+        tok.encode("abc\ud800")
+    with pytest.raises(TextError, match=r"text 2: lone surrogate '\\udc00'"):
+        tok.encode_batch(["ok", "fine", "x\udc00y"])
+    with pytest.raises(ValueError):
+        tok.tokenize("\ud83d\ude00")
+
+
+def test_non_text_items_raise(tok):
+    with pytest.raises(TextError, match=r"text 1: expected str or bytes, got int"):
+        tok.encode_batch(["a", 1])
+    with pytest.raises(TextError, match=r"text 0: expected str or bytes, got NoneType"):
+        tok.encode_batch([None])
+    with pytest.raises(TextError, match=r"got float"):
+        tok.encode_batch(1.5)
+
+
+def test_one_megabyte_line(tok, vocab):
+    text = long_line(1 << 20)
+    assert "\n" not in text and len(text.encode()) > (1 << 20) - 4
+    ids = tok.encode(text)
+    assert tok.decode(ids) == nfc(text)
+    # The same document inside a batch, between others.
+    batch = tok.encode_batch(["before\n", text, "after"])
+    assert batch[1] == ids
+    head = long_line(60_000)
+    assert tok.encode(head) == naive.encode(head, vocab)
+
+
+# ------------------------------------------------------------- pyarrow
+
+
+def arrow_docs():
+    return ["plain", "e\u0301t\u00e9", "", "中文\n\n第二行", "\U0001F600\x00", "last line\r\n", "x"]
+
+
+@pytest.mark.parametrize("arrow_type", ["string", "large_string"])
+def test_arrow_text_gives_same_ids(tok, arrow_type):
+    docs = arrow_docs() + corpus_sample("zh", n=20, every=7, max_chars=500)
+    expected = tok.encode_batch(docs)
+    arr = pa.array(docs, getattr(pa, arrow_type)())
+    assert tok.encode_batch(arr) == expected
+    ids, offsets = tok.encode_to_numpy(arr, batch_bytes=100)
+    assert [ids[offsets[i]: offsets[i + 1]].tolist() for i in range(len(docs))] == expected
+
+
+def test_arrow_binary_gives_same_ids(tok):
+    docs = [d.encode() for d in arrow_docs()] + [b"\xff\xfe", b"e\xcc\x81", b"z"]
+    assert tok.encode_batch(pa.array(docs, pa.binary())) == tok.encode_batch(docs)
+    assert tok.encode_batch(pa.array(docs, pa.large_binary())) == tok.encode_batch(docs)
+
+
+def test_arrow_sliced_and_chunked_give_same_ids(tok):
+    docs = arrow_docs() * 4
+    expected = tok.encode_batch(docs)
+    arr = pa.array(docs, pa.string())
+    sliced = arr.slice(3, 17)
+    assert sliced.offset == 3
+    assert tok.encode_batch(sliced) == expected[3:20]
+    chunked = pa.chunked_array([arr.slice(0, 5), arr.slice(5, 0), arr.slice(5, 11), arr.slice(16)])
+    assert tok.encode_batch(chunked) == expected
+    assert tok.encode_batch(pa.chunked_array([arr.slice(2, 9)])) == expected[2:11]
+
+
+def test_arrow_empty_and_nulls(tok):
+    assert tok.encode_batch(pa.array([], pa.string())) == []
+    ids, offsets = tok.encode_to_numpy(pa.array([], pa.large_string()))
+    assert ids.shape == (0,) and offsets.tolist() == [0]
+    with pytest.raises(TextError, match=r"text 2: null"):
+        tok.encode_batch(pa.array(["a", "b", None, "d"]))
+    with pytest.raises(TextError, match=r"null"):
+        tok.encode_batch(pa.chunked_array([pa.array(["a"]), pa.array([None], pa.string())]))
+
+
+def test_arrow_trailing_empty_document(tok):
+    docs = ["é", "x", ""]
+    assert tok.encode_batch(pa.array(docs)) == tok.encode_batch(docs)
+
+
+# ------------------------------------------------------------- sampling
+
+SAMPLE_DOCS_PARTS = {"zh": (30, 11, 800), "en": (8, 53, 3000), "code": (8, 71, 3000)}
+
+
+def sample_docs():
+    return [d for p, (n, every, m) in SAMPLE_DOCS_PARTS.items() for d in corpus_sample(p, n=n, every=every, max_chars=m)]
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.1, 1.0])
+def test_seeded_sampling_is_reproducible(tok, alpha):
+    docs = sample_docs()
+    a = tok.encode_batch(docs, alpha=alpha, seed=7)
+    assert tok.encode_batch(docs, alpha=alpha, seed=7) == a
+    assert a != tok.encode_batch(docs)  # really sampled
+    assert a != tok.encode_batch(docs, alpha=alpha, seed=8)
+    with mock.patch.object(config, "CPU_MIN_CHUNK_BYTES", 64):
+        for threads in (1, 2):
+            assert tok.encode_batch(docs, alpha=alpha, seed=7, num_threads=threads) == a
+        for batch_bytes in (1, 5000, 1 << 30):
+            ids, offsets = tok.encode_to_numpy(docs, alpha=alpha, seed=7, batch_bytes=batch_bytes)
+            assert [ids[offsets[i]: offsets[i + 1]].tolist() for i in range(len(docs))] == a
+    # A document's sample depends on its index in the call, not on its neighbours.
+    for k in (0, 5, len(docs) - 1):
+        assert tok.encode_batch([""] * k + [docs[k]], alpha=alpha, seed=7)[k] == a[k]
+        assert tok.encode_batch(["other text"] * k + [docs[k]] + ["more"], alpha=alpha, seed=7)[k] == a[k]
+    assert tok.encode(docs[0], alpha=alpha, seed=7) == a[0]
+    assert tok.tokenize(docs[0], alpha=alpha, seed=7) == tok.ids_to_pieces(a[0])
+    # The same (long) text at another index is another draw.
+    k = max(range(len(docs)), key=lambda i: len(docs[i]))
+    assert len(docs[k]) >= 2000
+    assert tok.encode_batch([docs[k]] * (k + 2), alpha=alpha, seed=7)[k + 1] != a[k]
+    # Every sample is a segmentation of the NFC text into pieces.
+    for d, ids in zip(docs, a):
+        assert all(3 <= i < tok.vocab_size for i in ids)
+        assert tok.decode_bytes(ids) == nfc(d).encode()
+    # bos/eos around the same sample.
+    with_specials = tok.encode_batch(docs[:3], alpha=alpha, seed=7, add_bos=True, add_eos=True)
+    assert with_specials == [[1] + x + [2] for x in a[:3]]
+
+
+@hypothesis_settings(100)
+@given(st.lists(realistic_text(3), min_size=1, max_size=5), st.sampled_from([0.0, 0.05, 0.5, 3.0]),
+       st.integers(0, 2**63 - 1))
+def test_samples_are_segmentations(tok, docs, alpha, seed):
+    out = tok.encode_batch(docs, alpha=alpha, seed=seed)
+    for d, ids in zip(docs, out):
+        assert tok.decode_bytes(ids) == nfc(d).encode()
+        assert all(3 <= i < tok.vocab_size for i in ids)
+    with mock.patch.object(config, "CPU_MIN_CHUNK_BYTES", 1):
+        assert tok.encode_batch(docs, alpha=alpha, seed=seed, num_threads=2) == out
+        assert tok.encode_batch(docs, alpha=alpha, seed=seed, num_threads=1) == out
+
+
+@pytest.mark.parametrize("word", ["hello", "你好", "the cat"])
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0, 10.0])
+def test_sample_law_is_exact(tok, vocab, word, alpha):
+    """Samples follow P(segmentation) ~ exp(alpha * score) (BYTEPIECE.md section 3).
+
+    The law is computed exactly by enumerating every segmentation; with a fixed
+    seed the draw is deterministic, so this cannot flake.
+    """
+    law = naive.sample_distribution(word.encode(), vocab, alpha)
+    assert len(law) > 5
+    n = 20000
+    ids, offsets = tok.encode_to_numpy([word] * n, alpha=alpha, seed=2024)
+    counts = Counter(tuple(ids[offsets[i]: offsets[i + 1]].tolist()) for i in range(n))
+    assert set(counts) <= set(law)
+    tv = 0.5 * sum(abs(counts.get(k, 0) / n - p) for k, p in law.items())
+    assert tv < 0.03, (tv, counts.most_common(5), sorted(law.items(), key=lambda t: -t[1])[:5])
+    if alpha == 10.0:
+        viterbi = tuple(naive.viterbi(word.encode(), vocab))
+        assert law[viterbi] == max(law.values())
+        assert abs(counts[viterbi] / n - law[viterbi]) < 0.02
+
+
+def test_unseeded_calls_advance_and_set_seed_restarts(own_tok):
+    text = long_line(20_000)
+    own_tok.set_seed(3)
+    a = own_tok.encode(text, alpha=0.1)
+    b = own_tok.encode(text, alpha=0.1)
+    assert a != b
+    own_tok.set_seed(3)
+    assert own_tok.encode(text, alpha=0.1) == a
+    assert own_tok.encode(text, alpha=0.1) == b
+    # A seeded call and a best-path call leave the sequence alone.
+    own_tok.set_seed(3)
+    assert own_tok.encode(text, alpha=0.1) == a
+    own_tok.encode(text, alpha=0.1, seed=12345)
+    own_tok.encode(text)
+    assert own_tok.encode(text, alpha=0.1) == b
+    # Another seed, another sequence.
+    own_tok.set_seed(4)
+    assert own_tok.encode(text, alpha=0.1) != a
+    # The constructor's seed starts the same sequence as set_seed.
+    fresh = Tokenizer(own_tok.model, device="cpu", seed=3)
+    assert fresh.encode(text, alpha=0.1) == a
+    assert fresh.encode_batch([text], alpha=0.1) == [b]
+
+
+def test_unseeded_batch_is_one_step(own_tok):
+    text = long_line(5_000)
+    own_tok.set_seed(11)
+    first = own_tok.encode_batch([text, text], alpha=0.2)
+    second = own_tok.encode_batch([text, text], alpha=0.2)
+    own_tok.set_seed(11)
+    assert own_tok.encode(text, alpha=0.2) == first[0]
+    assert own_tok.encode_batch(["", text], alpha=0.2)[1] == second[1]
+    assert first[0] != first[1] and first != second
+
+
+def test_best_path_ignores_seed(tok, own_tok):
+    docs = sample_docs()[:10]
+    best = tok.encode_batch(docs)
+    assert tok.encode_batch(docs, seed=5) == best
+    assert tok.encode_batch(docs, alpha=-1, seed=5) == best
+    assert tok.encode_batch(docs, alpha=-0.5) == best
+    own_tok.set_seed(77)
+    assert own_tok.encode_batch(docs) == best
+
+
+def test_alpha_and_seed_validation(tok, own_tok):
+    for bad in (float("nan"), "0.1", None):
+        with pytest.raises(ValueError, match=r"alpha"):
+            tok.encode("x", alpha=bad)
+    with pytest.raises(TypeError, match=r"seed must be an int"):
+        own_tok.set_seed("3")
+    assert tok.encode("hello world", alpha=0, seed=1) == tok.encode("hello world", alpha=0.0, seed=1)
+    assert tok.encode("hello world", alpha=np.float32(0.5), seed=1) == tok.encode("hello world", alpha=0.5, seed=1)
