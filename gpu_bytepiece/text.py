@@ -80,7 +80,8 @@ def _is_arrow(obj) -> bool:
     return mod.startswith("pyarrow")
 
 
-def _pack_arrow(arr) -> tuple[np.ndarray, np.ndarray]:
+def _pack_arrow(arr, first_index: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Pack one Arrow array; ``first_index`` is its first row's index in the input (for messages)."""
     import pyarrow as pa
 
     if isinstance(arr, pa.ChunkedArray):
@@ -94,7 +95,7 @@ def _pack_arrow(arr) -> tuple[np.ndarray, np.ndarray]:
     if not (is_text or is_binary):
         raise TextError(f"expected a pyarrow string or binary array, got {t}")
     if arr.null_count:
-        first = int(np.flatnonzero(np.asarray(arr.is_null()))[0])
+        first = int(np.flatnonzero(np.asarray(arr.is_null()))[0]) + first_index
         raise TextError(f"text {first}: null in the input array ({arr.null_count} nulls)")
     off_type = np.int64 if (pa.types.is_large_string(t) or pa.types.is_large_binary(t)) else np.int32
     bufs = arr.buffers()
@@ -116,7 +117,7 @@ def _pack_arrow(arr) -> tuple[np.ndarray, np.ndarray]:
         doc = raw[a:b]
         if is_text:
             try:
-                norm = normalize_str(doc.decode("utf-8"), int(d))
+                norm = normalize_str(doc.decode("utf-8"), int(d) + first_index)
             except UnicodeDecodeError:
                 norm = normalize_bytes(doc)
         else:
@@ -165,6 +166,8 @@ def iter_packed(texts, batch_bytes: int) -> Iterator[tuple[int, np.ndarray, np.n
         if isinstance(docs, pa.ChunkedArray):
             docs = docs.combine_chunks() if docs.num_chunks != 1 else docs.chunk(0)
         n = len(docs)
+        if docs.null_count:  # name the first null of the whole input, not of a batch
+            _pack_arrow(docs)
         if n == 0:
             yield 0, np.zeros(0, np.uint8), np.zeros(1, np.int64)
             return
@@ -177,7 +180,7 @@ def iter_packed(texts, batch_bytes: int) -> Iterator[tuple[int, np.ndarray, np.n
             base = cum[start - 1] if start else 0
             stop = int(np.searchsorted(cum, base + batch_bytes, side="right"))
             stop = max(stop, start + 1)
-            data, offsets = _pack_arrow(docs.slice(start, stop - start))
+            data, offsets = _pack_arrow(docs.slice(start, stop - start), start)
             yield start, data, offsets
             start = stop
         return

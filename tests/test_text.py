@@ -200,6 +200,14 @@ def test_iter_packed_error_index_is_global():
         list(iter_packed(["aaaa"] * 7 + [None], 3))
 
 
+def test_arrow_null_index_is_global_when_batched():
+    arr = pa.array(["aaaa"] * 10 + [None, "b"], pa.string())
+    with pytest.raises(TextError, match=r"text 10: null"):
+        list(iter_packed(arr, 1 << 30))
+    with pytest.raises(TextError, match=r"text 10: null"):
+        list(iter_packed(arr, 3))
+
+
 # ------------------------------------------------------------------ pyarrow
 
 # Ends with a non-empty document: see test_arrow_trailing_empty_documents.

@@ -406,6 +406,12 @@ def test_arrow_empty_and_nulls(tok):
         tok.encode_batch(pa.chunked_array([pa.array(["a"]), pa.array([None], pa.string())]))
 
 
+def test_arrow_null_in_a_later_batch_names_the_document(tok):
+    arr = pa.array(["aaaa"] * 10 + [None, "b"], pa.string())
+    with pytest.raises(TextError, match=r"text 10: null"):
+        tok.encode_to_numpy(arr, batch_bytes=3)
+
+
 def test_arrow_trailing_empty_document(tok):
     docs = ["é", "x", ""]
     assert tok.encode_batch(pa.array(docs)) == tok.encode_batch(docs)
