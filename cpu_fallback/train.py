@@ -127,6 +127,15 @@ def position_keys(data, seg_start, seg_end, order, chunk_bounds, out, out_off):
 
 
 @numba.njit(cache=True, nogil=True)
+def position_keys_serial(data, seg_start, seg_end, order, out, out_off):
+    """``position_keys`` on one thread (for callers that run several at once)."""
+    for s in range(seg_start.shape[0]):
+        e = seg_end[s]
+        for p in range(seg_start[s], e):
+            out[p - out_off] = position_key(data, p, e, order)
+
+
+@numba.njit(cache=True, nogil=True)
 def run_lengths(keys):
     """Distinct values of sorted ``keys`` and their counts (int64)."""
     n = keys.shape[0]
@@ -197,27 +206,78 @@ def merge_runs(ka, ca, kb, cb):
 
 
 @numba.njit(cache=True, nogil=True)
+def level_groups(keys, counts, k, thr, carry, final, out_keys, out_counts, write):
+    """Stream sorted distinct position keys into the kept ``k``-grams.
+
+    The ``k``-gram of a key holding at least ``k`` bytes is ``key >> (64 - 8k)``;
+    in key order equal ``k``-grams are contiguous, so one pass sums them. A
+    group reaching ``thr`` is written to ``out_keys``/``out_counts`` (when
+    ``write``); the group still open at the end of the block is kept in
+    ``carry = [open, k-gram, count]`` for the next block (``final`` closes
+    it). Returns the number of groups written (or that would be).
+    """
+    shift = np.uint64(64 - 8 * k)
+    has = carry[0] != 0
+    g = carry[1]
+    c = np.int64(carry[2])
+    n = 0
+    for i in range(keys.shape[0]):
+        key = keys[i]
+        if np.int64(key & np.uint64(0xFF)) < k:
+            continue
+        pk = key >> shift
+        if has and pk == g:
+            c += counts[i]
+        else:
+            if has and c >= thr:
+                if write:
+                    out_keys[n] = g
+                    out_counts[n] = c
+                n += 1
+            has = True
+            g = pk
+            c = counts[i]
+    if final and has:
+        if c >= thr:
+            if write:
+                out_keys[n] = g
+                out_counts[n] = c
+            n += 1
+        has = False
+    if write:
+        carry[0] = 1 if has else 0
+        carry[1] = g
+        carry[2] = np.uint64(c)
+    return n
+
+
+@numba.njit(cache=True, nogil=True)
 def build_ngram_table(keys, vals, bits):
-    """Open-addressing table (linear probing) of ``keys`` (distinct, nonzero) -> ``vals``."""
+    """Open-addressing table (linear probing) of ``keys`` (distinct, nonzero) -> ``vals``.
+
+    Returns ``ht`` (uint64, ``2 << bits``): slot ``h`` holds its key at
+    ``ht[2h]`` and the float64 bits of its value at ``ht[2h + 1]`` (read it
+    through ``ht.view(np.float64)``).
+    """
     cap = 1 << bits
     mask = np.uint64(cap - 1)
     shift = np.uint64(64 - bits)
-    ht_keys = np.zeros(cap, dtype=np.uint64)
-    ht_vals = np.full(cap, -np.inf, dtype=np.float64)
+    ht = np.zeros(2 * cap, dtype=np.uint64)
+    htf = ht.view(np.float64)
     for i in range(keys.shape[0]):
         k = keys[i]
         h = (k * _HASH_MUL) >> shift
-        while ht_keys[h] != 0:
+        while ht[2 * h] != 0:
             h = (h + np.uint64(1)) & mask
-        ht_keys[h] = k
-        ht_vals[h] = vals[i]
-    return ht_keys, ht_vals
+        ht[2 * h] = k
+        htf[2 * h + 1] = vals[i]
+    return ht
 
 
 # ------------------------------------------------------------------ n-gram Viterbi
 @numba.njit(cache=True, nogil=True, parallel=True)
 def ngram_viterbi_segments(data, seg_start, seg_end, chunk_bounds, order, ensure_unicode,
-                           lp1, lp2, ht_keys, ht_vals, ht_shift, ht_mask, flags):
+                           lp1, lp2, ht, htf, ht_shift, ht_mask, flags):
     """Run :func:`gpu_bytepiece.trainer.ngram_viterbi` over every segment.
 
     CPU twin of ``kernels.train.gpu_ngram_viterbi``: ``prange`` over chunks of
@@ -236,7 +296,88 @@ def ngram_viterbi_segments(data, seg_start, seg_end, chunk_bounds, order, ensure
         prev = np.empty(order, dtype=np.float64)
         for k in range(k0, k1):
             ngram_viterbi(data, seg_start[k], seg_end[k], order, ensure_unicode, lp1, lp2,
-                          ht_keys, ht_vals, ht_shift, ht_mask, node, prev, routes, 0, flags)
+                          ht, htf, ht_shift, ht_mask, node, prev, routes, 0, flags)
+
+
+# ------------------------------------------------------------------ piece counts
+@numba.njit(cache=True, nogil=True, parallel=True)
+def piece_spans(flags, seg_start, seg_end, chunk_bounds, n_short, n_long):
+    """Per chunk of segments: how many pieces hold <= 7 bytes and how many more."""
+    for c in prange(chunk_bounds.shape[0] - 1):
+        ns = 0
+        nl = 0
+        for s in range(chunk_bounds[c], chunk_bounds[c + 1]):
+            b = seg_end[s]
+            i = seg_start[s]
+            while i < b and flags[i] == 0:
+                i += 1
+            while i < b:
+                j = i + 1
+                while j < b and flags[j] == 0:
+                    j += 1
+                if j - i <= 7:
+                    ns += 1
+                else:
+                    nl += 1
+                i = j
+        n_short[c] = ns
+        n_long[c] = nl
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def extract_pieces(data, flags, seg_start, seg_end, chunk_bounds, short_at, long_at,
+                   short_keys, long_start, long_len):
+    """Pieces of segmented text: short ones (<= 7 bytes) as packed keys, long ones as spans.
+
+    In a segment a piece runs from a byte flagged 1 to the next flagged byte
+    or the segment end (as the reference; bytes before the first flag would
+    be dropped, but the first byte of a segment is always flagged). A short
+    piece's key packs it like :func:`gpu_bytepiece.trainer.position_key`.
+    """
+    for c in prange(chunk_bounds.shape[0] - 1):
+        ps = short_at[c]
+        pl = long_at[c]
+        for s in range(chunk_bounds[c], chunk_bounds[c + 1]):
+            b = seg_end[s]
+            i = seg_start[s]
+            while i < b and flags[i] == 0:
+                i += 1
+            while i < b:
+                j = i + 1
+                while j < b and flags[j] == 0:
+                    j += 1
+                if j - i <= 7:
+                    k = np.uint64(0)
+                    for t in range(j - i):
+                        k |= np.uint64(data[i + t]) << np.uint64(56 - 8 * t)
+                    short_keys[ps] = k | np.uint64(j - i)
+                    ps += 1
+                else:
+                    long_start[pl] = i
+                    long_len[pl] = j - i
+                    pl += 1
+                i = j
+
+
+@numba.njit(cache=True, nogil=True)
+def unpack_keys(keys):
+    """Bytes of packed piece keys: ``(pool, off, ln)``."""
+    n = keys.shape[0]
+    ln = np.empty(n, dtype=np.int64)
+    total = 0
+    for i in range(n):
+        ln[i] = np.int64(keys[i] & np.uint64(0xFF))
+        total += ln[i]
+    pool = np.empty(total, dtype=np.uint8)
+    off = np.empty(n, dtype=np.int64)
+    o = 0
+    for i in range(n):
+        off[i] = o
+        k = keys[i]
+        for t in range(ln[i]):
+            pool[o + t] = np.uint8((k >> np.uint64(56 - 8 * t)) & np.uint64(0xFF))
+        o += ln[i]
+    return pool, off, ln
 
 
 # ------------------------------------------------------------------ piece table
@@ -275,12 +416,12 @@ def new_piece_table(cap_bits):
 
 
 @numba.njit(cache=True, nogil=True)
-def count_pieces(data, flags, seg_start, seg_end, table, p_hash, p_off, p_len, p_cnt, pool, sizes):
-    """Add the pieces of segmented text to the piece table (returns the grown arrays).
+def count_long_pieces(data, long_start, long_len, table, p_hash, p_off, p_len, p_cnt, pool, sizes):
+    """Add pieces ``data[long_start[i]:][:long_len[i]]`` to the piece table.
 
-    In a segment, a piece runs from a byte flagged 1 to the next flagged byte
-    or the segment end (as the reference, bytes before the first flag would be
-    dropped; the first byte of a segment is always flagged).
+    A hash table of byte strings (FNV-1a, linear probing); new pieces are
+    copied to ``pool``. Returns the (possibly grown) arrays; ``sizes`` is
+    updated in place.
     """
     n = sizes[0]
     pool_n = sizes[1]
@@ -288,62 +429,54 @@ def count_pieces(data, flags, seg_start, seg_end, table, p_hash, p_off, p_len, p
     cap = table.shape[0]
     mask = cap - 1
     shift = np.uint64(64 - bits)
-    for s in range(seg_start.shape[0]):
-        b = seg_end[s]
-        i = seg_start[s]
-        while i < b and flags[i] == 0:
-            i += 1
-        while i < b:
-            j = i + 1
-            while j < b and flags[j] == 0:
-                j += 1
-            ln = j - i
-            h = _bytes_hash(data, i, j)
-            slot = np.int64(_slot(h, shift))
-            while True:
-                t = table[slot]
-                if t < 0:
-                    # new piece
-                    if n == p_hash.shape[0]:
-                        size = 2 * n + 16
-                        p_hash = _grow(p_hash, size)
-                        p_off = _grow(p_off, size)
-                        p_len = _grow(p_len, size)
-                        p_cnt = _grow(p_cnt, size)
-                    if pool_n + ln > pool.shape[0]:
-                        pool = _grow(pool, max(2 * pool.shape[0], pool_n + ln))
-                    pool[pool_n:pool_n + ln] = data[i:j]
-                    p_hash[n] = h
-                    p_off[n] = pool_n
-                    p_len[n] = ln
-                    p_cnt[n] = 1
-                    table[slot] = n
-                    pool_n += ln
-                    n += 1
-                    if 2 * n > cap:
-                        bits += 1
-                        cap = 1 << bits
-                        mask = cap - 1
-                        shift = np.uint64(64 - bits)
-                        table = np.full(cap, -1, dtype=np.int32)
-                        for q in range(n):
-                            sl = np.int64(_slot(p_hash[q], shift))
-                            while table[sl] >= 0:
-                                sl = (sl + 1) & mask
-                            table[sl] = q
-                    break
-                if p_hash[t] == h and p_len[t] == ln:
-                    o = p_off[t]
-                    same = True
-                    for q in range(ln):
-                        if pool[o + q] != data[i + q]:
-                            same = False
-                            break
-                    if same:
-                        p_cnt[t] += 1
+    for q in range(long_start.shape[0]):
+        i = long_start[q]
+        ln = long_len[q]
+        j = i + ln
+        h = _bytes_hash(data, i, j)
+        slot = np.int64(_slot(h, shift))
+        while True:
+            t = table[slot]
+            if t < 0:
+                if n == p_hash.shape[0]:
+                    size = 2 * n + 16
+                    p_hash = _grow(p_hash, size)
+                    p_off = _grow(p_off, size)
+                    p_len = _grow(p_len, size)
+                    p_cnt = _grow(p_cnt, size)
+                if pool_n + ln > pool.shape[0]:
+                    pool = _grow(pool, max(2 * pool.shape[0], pool_n + ln))
+                pool[pool_n:pool_n + ln] = data[i:j]
+                p_hash[n] = h
+                p_off[n] = pool_n
+                p_len[n] = ln
+                p_cnt[n] = 1
+                table[slot] = n
+                pool_n += ln
+                n += 1
+                if 2 * n > cap:
+                    bits += 1
+                    cap = 1 << bits
+                    mask = cap - 1
+                    shift = np.uint64(64 - bits)
+                    table = np.full(cap, -1, dtype=np.int32)
+                    for r in range(n):
+                        sl = np.int64(_slot(p_hash[r], shift))
+                        while table[sl] >= 0:
+                            sl = (sl + 1) & mask
+                        table[sl] = r
+                break
+            if p_hash[t] == h and p_len[t] == ln:
+                o = p_off[t]
+                same = True
+                for r in range(ln):
+                    if pool[o + r] != data[i + r]:
+                        same = False
                         break
-                slot = (slot + 1) & mask
-            i = j
+                if same:
+                    p_cnt[t] += 1
+                    break
+            slot = (slot + 1) & mask
     sizes[0] = n
     sizes[1] = pool_n
     sizes[2] = bits

@@ -94,23 +94,25 @@ def position_key(data, p, end, order):
     return k | np.uint64(n)
 
 
-def ngram_lookup(key, ht_keys, ht_vals, ht_shift, ht_mask):
+def ngram_lookup(key, ht, htf, ht_shift, ht_mask):
     """``lp`` of an n-gram of length >= 3 in the open-addressing table, or -inf.
 
-    ``key`` is ``(bytes as a big-endian integer) << 8 | length`` (never 0);
-    empty slots hold key 0; linear probing.
+    ``key`` is ``(bytes as a big-endian integer) << 8 | length`` (never 0).
+    Slot ``h`` holds its key at ``ht[2h]`` and its ``lp`` at ``htf[2h + 1]``
+    (``htf`` is ``ht`` viewed as float64: one cache line per probe); empty
+    slots hold key 0; linear probing.
     """
     h = (key * _HASH_MUL) >> ht_shift
     while True:
-        k = ht_keys[h]
+        k = ht[2 * h]
         if k == key:
-            return ht_vals[h]
+            return htf[2 * h + 1]
         if k == 0:
             return -math.inf
         h = (h + _ONE) & ht_mask
 
 
-def ngram_viterbi(data, start, end, order, ensure_unicode, lp1, lp2, ht_keys, ht_vals,
+def ngram_viterbi(data, start, end, order, ensure_unicode, lp1, lp2, ht, htf,
                   ht_shift, ht_mask, node, prev, routes, roff, flags):
     """The n-gram language-model Viterbi of one training segment.
 
@@ -133,7 +135,7 @@ def ngram_viterbi(data, start, end, order, ensure_unicode, lp1, lp2, ht_keys, ht
         ``lp`` of single bytes.
     lp2 : float64[65536]
         ``lp`` of 2-grams (index ``b0 << 8 | b1``; -inf when pruned).
-    ht_keys, ht_vals, ht_shift, ht_mask
+    ht, htf, ht_shift, ht_mask
         Open-addressing table of the n-grams of length >= 3 (see
         :func:`ngram_lookup`).
     node, prev : float64[order]
@@ -169,9 +171,9 @@ def ngram_viterbi(data, start, end, order, ensure_unicode, lp1, lp2, ht_keys, ht
                     # ngram_lookup, inlined (the shared bodies call nothing)
                     h = (key * _HASH_MUL) >> ht_shift
                     while True:
-                        hk = ht_keys[h]
+                        hk = ht[2 * h]
                         if hk == key:
-                            v = ht_vals[h]
+                            v = htf[2 * h + 1]
                             break
                         if hk == 0:
                             v = ninf
@@ -237,9 +239,9 @@ def ngram_viterbi(data, start, end, order, ensure_unicode, lp1, lp2, ht_keys, ht
 # --------------------------------------------------------------------------
 
 #: Texts are packed (NFC UTF-8) in batches of about this many bytes.
-TRAIN_BATCH_BYTES = 16 << 20
+TRAIN_BATCH_BYTES = 8 << 20
 #: Position keys are sorted in sub-batches of this many bytes (8 bytes of key each).
-KEY_CHUNK_BYTES = 4 << 20
+KEY_CHUNK_BYTES = 2 << 20
 #: Default memory budget of the n-gram count runs, in bytes.
 DEFAULT_MEMORY_BUDGET = 1 << 30
 #: Pieces are split (re-tokenized) in batches of this many bytes.
@@ -417,12 +419,14 @@ class _RunStore:
 
     SAMPLE = 1 << 14
 
-    def __init__(self, budget, tmp, merge):
+    def __init__(self, budget, tmp, merge, name):
         self.budget = budget
         self.tmp = tmp
         self.merge = merge
+        self.name = name
         self.runs = []
         self.spills = []  # (path, n, sample keys)
+        self.n_spilled = 0
 
     @staticmethod
     def _bytes(runs):
@@ -451,7 +455,8 @@ class _RunStore:
     def _spill(self):
         keys, counts = self._merge_all(self.runs)
         self.runs = []
-        path = os.path.join(self.tmp(), f"ngrams{len(self.spills)}.bin")
+        path = os.path.join(self.tmp(), f"{self.name}{self.n_spilled}.bin")
+        self.n_spilled += 1
         with open(path, "wb") as f:
             f.write(keys.tobytes())
             f.write(counts.tobytes())
@@ -505,57 +510,35 @@ class _LevelCounts:
 
     Level ``k`` (1..order) collects ``(k-gram as a big-endian integer, count)``
     for the n-grams kept by the reference's pruning (``count >= min_count``
-    for ``k >= 2``, all for ``k = 1``); groups that straddle blocks carry over.
+    for ``k >= 2``, all for ``k = 1``); groups that straddle blocks carry over
+    (``cpu_fallback.train.level_groups``).
     """
 
-    def __init__(self, order, min_count):
+    def __init__(self, order, min_count, level_groups):
         self.order = order
-        self.min_count = min_count
+        self.lg = level_groups
+        self.thr = [0, 0] + [int(math.ceil(min_count))] * (order - 1)
         self.total = 0
-        self.carry = [None] * (order + 1)
+        self.carry = [np.zeros(3, np.uint64) for _ in range(order + 1)]
         self.keys = [[] for _ in range(order + 1)]
         self.counts = [[] for _ in range(order + 1)]
 
-    def _thr(self, k):
-        return self.min_count if k > 1 else 0
-
-    def _emit(self, k, keys, counts):
-        m = counts >= self._thr(k)
-        if not m.all():
-            keys, counts = keys[m], counts[m]
-        if keys.shape[0]:
-            self.keys[k].append(keys)
-            self.counts[k].append(counts)
-
-    def feed(self, keys, counts):
-        if keys.shape[0] == 0:
-            return
+    def feed(self, keys, counts, final=False):
         self.total += int(counts.sum())
-        lens = (keys & _LOW8).astype(np.int64)
+        no_k, no_c = np.zeros(0, np.uint64), np.zeros(0, np.int64)
         for k in range(1, self.order + 1):
-            m = lens >= k
-            pk = keys[m] >> np.uint64(64 - 8 * k)
-            c = counts[m]
-            if pk.shape[0] == 0:
-                continue
-            starts = np.flatnonzero(np.concatenate(([True], pk[1:] != pk[:-1])))
-            gk = pk[starts]
-            gc = np.add.reduceat(c, starts)
-            carry = self.carry[k]
-            if carry is not None:
-                if carry[0] == gk[0]:
-                    gc[0] += carry[1]
-                else:
-                    self._emit(k, np.array([carry[0]], np.uint64), np.array([carry[1]], np.int64))
-            self.carry[k] = (gk[-1], int(gc[-1]))
-            self._emit(k, gk[:-1], gc[:-1])
+            n = self.lg(keys, counts, k, self.thr[k], self.carry[k].copy(), final, no_k, no_c, False)
+            ok = np.empty(n, np.uint64)
+            oc = np.empty(n, np.int64)
+            self.lg(keys, counts, k, self.thr[k], self.carry[k], final, ok, oc, True)
+            if n:
+                self.keys[k].append(ok)
+                self.counts[k].append(oc)
 
     def finish(self):
+        self.feed(np.zeros(0, np.uint64), np.zeros(0, np.int64), final=True)
         out = []
         for k in range(1, self.order + 1):
-            carry = self.carry[k]
-            if carry is not None:
-                self._emit(k, np.array([carry[0]], np.uint64), np.array([carry[1]], np.int64))
             keys = np.concatenate(self.keys[k]) if self.keys[k] else np.zeros(0, np.uint64)
             counts = np.concatenate(self.counts[k]) if self.counts[k] else np.zeros(0, np.int64)
             out.append((keys, counts))
@@ -572,57 +555,60 @@ class NgramModel:
     lp1 : float64[256]
     lp2 : float64[65536]
         ``lp`` of 2-grams by ``b0 << 8 | b1``, -inf when pruned.
-    ht_keys, ht_vals : uint64[cap], float64[cap]
-        Open-addressing table of n-grams of length 3..order, keyed by
-        ``(bytes as big-endian integer) << 8 | length``.
+    ht, htf : uint64[2 * cap], the same memory as float64
+        Open-addressing table of the n-grams of length 3..order, keyed by
+        ``(bytes as big-endian integer) << 8 | length`` (see
+        :func:`ngram_lookup`).
     ht_shift, ht_mask : uint64
-    levels : list of (keys, counts)
-        Kept n-grams per length ``1..order`` (big-endian integers, raw counts).
+    n_kept : list of int
+        Kept n-grams per length ``1..order``.
     total : int
         The 0-gram count (positions + added missing bytes).
     """
 
     def __init__(self, levels, positions, order, build_table):
         self.order = order
-        self.levels = levels
         k1, c1 = levels[0]
         counts1 = np.zeros(256, dtype=np.int64)
         counts1[k1.astype(np.int64)] = c1
         missing = counts1 == 0
         counts1[missing] = 1
         self.total = int(positions) + int(missing.sum())
-        self.levels[0] = (np.arange(256, dtype=np.uint64), counts1)
+        levels[0] = (np.arange(256, dtype=np.uint64), counts1)
+        self.n_kept = [int(k.shape[0]) for k, _ in levels]
         # lp(x) = log c(x) - log c(x[:-1]) with numpy's float64 log, as the reference
-        logs = [np.log(c.astype(np.float64)) for _, c in self.levels]
-        self.lp1 = logs[0] - np.log(np.float64(self.total))
+        log_parent = np.log(counts1.astype(np.float64))
+        self.lp1 = log_parent - np.log(np.float64(self.total))
         self.lp2 = np.full(65536, -np.inf, dtype=np.float64)
         tab_keys = []
         tab_vals = []
         for k in range(2, order + 1):
-            keys, _ = self.levels[k - 1]
-            pkeys, _ = self.levels[k - 2]
-            parent = np.searchsorted(pkeys, keys >> _U8)
-            lp = logs[k - 1] - logs[k - 2][parent]
+            keys, counts = levels[k - 1]
+            pkeys = levels[k - 2][0]
+            log_c = np.log(counts.astype(np.float64))
+            lp = log_c - log_parent[np.searchsorted(pkeys, keys >> _U8)]
             if k == 2:
                 self.lp2[keys.astype(np.int64)] = lp
             else:
                 tab_keys.append((keys << _U8) | np.uint64(k))
                 tab_vals.append(lp)
+            levels[k - 2] = None
+            log_parent = log_c
+        levels.clear()
         n = sum(int(a.shape[0]) for a in tab_keys)
         bits = max(4, int(2 * max(n, 1) - 1).bit_length())
         keys = np.concatenate(tab_keys) if tab_keys else np.zeros(0, np.uint64)
         vals = np.concatenate(tab_vals) if tab_vals else np.zeros(0, np.float64)
-        self.ht_keys, self.ht_vals = build_table(keys, vals, bits)
+        del tab_keys, tab_vals
+        self.ht = build_table(keys, vals, bits)
+        self.htf = self.ht.view(np.float64)
         self.ht_shift = np.uint64(64 - bits)
         self.ht_mask = np.uint64((1 << bits) - 1)
-
-    def n_kept(self):
-        return [int(k.shape[0]) for k, _ in self.levels]
 
 
 # ------------------------------------------------------------------ pieces
 class _Pieces:
-    """Distinct pieces: bytes in ``pool`` at ``off`` with ``ln``, raw ``cnt``, lex ``rank``."""
+    """Distinct pieces: bytes in ``pool`` at ``off`` with ``ln``, raw ``cnt``."""
 
     def __init__(self, pool, off, ln, cnt):
         self.pool = pool
@@ -738,19 +724,22 @@ class Trainer:
 
         corpus = _Corpus(texts, batch_bytes, tmp)
         self.models, self.pieces, self.stats = [], [], {}
+        engine = None
         try:
             with _threads(workers):
                 engine = _engine(self, use_cuda, dev_index)
                 t0 = time.perf_counter()
                 ngrams = self._count_ngrams(corpus, engine, budget, tmp, progress)
                 t1 = time.perf_counter()
-                pieces = self._count_pieces(corpus, engine, ngrams, progress)
+                pieces = self._count_pieces(corpus, engine, ngrams, budget, tmp, progress)
                 del ngrams
                 t2 = time.perf_counter()
                 results = self._prune_pieces(pieces, engine, progress)
                 t3 = time.perf_counter()
         finally:
             corpus.close()
+            if engine is not None:
+                engine.close()
             if "dir" in tmp_holder:
                 shutil.rmtree(tmp_holder["dir"], ignore_errors=True)
         self.stats.update(seconds_ngrams=t1 - t0, seconds_pieces=t2 - t1, seconds_prune=t3 - t2,
@@ -764,74 +753,81 @@ class Trainer:
         return self
 
     def _count_ngrams(self, corpus, engine, budget, tmp, progress):
-        store = _RunStore(budget, tmp, engine.merge_runs)
+        store = _RunStore(budget, tmp, engine.merge_runs, "ngrams")
         bar = _progress(progress, desc="Count Ngrams", unit="B", unit_scale=True)
         for data, offsets in corpus.first_pass():
             seg_start, seg_end = engine.segments(data, offsets)
-            s0 = 0
-            n_seg = seg_start.shape[0]
-            while s0 < n_seg:
-                # sub-batches of whole segments, about KEY_CHUNK_BYTES each
-                lim = seg_start[s0] + KEY_CHUNK_BYTES
-                s1 = max(s0 + 1, int(np.searchsorted(seg_end, lim, side="right")))
-                store.add(*engine.count_keys(data, seg_start[s0:s1], seg_end[s0:s1]))
-                s0 = s1
+            for keys, counts in engine.count_keys(data, seg_start, seg_end):
+                store.add(keys, counts)
             bar.update(int(data.shape[0]))
         bar.close()
         if corpus.total_bytes == 0:
             raise ValueError("empty corpus: the texts hold no characters to train on")
-        self.stats.update(n_docs=corpus.n_docs, n_bytes=corpus.total_bytes,
-                          n_spills=len(store.spills))
-        levels = _LevelCounts(self.order, self.min_count)
+        self.stats.update(n_docs=corpus.n_docs, n_bytes=corpus.total_bytes)
+        levels = _LevelCounts(self.order, self.min_count, engine.level_groups)
         bar = _progress(progress, desc="Prune Ngrams", unit=" keys", unit_scale=True)
         n_keys = 0
         for keys, counts in store.blocks():
             levels.feed(keys, counts)
             n_keys += int(keys.shape[0])
             bar.update(int(keys.shape[0]))
+            del keys, counts
         bar.close()
+        self.stats.update(n_ngram_spills=store.n_spilled)
         if levels.total != corpus.total_bytes:  # pragma: no cover - internal invariant
             raise RuntimeError(f"n-gram counts cover {levels.total} positions, expected {corpus.total_bytes}")
         model = NgramModel(levels.finish(), levels.total, self.order, engine.build_table)
-        self.stats.update(n_position_keys=n_keys, ngrams_kept=model.n_kept())
+        self.stats.update(n_position_keys=n_keys, ngrams_kept=model.n_kept)
         return model
 
-    def _count_pieces(self, corpus, engine, ngrams, progress):
+    def _count_pieces(self, corpus, engine, ngrams, budget, tmp, progress):
         bar = _progress(progress, desc="Count Pieces", unit="B", unit_scale=True, total=corpus.total_bytes)
+        short = _RunStore(budget, tmp, engine.merge_runs, "pieces")
         table = engine.new_piece_table()
         viterbi = engine.viterbi(ngrams)
         for data, offsets in corpus.second_pass():
             seg_start, seg_end = engine.segments(data, offsets)
             flags = viterbi(data, seg_start, seg_end)
-            table = engine.count_pieces(data, flags, seg_start, seg_end, table)
+            keys, counts, table = engine.count_pieces(data, flags, seg_start, seg_end, table)
+            del flags
+            short.add(keys, counts)
             bar.update(int(data.shape[0]))
         bar.close()
-        _, _, p_off, p_len, p_cnt, pool, sizes = table
+        # short pieces (<= 7 bytes, packed keys) then long ones (the table)
+        blocks = list(short.blocks())
+        keys = np.concatenate([k for k, _ in blocks]) if len(blocks) != 1 else blocks[0][0]
+        cnt_s = np.concatenate([c for _, c in blocks]) if len(blocks) != 1 else blocks[0][1]
+        del blocks
+        pool_s, off_s, ln_s = engine.unpack_keys(keys)
+        del keys
+        _, _, p_off, p_len, p_cnt, pool_l, sizes = table
         n, pool_n = int(sizes[0]), int(sizes[1])
-        pool, off, ln, cnt = pool[:pool_n], p_off[:n], p_len[:n].astype(np.int64), p_cnt[:n]
+        pool = np.concatenate((pool_s, pool_l[:pool_n]))
+        off = np.concatenate((off_s, p_off[:n] + pool_s.shape[0]))
+        ln = np.concatenate((ln_s, p_len[:n].astype(np.int64)))
+        cnt = np.concatenate((cnt_s, p_cnt[:n]))
+        del table, pool_s, off_s, ln_s, cnt_s, p_off, p_len, p_cnt, pool_l
         # complete all bytes (count 1 if missing)
-        singles = pool[off[ln == 1]]
         have = np.zeros(256, dtype=bool)
-        have[singles] = True
+        have[pool[off[ln == 1]]] = True
         missing = np.flatnonzero(~have).astype(np.uint8)
         if missing.shape[0]:
-            off = np.concatenate((off, pool_n + np.arange(missing.shape[0], dtype=np.int64)))
+            off = np.concatenate((off, pool.shape[0] + np.arange(missing.shape[0], dtype=np.int64)))
             pool = np.concatenate((pool, missing))
             ln = np.concatenate((ln, np.ones(missing.shape[0], np.int64)))
             cnt = np.concatenate((cnt, np.ones(missing.shape[0], np.int64)))
-        else:
-            pool, off, cnt = pool.copy(), off.copy(), cnt.copy()
-        pieces = _Pieces(pool, off, ln, cnt)
-        pieces.rank = engine.lex_rank(pool, off, ln)
-        self.stats.update(n_pieces_counted=n)
-        return pieces
+        self.stats.update(n_pieces_counted=int(cnt.shape[0]), n_piece_spills=short.n_spilled)
+        return _Pieces(pool, off, ln, cnt)
 
     def _prune_pieces(self, pieces, engine, progress):
         bar = _progress(progress, desc="Prune Pieces", unit=" splits")
-        ln, cnt, rank = pieces.ln, pieces.cnt, pieces.rank
-        lex = np.argsort(rank)
+        ln, cnt = pieces.ln, pieces.cnt
         keep = (ln == 1) | ((ln <= self.max_piece_length) & (cnt >= self.min_count))
-        K = lex[keep[lex]]
+        # kept pieces in byte order (the trie wants it; dropped ones need no order)
+        K = engine.lex_sorted(pieces, np.flatnonzero(keep))
+        rank = np.full(ln.shape[0], -1, dtype=np.int64)
+        rank[K] = np.arange(K.shape[0], dtype=np.int64)
+        pieces.rank = rank
         drop = np.flatnonzero(~keep)
         cK = cnt[K] + engine.split(pieces, K, cnt[K], drop, cnt[drop])
         bar.update(1)
@@ -842,7 +838,7 @@ class Trainer:
                 out.append((K, cK))
                 continue
             order = np.lexsort((rank[K], -ln[K], -cK, (ln[K] > 1).astype(np.int8)))
-            top = np.sort(order[: size - 3])  # K is in lex order: so is K[sorted positions]
+            top = np.sort(order[: size - 3])  # K is in byte order: so is K[sorted positions]
             rest = order[size - 3:]
             K2, c2 = K[top], cK[top]
             c2 = c2 + engine.split(pieces, K2, c2, K[rest], cK[rest])
@@ -937,21 +933,57 @@ class _CPUEngine:
         self.ct = ct
         self.merge_runs = ct.merge_runs
         self.build_table = ct.build_ngram_table
+        self.level_groups = ct.level_groups
+        self.unpack_keys = ct.unpack_keys
         self.digit_bits = _digit_bits() if trainer.isolate_digits else np.zeros(1, np.uint8)
+        self.n_threads = numba.get_num_threads()
+        self._pool = None
+
+    def map(self, fn, items):
+        """``fn`` over ``items`` on the engine's threads (nogil numba + numpy sorts)."""
+        if self.n_threads <= 1 or len(items) <= 1:
+            return [fn(x) for x in items]
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.n_threads, thread_name_prefix="gpu-bytepiece-train")
+        return list(self._pool.map(fn, items))
+
+    def close(self):
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def segments(self, data, offsets):
         return self.ct.train_segments(data, offsets, SEGMENT_MAX_CHARS, SEGMENT_MAX_NEWLINES,
                                       self.t.isolate_digits, self.digit_bits)
 
-    def count_keys(self, data, seg_start, seg_end):
-        from .backend import chunk_bounds
+    @staticmethod
+    def _sub_batches(seg_start, seg_end, nbytes):
+        """Ranges ``[s0, s1)`` of whole segments of about ``nbytes`` bytes each."""
+        out = []
+        s0 = 0
+        n_seg = seg_start.shape[0]
+        while s0 < n_seg:
+            s1 = max(s0 + 1, int(np.searchsorted(seg_end, seg_start[s0] + nbytes, side="right")))
+            out.append((s0, s1))
+            s0 = s1
+        return out
 
-        off = int(seg_start[0])
-        keys = np.empty(int(seg_end[-1]) - off, dtype=np.uint64)
-        chunks = chunk_bounds(seg_end - seg_start, numba.get_num_threads())
-        self.ct.position_keys(data, seg_start, seg_end, self.t.order, chunks, keys, off)
-        keys.sort()
-        return self.ct.run_lengths(keys)
+    def count_keys(self, data, seg_start, seg_end):
+        """Sorted ``(distinct position keys, counts)`` runs of a batch, one per sub-batch."""
+        order = self.t.order
+        ct = self.ct
+
+        def one(r):
+            s0, s1 = r
+            off = int(seg_start[s0])
+            keys = np.empty(int(seg_end[s1 - 1]) - off, dtype=np.uint64)
+            ct.position_keys_serial(data, seg_start[s0:s1], seg_end[s0:s1], order, keys, off)
+            keys.sort()
+            return ct.run_lengths(keys)
+
+        return self.map(one, self._sub_batches(seg_start, seg_end, KEY_CHUNK_BYTES))
 
     def viterbi(self, ng):
         from .backend import chunk_bounds
@@ -963,27 +995,48 @@ class _CPUEngine:
             if seg_start.shape[0]:
                 chunks = chunk_bounds(seg_end - seg_start, numba.get_num_threads())
                 self.ct.ngram_viterbi_segments(data, seg_start, seg_end, chunks, t.order, t.ensure_unicode,
-                                               ng.lp1, ng.lp2, ng.ht_keys, ng.ht_vals, ng.ht_shift,
-                                               ng.ht_mask, flags)
+                                               ng.lp1, ng.lp2, ng.ht, ng.htf, ng.ht_shift, ng.ht_mask, flags)
             return flags
 
         return run
 
     def new_piece_table(self):
-        return self.ct.new_piece_table(16)
+        return self.ct.new_piece_table(12)
 
     def count_pieces(self, data, flags, seg_start, seg_end, table):
-        t, h, o, ln, c, pool, sizes = table
-        t, h, o, ln, c, pool = self.ct.count_pieces(data, flags, seg_start, seg_end, t, h, o, ln, c, pool, sizes)
-        return t, h, o, ln, c, pool, sizes
+        """Short pieces of a batch as a sorted run; long ones into ``table``."""
+        from .backend import chunk_bounds
 
-    def lex_rank(self, pool, off, ln):
-        key8 = self.ct.prefix_keys(pool, off, ln)
+        ct = self.ct
+        chunks = chunk_bounds(seg_end - seg_start, self.n_threads)
+        n_short = np.zeros(chunks.shape[0] - 1, dtype=np.int64)
+        n_long = np.zeros(chunks.shape[0] - 1, dtype=np.int64)
+        ct.piece_spans(flags, seg_start, seg_end, chunks, n_short, n_long)
+        short_at = np.concatenate(([0], np.cumsum(n_short)))
+        long_at = np.concatenate(([0], np.cumsum(n_long)))
+        keys = np.empty(int(short_at[-1]), dtype=np.uint64)
+        long_start = np.empty(int(long_at[-1]), dtype=np.int64)
+        long_len = np.empty(int(long_at[-1]), dtype=np.int64)
+        ct.extract_pieces(data, flags, seg_start, seg_end, chunks, short_at, long_at, keys, long_start, long_len)
+        t, h, o, ln, c, pool, sizes = table
+
+        def sort_short(_):
+            keys.sort()
+            return ct.run_lengths(keys)
+
+        def add_long(_):
+            return ct.count_long_pieces(data, long_start, long_len, t, h, o, ln, c, pool, sizes)
+
+        (uk, uc), (t, h, o, ln, c, pool) = self.map(lambda f: f(None), [sort_short, add_long])
+        return uk, uc, (t, h, o, ln, c, pool, sizes)
+
+    def lex_sorted(self, pieces, idx):
+        """``idx`` (piece indices) sorted by the pieces' bytes."""
+        off, ln = pieces.off[idx], pieces.ln[idx]
+        key8 = self.ct.prefix_keys(pieces.pool, off, ln)
         order = np.argsort(key8, kind="stable")
-        self.ct.fix_prefix_ties(order, key8, pool, off, ln)
-        rank = np.empty(order.shape[0], dtype=np.int64)
-        rank[order] = np.arange(order.shape[0], dtype=np.int64)
-        return rank
+        self.ct.fix_prefix_ties(order, key8, pieces.pool, off, ln)
+        return idx[order]
 
     def split(self, pieces, K, cK, T, wT):
         """Counts over ``K`` (lex-sorted piece indices) of the Unigram tokens of pieces ``T``.
