@@ -1,0 +1,89 @@
+"""Trainer kernels under Numba's CUDA simulator == the CPU drivers, exactly.
+
+Run in its own process with ``NUMBA_ENABLE_CUDASIM=1`` (``./test.sh sim``):
+n-gram key counting (hash table with atomics) and the n-gram Viterbi on tiny
+real inputs, ``THREADS_PER_BLOCK`` patched to 8 so they span several blocks.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.sim
+# the simulator runs the kernels on numpy scalars: uint64 hashing wraps on purpose
+pytestmark = [pytestmark, pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")]
+
+if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
+    pytest.skip("simulator tests run with NUMBA_ENABLE_CUDASIM=1 (./test.sh sim)", allow_module_level=True)
+
+from conftest import corpus_docs  # noqa: E402
+
+from gpu_bytepiece import config  # noqa: E402
+from gpu_bytepiece import trainer as T  # noqa: E402
+from gpu_bytepiece.cpu_fallback import train as ct  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def small_blocks(monkeypatch):
+    monkeypatch.setattr(config, "THREADS_PER_BLOCK", 8)
+    monkeypatch.setattr(config, "CUDA_MAX_BLOCKS", 4)
+
+
+def _texts():
+    # a little of each corpus, plus digits, long runs and non-BMP text
+    out = [d[:120] for d in corpus_docs("zh", 2, every=11)]
+    out += [d[:160] for d in corpus_docs("en", 1, every=7)]
+    out += [d[:160] for d in corpus_docs("code", 1, every=5)]
+    out += ["x = 12345\n\n\n\ty = 'é' + '😀'\n", "    \n\n" * 3 + "end"]
+    return out
+
+
+def _packed(texts, trainer):
+    corpus = T._Corpus(texts, 1 << 20, None)
+    eng = T._CPUEngine(trainer, ct)
+    batches = list(corpus.first_pass())
+    assert len(batches) == 1
+    data, offsets = batches[0]
+    seg_start, seg_end = eng.segments(data, offsets)
+    return eng, corpus, data, seg_start, seg_end
+
+
+@pytest.mark.parametrize("order", [6, 3])
+def test_count_keys_gpu_equals_cpu(order):
+    from gpu_bytepiece.kernels import train as kt
+
+    tr = T.Trainer(order=order, max_vocab_size=300)
+    eng, _, data, seg_start, seg_end = _packed(_texts(), tr)
+    assert data.shape[0] > 300
+    runs = eng.count_keys(data, seg_start, seg_end)
+    assert len(runs) == 1
+    (ck, cc), = runs
+    gk, gc = kt.gpu_count_keys(data, seg_start, seg_end, order)
+    np.testing.assert_array_equal(gk, ck)
+    np.testing.assert_array_equal(gc, cc)
+    assert int(gc.sum()) == data.shape[0]
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(ensure_unicode=False, order=4), dict(isolate_digits=True, min_count=1)])
+def test_ngram_viterbi_gpu_equals_cpu(kw):
+    from gpu_bytepiece.kernels import train as kt
+
+    tr = T.Trainer(max_vocab_size=300, **kw)
+    texts = _texts()
+    eng, corpus, data, seg_start, seg_end = _packed(texts, tr)
+    ng = tr._count_ngrams(T._Corpus(texts, 1 << 20, None), eng, 1 << 30, None, False)
+    cpu = eng.viterbi(ng)(data, seg_start, seg_end)
+    gpu = kt.gpu_ngram_viterbi(data, seg_start, seg_end, kt.GPUNgramModel(ng), tr.ensure_unicode)
+    np.testing.assert_array_equal(gpu, cpu)
+    assert cpu[seg_start].all()  # every segment starts a piece
+
+
+def test_train_on_cuda_sim_equals_cpu():
+    texts = _texts()[:4]
+    cpu = T.Trainer(max_vocab_size=300, min_count=1).train(texts, device="cpu", progress=False)
+    gpu = T.Trainer(max_vocab_size=300, min_count=1).train(texts, device="cuda", progress=False)
+    assert gpu.stats["device"] == "cuda:0"
+    assert cpu.pieces == gpu.pieces
