@@ -31,24 +31,29 @@ SHARED = Path(os.environ.get("GPU_BYTEPIECE_SHARED", ROOT.parent / "shared"))
 PARTS = ("zh", "en", "code")
 
 
+def _docs(path):
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            yield json.loads(line)["text"]
+
+
 def load_mix(total_bytes: int = 20_000_000, corpus_dir=None) -> list:
-    """The benchmark mix: a list of str, ``total_bytes`` UTF-8 bytes at most."""
+    """The benchmark mix: a list of str, ``total_bytes`` UTF-8 bytes at most.
+
+    Streams the files (twice: sizes, then documents) and keeps only the mix.
+    """
     corpus_dir = Path(corpus_dir or SHARED / "corpus")
-    docs = {}
-    sizes = {}
-    for part in PARTS:
-        path = corpus_dir / f"{part}.jsonl.gz"
+    paths = {part: corpus_dir / f"{part}.jsonl.gz" for part in PARTS}
+    for path in paths.values():
         if not path.exists():
             raise FileNotFoundError(f"{path} is absent: the corpus lives in ../shared/corpus")
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            docs[part] = [json.loads(line)["text"] for line in f]
-        sizes[part] = sum(len(t.encode("utf-8")) for t in docs[part])
+    sizes = {part: sum(len(t.encode("utf-8")) for t in _docs(path)) for part, path in paths.items()}
     grand = sum(sizes.values())
     chosen = {}
     for part in PARTS:
         quota = round(total_bytes * sizes[part] / grand)
         out, used = [], 0
-        for t in docs[part]:
+        for t in _docs(paths[part]):
             n = len(t.encode("utf-8"))
             if used + n > quota:
                 cut = t.encode("utf-8")[: quota - used].decode("utf-8", "ignore")
