@@ -27,3 +27,24 @@ CUDA_MAX_BLOCKS = 1 << 16
 #: CUDA: hand segments to threads longest first, so a warp's threads get
 #: segments of about equal length (less divergence; same output).
 CUDA_SORT_SEGMENTS = True
+
+#: CUDA: segments longer than this many bytes run on a whole thread block
+#: each (``kernels.encode_long_segments``: walkers find matches in parallel,
+#: one thread relaxes them in lattice order; same ids), not on one thread.
+CUDA_LONG_SEGMENT_BYTES = 2048
+
+#: CUDA: threads per block of the long-segment kernel (thread 0 relaxes,
+#: up to 32 walkers; must be >= 2).
+CUDA_LONG_THREADS = 64
+
+#: CUDA: dynamic shared memory the long-segment kernel may use per block.
+CUDA_LONG_SHARED_BYTES = 48 << 10
+
+#: CUDA: a host batch bigger than this many text bytes runs in chunks of
+#: about this size on two streams, so that uploading chunk k + 1 overlaps
+#: the kernels of chunk k (pinned, double-buffered staging).
+CUDA_PIPELINE_BYTES = 16 << 20
+
+#: CUDA: most tiles a device prefix sum cuts its input into (the tile sums
+#: are scanned by one block).
+CUDA_SCAN_MAX_TILES = 1024

@@ -9,6 +9,7 @@ they still span several blocks.
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -43,6 +44,16 @@ def gpu_tokenizer(path):
 @pytest.fixture(autouse=True)
 def small_blocks(monkeypatch):
     monkeypatch.setattr(config, "THREADS_PER_BLOCK", 8)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def fast_barriers():
+    """The simulator runs a block's threads as Python threads; a ``syncthreads`` waits for
+    GIL hand-offs, so a short switch interval makes barrier-heavy kernels several times faster."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-4)
+    yield
+    sys.setswitchinterval(old)
 
 
 def assert_same(gpu, cpu, texts, **kw):
@@ -179,13 +190,16 @@ def test_device_buffers_are_reused(plus40k_path):
     tok.encode_to_numpy(docs)
     held = backend.pool_bytes()
     bufs = {k: id(v) for k, v in backend._pool.buffers.items()}
-    assert held > 0 and {"data", "best", "out", "ids"} <= set(bufs)
+    pinned = {k: id(v) for k, v in backend._pinned.buffers.items()}
+    assert held > 0 and {"data0", "best0", "out0", "ids0"} <= set(bufs)
+    assert backend.pinned_bytes() > 0 and {"data0", "meta0", "key0", "counts0", "dest0", "ids0"} <= set(pinned)
     ids, _ = tok.encode_to_numpy(docs[:5], alpha=0.1, seed=7)
     assert {k: id(v) for k, v in backend._pool.buffers.items()} == bufs  # no new allocation
+    assert {k: id(v) for k, v in backend._pinned.buffers.items()} == pinned
     assert backend.pool_bytes() == held
     np.testing.assert_array_equal(ids, cpu_tokenizer(plus40k_path).encode_to_numpy(docs[:5], alpha=0.1, seed=7)[0])
     backend.release()
-    assert backend.pool_bytes() == 0
+    assert backend.pool_bytes() == 0 and backend.pinned_bytes() == 0
     assert_same(tok, cpu_tokenizer(plus40k_path), docs[5:])
 
 
@@ -260,6 +274,183 @@ def test_kernels_match_cpu_twins(plus40k_path):
             ids_g = cuda.to_device(np.zeros(size, dtype=np.uint32))
             kernels.scatter_tokens[blocks, 8](out_g, cuda.to_device(seg_start), counts_g, cuda.to_device(dest), ids_g)
             np.testing.assert_array_equal(ids_g.copy_to_host(), ids_c)
+
+
+# ------------------------------------------------------------------ long segments
+
+def _tiled_lattice():
+    """``lattice.lattice`` rebuilt from the long-segment kernel's plain functions (njit):
+    walk ``rows`` starts, relax them, next tile; ``best`` lives in a ring."""
+    import numba
+
+    from gpu_bytepiece.kernels.long_segments import relax_rows, walk_matches
+
+    walk = numba.njit(walk_matches)
+    relax = numba.njit(relax_rows)
+
+    @numba.njit
+    def tiled(data, a, b, base, check, node_id, node_score, max_len, alpha, key, pos0, rows, back_len, back_id):
+        n = b - a
+        stride = max_len
+        ring = 1
+        while ring <= stride:
+            ring *= 2
+        row_score = np.empty(rows * stride)
+        row_id = np.empty(rows * stride, np.int32)
+        row_len = np.empty(rows * stride, np.uint8)
+        cnt = np.empty(rows, np.int32)
+        best = np.full(ring, -np.inf)
+        best[0] = 0.0
+        for i0 in range(0, n, rows):
+            r = min(rows, n - i0)
+            for w in range(r):
+                cnt[w] = walk(data, a, i0 + w, min(n - i0 - w, max_len), base, check, node_id, node_score,
+                              row_score, row_id, row_len, w * stride)
+            relax(i0, r, row_score, row_id, row_len, cnt, 0, 0, stride, best, ring - 1, alpha, key, pos0,
+                  back_len, back_id, 0)
+
+    return tiled
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_long_segment_tiles_match_lattice(name):
+    """Walking then relaxing tile by tile gives ``lattice.lattice``'s back pointers exactly (CPU)."""
+    from gpu_bytepiece.cpu_fallback.tokenize import lattice
+
+    tok = cpu_tokenizer(shared_model(name))
+    t, scores = tok._trie, tok._backend.node_score
+    docs = corpus_docs("zh", n=3, every=7) + corpus_docs("en", n=3, every=7) + corpus_docs("code", n=3, every=7)
+    data = np.frombuffer("\n".join(docs).encode(), dtype=np.uint8)
+    tiled = _tiled_lattice()
+    for alpha in (-1.0, 0.0, 0.3):
+        for rows in (1, 7, 32):
+            for a, b in ((0, len(data)), (5, 3005), (100, 101)):
+                want_len = np.zeros(b - a + 1, np.int32)
+                want_id = np.zeros(b - a + 1, np.int32)
+                lattice(data, a, b, t.base, t.check, t.node_id, scores, t.max_len, alpha, np.uint64(77), 3,
+                        np.empty(b - a + 1), want_len, want_id, 0)
+                got_len = np.zeros(b - a + 1, np.int32)
+                got_id = np.zeros(b - a + 1, np.int32)
+                tiled(data, a, b, t.base, t.check, t.node_id, scores, t.max_len, alpha, np.uint64(77), 3, rows,
+                      got_len, got_id)
+                np.testing.assert_array_equal(got_len[1:], want_len[1:])
+                np.testing.assert_array_equal(got_id[1:], want_id[1:])
+
+
+def test_long_layout():
+    from gpu_bytepiece.kernels.long_segments import long_layout
+
+    rows, stride, ring, win, nbytes = long_layout(36, 64, 48 << 10)
+    assert (rows, stride, ring) == (32, 36, 64) and 0 < nbytes <= 48 << 10 and win > 1000
+    assert long_layout(36, 8, 48 << 10)[0] == 7  # walkers: all threads but thread 0
+    assert long_layout(36, 1, 48 << 10)[0] == 0  # nobody to walk
+    assert long_layout(300, 64, 48 << 10)[0] == 0  # lengths are stored as uint8
+    assert long_layout(36, 64, 2000)[0] == 1  # shared memory bounds the rows
+
+
+@pytest.fixture
+def long_path(monkeypatch):
+    """Segments over 64 bytes go to the cooperative kernel, in blocks of 8 threads (7 walkers)."""
+    monkeypatch.setattr(config, "CUDA_LONG_SEGMENT_BYTES", 64)
+    monkeypatch.setattr(config, "CUDA_LONG_THREADS", 8)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_long_segments_match_cpu(name, long_path):
+    path = shared_model(name)
+    docs = ragged_docs()
+    seg_len = [len(s) for d in docs for s in d.encode().splitlines(keepends=True)]
+    assert sum(n > 64 for n in seg_len) >= 4 and max(seg_len) > 900
+    gpu, cpu = gpu_tokenizer(path), cpu_tokenizer(path)
+    assert gpu._backend._long_plan() is not None
+    assert_same(gpu, cpu, docs)
+    assert_same(gpu, cpu, docs, alpha=0.1, seed=7, add_eos=True)
+
+
+def test_long_segments_small_tiles(plus40k_path, monkeypatch):
+    """Two walkers, one-row tiles, backtrack windows of ~180 positions, fewer blocks than long segments."""
+    monkeypatch.setattr(config, "CUDA_LONG_SEGMENT_BYTES", 16)
+    monkeypatch.setattr(config, "CUDA_LONG_THREADS", 3)
+    monkeypatch.setattr(config, "CUDA_LONG_SHARED_BYTES", 2000)
+    monkeypatch.setattr(config, "CUDA_MAX_BLOCKS", 2)
+    gpu, cpu = gpu_tokenizer(plus40k_path), cpu_tokenizer(plus40k_path)
+    rows, _, _, win, _ = gpu._backend._long_plan()[2]
+    assert rows == 1 and win < 200
+    docs = ragged_docs()[3:9]
+    assert_same(gpu, cpu, docs, add_bos=True)
+    assert_same(gpu, cpu, docs, alpha=0.2, seed=3)
+
+
+def test_long_kernel_matches_cpu_twin(plus40k_path):
+    """``encode_long_segments`` on raw arrays (every segment, even 1-byte ones; 2 blocks) == the CPU twin."""
+    from numba import cuda
+
+    from gpu_bytepiece import kernels
+    from gpu_bytepiece.cpu_fallback import encode_segments, find_segments
+    from gpu_bytepiece.kernels.long_segments import long_layout
+
+    gpu = gpu_tokenizer(plus40k_path)
+    raw = [d.encode() for d in ragged_docs()[:9]]
+    data = np.frombuffer(b"".join(raw), dtype=np.uint8)
+    doc_off = np.zeros(len(raw) + 1, dtype=np.int64)
+    np.cumsum([len(r) for r in raw], out=doc_off[1:])
+    seg_start, seg_end, seg_doc = find_segments(data, doc_off)
+    n_seg = len(seg_start)
+    seg_key = (np.arange(n_seg, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) ^ np.uint64(7)
+    seg_pos = seg_start - doc_off[seg_doc]
+    t, scores = gpu._trie, gpu._backend.scores
+    rows, stride, ring, win, nbytes = long_layout(t.max_len, 4, 48 << 10)
+    long_idx = np.random.default_rng(5).permutation(n_seg).astype(np.int64)
+    for alpha in (-1.0, 0.3):
+        out_c = np.zeros(len(data), dtype=np.uint32)
+        counts_c = np.zeros(n_seg, dtype=np.int64)
+        encode_segments(data, seg_start, seg_end, seg_key, seg_pos, np.array([0, n_seg], dtype=np.int64),
+                        t.base, t.check, t.node_id, scores, t.max_len, np.float64(alpha), out_c, counts_c)
+        n_scr = len(data) + n_seg
+        out_g = cuda.to_device(np.zeros(len(data), dtype=np.uint32))
+        counts_g = cuda.to_device(np.zeros(n_seg, dtype=np.int64))
+        kernels.encode_long_segments[2, 4, 0, nbytes](
+            cuda.to_device(data), cuda.to_device(seg_start), cuda.to_device(seg_end),
+            cuda.to_device(seg_key), cuda.to_device(seg_pos), cuda.to_device(long_idx),
+            cuda.to_device(t.base), cuda.to_device(t.check), cuda.to_device(t.node_id),
+            cuda.to_device(scores), t.max_len, np.float64(alpha), rows, stride, ring, win,
+            cuda.device_array(n_scr, np.int32), cuda.device_array(n_scr, np.int32), out_g, counts_g)
+        np.testing.assert_array_equal(counts_g.copy_to_host(), counts_c)
+        src_c = np.zeros(n_seg, dtype=np.int64)
+        np.cumsum(counts_c[:-1], out=src_c[1:])
+        got = out_g.copy_to_host()
+        for k in range(n_seg):
+            np.testing.assert_array_equal(got[seg_start[k]:seg_start[k] + counts_c[k]],
+                                          out_c[src_c[k]:src_c[k] + counts_c[k]])
+
+
+# ----------------------------------------------------------------- pipelining
+
+def test_pipelined_chunks_match_cpu(plus40k_path, monkeypatch):
+    """Batches cut into chunks of ~400 bytes alternate between two streams and their buffers."""
+    from gpu_bytepiece.cuda_backend import plan_chunks
+
+    monkeypatch.setattr(config, "CUDA_PIPELINE_BYTES", 400)
+    docs = ragged_docs()
+    seg_len = np.array([len(s) for d in docs for s in d.encode().splitlines(keepends=True)], dtype=np.int64)
+    assert len(plan_chunks(seg_len, 10**9, 400)) > 4
+    tok = Tokenizer(plus40k_path, device="cuda", seed=5)
+    backend = tok._backend
+    cpu = cpu_tokenizer(plus40k_path)
+    assert_same(tok, cpu, docs, add_bos=True, add_eos=True)
+    assert {"data1", "ids1"} <= set(backend._pinned.buffers)  # the second slot was used
+    pinned = {k: id(v) for k, v in backend._pinned.buffers.items()}
+    assert_same(tok, cpu, docs, alpha=0.1, seed=7)
+    assert {k: id(v) for k, v in backend._pinned.buffers.items()} == pinned  # reused across calls
+
+
+def test_plan_chunks_max_bytes():
+    from gpu_bytepiece.cuda_backend import plan_chunks
+
+    seg_len = np.array([100, 100, 100, 500, 100, 50, 50], dtype=np.int64)
+    b = plan_chunks(seg_len, 10**9, 250)
+    assert list(b) == [0, 2, 3, 4, 7]  # the 500-byte segment alone
+    assert list(plan_chunks(seg_len, 10**9, 10**6)) == [0, 7]
 
 
 def test_bad_device_index(plus40k_path):
