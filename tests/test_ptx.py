@@ -22,7 +22,22 @@ if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
 cuda = pytest.importorskip("numba.cuda", reason="numba-cuda is not installed (pip install 'gpu-bytepiece[ptx]')")
 
 CC = (9, 0)
-KERNELS = ("encode_segments", "scatter_tokens")
+
+
+def kernel_signatures():
+    """``(name, signature)`` of every tokenization kernel, as the CUDA backend launches it."""
+    from gpu_bytepiece.kernels import SIGNATURES
+
+    out = []
+    for name, sigs in SIGNATURES.items():
+        for sig in ((sigs,) if isinstance(sigs, str) else sigs):
+            out.append((name, sig))
+    return out
+
+
+KERNEL_SIGS = kernel_signatures()
+KERNELS = tuple(dict.fromkeys(name for name, _ in KERNEL_SIGS))
+_PTX: dict = {}
 
 
 @pytest.fixture
@@ -33,17 +48,20 @@ def no_driver(monkeypatch):
     monkeypatch.setattr(d, "get_current_device", lambda: SimpleNamespace(compute_capability=CC))
 
 
-def compile_kernel(name):
+def compile_kernel(name, sig=None):
     from gpu_bytepiece import kernels
-    from gpu_bytepiece.kernels.tokenize import SIGNATURES
 
-    try:
-        ptx, _ = cuda.compile_ptx(getattr(kernels, name).py_func, SIGNATURES[name], cc=CC)
-    except Exception as e:  # NVVM missing: say so instead of failing obscurely
-        if "NVVM" in str(e) or "libnvvm" in str(e).lower():
-            pytest.skip(f"NVVM is not available to compile PTX: {e}")
-        raise
-    return ptx
+    if sig is None:
+        sig = next(s for n, s in KERNEL_SIGS if n == name)
+    if (name, sig) not in _PTX:
+        try:
+            ptx, _ = cuda.compile_ptx(getattr(kernels, name).py_func, sig, cc=CC)
+        except Exception as e:  # NVVM missing: say so instead of failing obscurely
+            if "NVVM" in str(e) or "libnvvm" in str(e).lower():
+                pytest.skip(f"NVVM is not available to compile PTX: {e}")
+            raise
+        _PTX[name, sig] = ptx
+    return _PTX[name, sig]
 
 
 def entries(ptx):
@@ -52,19 +70,25 @@ def entries(ptx):
 
 def test_every_kernel_has_a_signature():
     from gpu_bytepiece import kernels
-    from gpu_bytepiece.kernels.tokenize import SIGNATURES
+    from gpu_bytepiece.kernels import layout, long_segments, tokenize
 
-    assert set(SIGNATURES) == set(KERNELS) == set(kernels.__all__) - {"SIGNATURES"}
+    exported = set(kernels.__all__) - {"SIGNATURES"}
+    assert set(kernels.SIGNATURES) == set(KERNELS) == exported
+    for mod in (tokenize, layout, long_segments):
+        defined = {k for k, v in vars(mod).items()
+                   if hasattr(v, "py_func") and not getattr(v, "targetoptions", {}).get("device", True)}
+        assert defined <= exported, f"{mod.__name__}: kernels without a signature: {defined - exported}"
 
 
-@pytest.mark.parametrize("name", KERNELS)
-def test_kernel_compiles_for_sm90(no_driver, name):
-    ptx = compile_kernel(name)
+@pytest.mark.parametrize("name,sig", KERNEL_SIGS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(KERNEL_SIGS)])
+def test_kernel_compiles_for_sm90(no_driver, name, sig):
+    ptx = compile_kernel(name, sig)
     assert re.search(r"^\.target sm_90\b", ptx, flags=re.M)
     names = entries(ptx)
     assert len(names) == 1 and name in names[0]
     # float64 throughout, no approximate (fastmath) division or transcendental
     assert not re.search(r"\b(div|rcp|sqrt)\.approx\.f64|\b(ex2|lg2)\.approx", ptx)
+    assert "\tcall" not in ptx  # device functions inlined, no Python objects or helpers left
 
 
 def test_lattice_is_inlined_real_code(no_driver):
@@ -75,8 +99,18 @@ def test_lattice_is_inlined_real_code(no_driver):
     assert "\tcall" not in ptx  # no Python objects, no helper calls left
 
 
+def test_long_kernel_tiles_in_shared_memory(no_driver):
+    """The cooperative kernel stages its tiles in dynamic shared memory and syncs the block."""
+    ptx = compile_kernel("encode_long_segments")
+    assert re.search(r"\.extern \.shared", ptx)  # cuda.shared.array(0, ...)
+    assert "st.shared.f64" in ptx and "ld.shared.f64" in ptx  # the ring and the scores
+    assert "bar.sync" in ptx or "barrier.sync" in ptx
+    assert "ld.global.f64" in ptx  # node scores read by the walkers
+
+
 def test_device_functions_compile(no_driver):
     from gpu_bytepiece import lattice as lat
+    from gpu_bytepiece.kernels import long_segments as ls
 
     sig = ("void(uint8[::1], int64, int64, int32[::1], int32[::1], int32[::1], float64[::1], int64, "
            "float64, uint64, int64, float64[::1], int32[::1], int32[::1], int64)")
@@ -85,13 +119,21 @@ def test_device_functions_compile(no_driver):
     ptx, _ = cuda.compile_ptx(lat.backtrack, "int64(int64, int32[::1], int32[::1], int64, uint32[::1], int64)",
                               device=True, cc=CC)
     assert ".func" in ptx
+    ptx, _ = cuda.compile_ptx(ls.walk_matches, "int64(uint8[::1], int64, int64, int64, int32[::1], int32[::1], "
+                              "int32[::1], float64[::1], float64[::1], int32[::1], uint8[::1], int64)",
+                              device=True, cc=CC)
+    assert ".func" in ptx
+    ptx, _ = cuda.compile_ptx(ls.relax_rows, "void(int64, int64, float64[::1], int32[::1], uint8[::1], int32[::1], "
+                              "int64, int64, int64, float64[::1], int64, float64, uint64, int64, int32[::1], "
+                              "int32[::1], int64)", device=True, cc=CC)
+    assert ".func" in ptx and "f64" in ptx
 
 
-@pytest.mark.parametrize("name", KERNELS)
-def test_kernel_assembles_to_sm90_cubin(no_driver, name):
+@pytest.mark.parametrize("name,sig", KERNEL_SIGS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(KERNEL_SIGS)])
+def test_kernel_assembles_to_sm90_cubin(no_driver, name, sig):
     """ptxas (inside nvJitLink, no driver) turns the PTX into sm_90 machine code."""
     nvjitlink = pytest.importorskip("cuda.bindings.nvjitlink", reason="cuda-bindings with nvJitLink is not installed")
-    ptx = compile_kernel(name).encode()
+    ptx = compile_kernel(name, sig).encode()
     try:
         h = nvjitlink.create(3, ["-arch=sm_90", "-O3", "-verbose"])
     except Exception as e:  # libnvJitLink missing
