@@ -10,14 +10,26 @@ For each model in ../shared/models and each corpus part (zh, en, code):
   kernel and the copies; the rest of the call is host work;
 - the CPU backend (Numba, all cores) on the same documents, end to end, and
   the GPU/CPU ratio;
+- **device input**: the same documents packed (NFC) and uploaded once, then
+  ``cuda_backend.encode_device`` (segmentation, lattice and layout on the GPU,
+  device arrays out), median of ``--repeat``; ids checked against the host
+  path;
+- **pipelining**: end to end again with ``config.CUDA_PIPELINE_BYTES`` off
+  (one chunk per batch, no copy/kernel overlap), and the ratio;
 - parity: GPU ids == CPU ids, best path and seeded sampling (``alpha=0.1,
   seed=7``); any mismatch is printed and the script exits 1.
+
+Then **long lines** (``--long-mb`` of English text joined into lines of
+``--line-kb``): end to end with the cooperative long-segment kernel (one
+block per segment) and with it off (one thread per segment), the speed-up,
+and parity with the CPU.
 
 Figures are MB/s or GB/s of UTF-8 input (10**6 / 10**9 bytes). Without a
 usable CUDA GPU the script says why and exits 0: there is nothing to measure.
 
     python benchmarks/bench_gpu.py                      # both models, all parts, 16 MB each
     python benchmarks/bench_gpu.py --mb 4 --parts en --models bytepiece.plus.40k --no-cpu
+    python benchmarks/bench_gpu.py --long-mb 8 --line-kb 4096     # longer lines
 """
 
 from __future__ import annotations
@@ -25,6 +37,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -74,6 +87,72 @@ def kernel_breakdown(tok, docs, batch_bytes):
     return total
 
 
+@contextmanager
+def patched(mod, **values):
+    old = {k: getattr(mod, k) for k in values}
+    for k, v in values.items():
+        setattr(mod, k, v)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            setattr(mod, k, v)
+
+
+def device_input(tok, docs, repeat, host_result):
+    """Seconds of ``encode_device`` on already uploaded NFC text, and whether it equals ``host_result``."""
+    from numba import cuda
+
+    from gpu_bytepiece.cuda_backend import encode_device
+    from gpu_bytepiece.text import pack_texts
+
+    data, offsets = pack_texts(docs)
+    d_data, d_off = cuda.to_device(data), cuda.to_device(offsets)
+    encode_device(tok, d_data, d_off)  # warm up (compiles the layout kernels)
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        ids, offs = encode_device(tok, d_data, d_off)  # synchronizes before returning
+        times.append(time.perf_counter() - t0)
+    same = mismatches((ids.copy_to_host(), offs.copy_to_host()), host_result) == 0
+    return float(np.median(times)), same
+
+
+def long_lines(gpu, cpu, args, batch_bytes, model):
+    """Lines of ``--line-kb``: the cooperative long-segment kernel vs one thread per segment."""
+    from _common import MB, load_docs, time_runs, utf8_len
+
+    from gpu_bytepiece import config
+
+    text = " ".join(d.replace("\n", " ") for d in load_docs("en", limit_mb=args.long_mb))
+    line = max(1, int(args.line_kb * 1000))
+    chars = [text[i:i + line] for i in range(0, len(text), line)]
+    docs = ["".join(chars[i:i + 2]) for i in range(0, len(chars), 2)]  # two lines per document
+    docs = [d[:line] + "\n" + d[line:] for d in docs]
+    nbytes = utf8_len(docs)
+
+    def run():
+        return gpu.encode_to_numpy(docs, batch_bytes=batch_bytes)
+
+    coop, *_ = time_runs(run, repeat=args.repeat)
+    with patched(config, CUDA_LONG_SEGMENT_BYTES=None):
+        single, *_ = time_runs(run, repeat=1)
+        off = run()
+    on = run()
+    bad = 0
+    line_s = f"long lines ({model}, {len(docs) * 2} lines of ~{args.line_kb:.0f} KB, {nbytes / MB:.1f} MB): " \
+             f"block per segment {nbytes / coop / MB:.3g} MB/s, thread per segment {nbytes / single / MB:.3g} MB/s, " \
+             f"speed-up {single / coop:.3g}x"
+    if not args.no_parity:
+        m = mismatches(on, cpu.encode_to_numpy(docs)) + mismatches(off, on)
+        line_s += f", mismatched docs {m}"
+        if m:
+            bad = 1
+            print(f"MISMATCH {model} long lines: {m} docs differ")
+    print("  " + line_s, flush=True)
+    return bad
+
+
 def mismatches(a, b):
     """Documents whose ids differ between two ``(ids, offsets)`` results."""
     (ia, oa), (ib, ob) = a, b
@@ -91,9 +170,12 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--device", default="cuda:0")
     ap.add_argument("--batch-mb", type=float, default=None,
-                    help="packed batch size in MB (default: config.BATCH_BYTES)")
+                    help="packed batch size in MB (default: config.CUDA_BATCH_BYTES, as Tokenizer on a GPU)")
     ap.add_argument("--no-cpu", action="store_true", help="skip the CPU backend (no ratio)")
     ap.add_argument("--no-parity", action="store_true", help="skip the GPU == CPU check")
+    ap.add_argument("--long-mb", type=float, default=4.0, help="MB of long lines (0: skip that part)")
+    ap.add_argument("--line-kb", type=float, default=1024.0, help="length of each long line in KB")
+    ap.add_argument("--no-device-input", action="store_true", help="skip the device-input measurement")
     ap.add_argument("--allow-simulator", action="store_true",
                     help="under NUMBA_ENABLE_CUDASIM=1, run anyway (checks the script; use a tiny --mb)")
     args = ap.parse_args(argv)
@@ -106,7 +188,7 @@ def main(argv=None) -> int:
     from gpu_bytepiece import Tokenizer, config
 
     require_shared()
-    batch_bytes = int(args.batch_mb * MB) if args.batch_mb else config.BATCH_BYTES
+    batch_bytes = int(args.batch_mb * MB) if args.batch_mb else config.CUDA_BATCH_BYTES
     print(f"host: {machine_line()}")
     print(f"gpu:  {gpu_name} ({args.device}); batch {batch_bytes / MB:.0f} MB, "
           f"{config.THREADS_PER_BLOCK} threads/block, median of {args.repeat}")
@@ -127,7 +209,7 @@ def main(argv=None) -> int:
             def run_gpu():
                 return gpu.encode_to_numpy(docs, batch_bytes=batch_bytes)
 
-            e2e, _ = time_runs(run_gpu, repeat=args.repeat)
+            e2e, *_ = time_runs(run_gpu, repeat=args.repeat)
             kb = kernel_breakdown(gpu, docs, batch_bytes)
             row = {
                 "model": path.name, "part": part, "MB": nbytes / MB,
@@ -137,8 +219,18 @@ def main(argv=None) -> int:
                 "h2d ms": kb["h2d"] * 1e3, "d2h ms": kb["d2h"] * 1e3,
                 "seg/host ms": kb["host"] * 1e3, "pack ms": kb["pack"] * 1e3,
             }
+            with patched(config, CUDA_PIPELINE_BYTES=1 << 62):
+                flat, *_ = time_runs(run_gpu, repeat=args.repeat)
+            row["no-overlap e2e MB/s"] = nbytes / flat / MB
+            row["overlap gain"] = flat / e2e
+            if not args.no_device_input:
+                dev_s, same = device_input(gpu, docs, args.repeat, run_gpu())
+                row["device-in GB/s"] = nbytes / dev_s / 1e9
+                if not same:
+                    bad += 1
+                    print(f"MISMATCH {path.name} {part}: device input gives other ids than host input")
             if not args.no_cpu:
-                c_e2e, _ = time_runs(lambda: cpu.encode_to_numpy(docs, num_threads=-1), repeat=args.repeat)
+                c_e2e, *_ = time_runs(lambda: cpu.encode_to_numpy(docs, num_threads=-1), repeat=args.repeat)
                 row["cpu e2e MB/s"] = nbytes / c_e2e / MB
                 row["gpu/cpu"] = c_e2e / e2e
             if not args.no_parity:
@@ -154,6 +246,8 @@ def main(argv=None) -> int:
             print("  " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
                   flush=True)
         print(f"  ({path.name}: first call incl. kernel compilation {compile_s:.1f} s)")
+        if args.long_mb > 0:
+            bad += long_lines(gpu, cpu, args, batch_bytes, path.name)
     if rows:
         keys = list(rows[0])
         print()

@@ -11,7 +11,8 @@ may go back to the host but a few scalars, so the host steps of
   table (start, document, key, position in the document);
 - prefix sums: ``tile_sums`` (one block per tile), ``scan_in_place`` (one
   block over the tile sums) and ``scan_tiles`` / ``compact_tiles`` /
-  ``partition_tiles`` (one block per tile again, adding the tile's offset):
+  ``partition_tiles`` (one block per tile again, adding the tile's offset;
+  each thread takes ``ITEMS`` consecutive elements per block-scan step):
   a plain two-level block scan. Integer sums, so any order gives the same
   result;
 - the output layout, twins of ``backend.segment_layout`` and
@@ -194,7 +195,9 @@ def scan_tiles(x, tile, tile_off, out):
 
     One block per tile (grid-stride over tiles); the tile's offset comes
     from ``tile_off`` (``tile_sums`` then ``scan_in_place``), then chunks
-    of ``blockDim`` elements are scanned by the block with a running carry.
+    of ``blockDim * ITEMS`` elements are scanned with a running carry:
+    thread ``j`` adds ``ITEMS`` consecutive elements, a block scan of those
+    sums gives each thread its start, and it writes its elements' prefixes.
 
     See Also
     --------
