@@ -555,7 +555,8 @@ class CUDABackend:
         tpb = min(int(config.THREADS_PER_BLOCK), kl.MAX_THREADS)
         tile = max(tpb * 8, -(-n // int(config.CUDA_SCAN_MAX_TILES)))
         n_tiles = -(-n // tile)
-        sums = self._pool.get(name, n_tiles + 1, np.int64)
+        # always the largest size, so that the buffer is never replaced while a scan may still read it
+        sums = self._pool.get(name, max(n_tiles, int(config.CUDA_SCAN_MAX_TILES)) + 1, np.int64)[:n_tiles + 1]
         if n_tiles:
             blocks = min(n_tiles, int(config.CUDA_MAX_BLOCKS))
             kl.tile_sums[blocks, tpb, st](x, tile, sums)
@@ -661,7 +662,17 @@ class CUDABackend:
                 kl.segment_docs[*self._grid(n_seg), st](seg_start, d_off, d_keys, int(use_keys),
                                                        seg_doc, seg_key, seg_pos)
                 scores_d, alpha_d = self._scores_for(alpha)
-                for k0, k1, c0, c1 in self._device_chunks(seg_end, n, n_seg, st):
+                chunks = self._device_chunks(seg_end, n, n_seg, st)
+                # chunk buffers at their largest size up front: never replaced under a running kernel
+                m_max = max(k1 - k0 for k0, k1, _, _ in chunks)
+                nb_max = max(c1 - c0 for _, _, c0, c1 in chunks)
+                for name, size, dt in (("dv_c_start", m_max, np.int64), ("dv_c_end", m_max, np.int64),
+                                       ("dv_lflags", m_max, np.uint8), ("dv_order", m_max, np.int64),
+                                       ("best0", nb_max + m_max, np.float64),
+                                       ("back_len0", nb_max + m_max, np.int32),
+                                       ("back_id0", nb_max + m_max, np.int32)):
+                    pool.get(name, size, dt)
+                for k0, k1, c0, c1 in chunks:
                     self._device_chunk(view, seg_start, seg_end, seg_key, seg_pos, k0, k1, c0, c1,
                                        n_seg, out, counts, scores_d, alpha_d, st)
             # layout (twin of backend.segment_layout / finish_specials)
