@@ -206,6 +206,41 @@ def merge_runs(ka, ca, kb, cb):
 
 
 @numba.njit(cache=True, nogil=True)
+def merge_into(buf_k, buf_c, m, kb, cb):
+    """Merge the sorted distinct run ``(kb, cb)`` into ``buf[:m]`` in place; returns the new length.
+
+    ``buf_k``/``buf_c`` need room for ``m + len(kb)`` entries. The merge runs
+    from the back (the write position never passes the unread part of
+    ``buf``), then closes the gap left by keys present in both.
+    """
+    i = m - 1
+    j = kb.shape[0] - 1
+    w = m + kb.shape[0] - 1
+    while j >= 0:
+        if i >= 0 and buf_k[i] > kb[j]:
+            buf_k[w] = buf_k[i]
+            buf_c[w] = buf_c[i]
+            i -= 1
+        elif i >= 0 and buf_k[i] == kb[j]:
+            buf_k[w] = buf_k[i]
+            buf_c[w] = buf_c[i] + cb[j]
+            i -= 1
+            j -= 1
+        else:
+            buf_k[w] = kb[j]
+            buf_c[w] = cb[j]
+            j -= 1
+        w -= 1
+    gap = w - i
+    n = m + kb.shape[0]
+    if gap > 0:
+        for q in range(w + 1, n):
+            buf_k[q - gap] = buf_k[q]
+            buf_c[q - gap] = buf_c[q]
+    return n - gap
+
+
+@numba.njit(cache=True, nogil=True)
 def level_groups(keys, counts, k, thr, carry, final, out_keys, out_counts, write):
     """Stream sorted distinct position keys into the kept ``k``-grams.
 

@@ -262,6 +262,53 @@ def _digit_bits() -> np.ndarray:
     return _DIGIT_BITS
 
 
+def _release_memory():
+    """Give freed heap pages back to the OS (glibc ``malloc_trim``; no-op elsewhere).
+
+    Batches allocate and free big buffers between long-lived count runs; glibc
+    keeps such holes in its heaps, which would count in the peak memory.
+    """
+    global _TRIM
+    if _TRIM is None:
+        try:
+            import ctypes
+
+            _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM = None
+_MALLOC_TUNED = False
+#: Allocations from this size on get their own mapping (glibc ``M_MMAP_THRESHOLD``).
+MMAP_THRESHOLD = 1 << 20
+
+
+def _tune_malloc():
+    """Make glibc map big buffers separately, so freeing one gives it back.
+
+    By default glibc raises its mmap threshold to the size of the largest
+    buffer freed so far (up to 32 MB); after that, batch buffers come from the
+    heap, where freed holes between long-lived count runs are kept: that
+    fragmentation alone added ~170 MB to the peak of a 20 MB training. A fixed
+    1 MB threshold (``mallopt(M_MMAP_THRESHOLD)``) avoids it. This is a
+    process-wide setting and stays after ``train`` returns (it only changes
+    where glibc puts allocations of 1 MB and more). No-op without glibc.
+    """
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED:
+        return
+    _MALLOC_TUNED = True
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 @contextmanager
 def _threads(workers):
     if workers is None:
@@ -340,6 +387,7 @@ class _Corpus:
         self.spill = None
         self.spill_index = []
         self.total_bytes = 0
+        self.last_bytes = 0
         self.n_docs = 0
 
     def _pack(self, it):
@@ -371,7 +419,8 @@ class _Corpus:
             path = os.path.join(self.tmp(), "texts.bin")
             self.spill = open(path, "w+b")
         for data, offsets in self._pack(it):
-            self.total_bytes += int(data.shape[0])
+            self.last_bytes = int(data.shape[0])
+            self.total_bytes += self.last_bytes
             self.n_docs += int(offsets.shape[0] - 1)
             if self.spill is not None:
                 pos = self.spill.tell()
@@ -386,11 +435,13 @@ class _Corpus:
             for pos, n_off, n_data in self.spill_index:
                 offsets = np.fromfile(self.spill.name, dtype=np.int64, count=n_off, offset=pos)
                 data = np.fromfile(self.spill.name, dtype=np.uint8, count=n_data, offset=pos + 8 * n_off)
+                self.last_bytes = n_data
                 yield data, offsets
             return
         total = 0
         for data, offsets in self._pack(iter(self.texts)):
-            total += int(data.shape[0])
+            self.last_bytes = int(data.shape[0])
+            total += self.last_bytes
             if total > self.total_bytes:
                 break
             yield data, offsets
@@ -409,22 +460,32 @@ class _Corpus:
 class _RunStore:
     """Sorted ``(key, count)`` runs merged exactly; spilled to disk over a budget.
 
-    In memory the runs are merged like a binary counter (a new run merges into
-    the previous one while that is at most twice its size), so a key is merged
-    O(log) times. When the runs in memory outgrow ``budget`` bytes they are
-    merged into one and written to ``tmp`` with a sparse index; at the end,
-    :meth:`blocks` merges everything in key ranges that fit the budget and
-    yields sorted blocks of distinct keys with their total counts.
+    New runs merge among themselves like a binary counter (a run merges into
+    the previous one while that is at most twice its size); once they hold a
+    quarter of the main run they are folded into it, in place, in a buffer
+    that grows with ``ndarray.resize`` (``realloc``: no second copy). When
+    main and small runs outgrow ``budget`` bytes, the main run is written to
+    ``tmp`` with a sparse index; at the end :meth:`blocks` merges everything
+    in key ranges that fit the budget and yields sorted blocks of distinct
+    keys with their total counts.
     """
 
     SAMPLE = 1 << 14
+    #: Small runs are folded into the main run when they reach this fraction of it ...
+    FOLD_FRACTION = 4
+    #: ... or this many bytes.
+    FOLD_MIN_BYTES = 16 << 20
 
-    def __init__(self, budget, tmp, merge, name):
+    def __init__(self, budget, tmp, ct, name):
         self.budget = budget
         self.tmp = tmp
-        self.merge = merge
+        self.merge = ct.merge_runs
+        self.merge_into = ct.merge_into
         self.name = name
         self.runs = []
+        self.main_k = None
+        self.main_c = None
+        self.m = 0
         self.spills = []  # (path, n, sample keys)
         self.n_spilled = 0
 
@@ -432,13 +493,20 @@ class _RunStore:
     def _bytes(runs):
         return sum(16 * int(k.shape[0]) for k, _ in runs)
 
+    def _main_bytes(self):
+        return 0 if self.main_k is None else 16 * int(self.main_k.shape[0])
+
     def add(self, keys, counts):
         self.runs.append((keys, counts))
         while len(self.runs) >= 2 and self.runs[-2][0].shape[0] <= 2 * self.runs[-1][0].shape[0]:
             kb, cb = self.runs.pop()
             ka, ca = self.runs.pop()
             self.runs.append(self.merge(ka, ca, kb, cb))
-        if self._bytes(self.runs) > self.budget:
+        small = self._bytes(self.runs)
+        if small * self.FOLD_FRACTION >= max(16 * self.m, self.FOLD_MIN_BYTES):
+            self._fold()
+        if self._bytes(self.runs) + self._main_bytes() > self.budget:
+            self._fold()
             self._spill()
 
     def _merge_all(self, runs):
@@ -452,15 +520,35 @@ class _RunStore:
             runs = nxt
         return runs[0] if runs else (np.zeros(0, np.uint64), np.zeros(0, np.int64))
 
-    def _spill(self):
-        keys, counts = self._merge_all(self.runs)
+    def _fold(self):
+        """Merge the small runs into the main run, in place."""
+        if not self.runs:
+            return
+        kb, cb = self._merge_all(self.runs)
         self.runs = []
+        need = self.m + int(kb.shape[0])
+        if self.main_k is None:
+            self.main_k = np.empty(max(need, 1), np.uint64)
+            self.main_c = np.empty(max(need, 1), np.int64)
+        elif need > self.main_k.shape[0]:
+            cap = max(need, self.m + self.m // 4)
+            self.main_k.resize(cap, refcheck=False)
+            self.main_c.resize(cap, refcheck=False)
+        self.m = int(self.merge_into(self.main_k, self.main_c, self.m, kb, cb))
+
+    def _spill(self):
+        if self.m == 0:
+            return
+        keys, counts = self.main_k[: self.m], self.main_c[: self.m]
         path = os.path.join(self.tmp(), f"{self.name}{self.n_spilled}.bin")
         self.n_spilled += 1
         with open(path, "wb") as f:
             f.write(keys.tobytes())
             f.write(counts.tobytes())
-        self.spills.append((path, int(keys.shape[0]), keys[:: self.SAMPLE].copy()))
+        self.spills.append((path, self.m, keys[:: self.SAMPLE].copy()))
+        self.main_k = self.main_c = None
+        self.m = 0
+        _release_memory()
 
     def _read(self, spill, a, b):
         path, n, _ = spill
@@ -479,17 +567,18 @@ class _RunStore:
         return a + int(np.searchsorted(keys, key, side="left"))
 
     def blocks(self):
+        self._fold()
         if not self.spills:
-            yield self._merge_all(self.runs)
-            self.runs = []
+            if self.m:
+                yield self.main_k[: self.m], self.main_c[: self.m]
+            self.main_k = self.main_c = None
+            self.m = 0
             return
-        if self.runs:
-            self._spill()
+        self._spill()
         # key ranges of about budget / 64 bytes of entries from all runs together
         samples = np.sort(np.concatenate([s[2] for s in self.spills]))
         per_block = max(1, (self.budget // 64) // self.SAMPLE)
-        bounds = samples[per_block::per_block]
-        bounds = np.unique(bounds)
+        bounds = np.unique(samples[per_block::per_block])
         lo_idx = [0] * len(self.spills)
         for r in range(len(bounds) + 1):
             parts = []
@@ -723,6 +812,7 @@ class Trainer:
             return tmp_holder["dir"]
 
         corpus = _Corpus(texts, batch_bytes, tmp)
+        _tune_malloc()
         self.models, self.pieces, self.stats = [], [], {}
         engine = None
         try:
@@ -753,13 +843,16 @@ class Trainer:
         return self
 
     def _count_ngrams(self, corpus, engine, budget, tmp, progress):
-        store = _RunStore(budget, tmp, engine.merge_runs, "ngrams")
+        store = _RunStore(budget, tmp, engine.ct, "ngrams")
         bar = _progress(progress, desc="Count Ngrams", unit="B", unit_scale=True)
         for data, offsets in corpus.first_pass():
             seg_start, seg_end = engine.segments(data, offsets)
-            for keys, counts in engine.count_keys(data, seg_start, seg_end):
-                store.add(keys, counts)
-            bar.update(int(data.shape[0]))
+            runs = engine.count_keys(data, seg_start, seg_end)
+            while runs:
+                store.add(*runs.pop(0))
+            del data, offsets, seg_start, seg_end
+            _release_memory()
+            bar.update(corpus.last_bytes)
         bar.close()
         if corpus.total_bytes == 0:
             raise ValueError("empty corpus: the texts hold no characters to train on")
@@ -782,19 +875,20 @@ class Trainer:
 
     def _count_pieces(self, corpus, engine, ngrams, budget, tmp, progress):
         bar = _progress(progress, desc="Count Pieces", unit="B", unit_scale=True, total=corpus.total_bytes)
-        short = _RunStore(budget, tmp, engine.merge_runs, "pieces")
+        short = _RunStore(budget, tmp, engine.ct, "pieces")
         table = engine.new_piece_table()
         viterbi = engine.viterbi(ngrams)
         for data, offsets in corpus.second_pass():
             seg_start, seg_end = engine.segments(data, offsets)
             flags = viterbi(data, seg_start, seg_end)
             keys, counts, table = engine.count_pieces(data, flags, seg_start, seg_end, table)
-            del flags
             short.add(keys, counts)
-            bar.update(int(data.shape[0]))
+            del data, offsets, seg_start, seg_end, flags, keys, counts
+            _release_memory()
+            bar.update(corpus.last_bytes)
         bar.close()
         # short pieces (<= 7 bytes, packed keys) then long ones (the table)
-        blocks = list(short.blocks())
+        blocks = list(short.blocks()) or [(np.zeros(0, np.uint64), np.zeros(0, np.int64))]
         keys = np.concatenate([k for k, _ in blocks]) if len(blocks) != 1 else blocks[0][0]
         cnt_s = np.concatenate([c for _, c in blocks]) if len(blocks) != 1 else blocks[0][1]
         del blocks
