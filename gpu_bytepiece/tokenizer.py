@@ -217,6 +217,21 @@ class Tokenizer:
         offsets = np.concatenate([np.zeros(1, np.int64)] + off_parts)
         return ids, offsets
 
+    def encode_device(self, data, offsets, *, add_bos: bool = False, add_eos: bool = False,
+                      alpha: float = -1, seed: int | None = None, output: str = "auto"):
+        """Encode text already on the GPU; device arrays in, device arrays out.
+
+        ``data`` is NFC-normalized UTF-8 (uint8) and ``offsets`` int64 document
+        offsets, both on the GPU (Numba device arrays, CuPy, or anything with
+        ``__cuda_array_interface__``). Returns device ``(ids, offsets)``
+        (CuPy when the input is CuPy or ``output="cupy"``). Needs
+        ``device="cuda"``; see :func:`gpu_bytepiece.cuda_backend.encode_device`.
+        """
+        from .cuda_backend import encode_device
+
+        return encode_device(self, data, offsets, add_bos=add_bos, add_eos=add_eos,
+                             alpha=alpha, seed=seed, output=output)
+
     def encode_batch(self, texts, *, add_bos: bool = False, add_eos: bool = False,
                      alpha: float = -1, seed: int | None = None,
                      num_threads: int | None = None) -> list:
