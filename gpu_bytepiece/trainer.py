@@ -26,13 +26,22 @@ dictionaries:
 3. **Segment** each training segment with the n-gram Viterbi
    (:func:`ngram_viterbi`, one plain function compiled with ``numba.njit`` in
    ``cpu_fallback.train`` and ``numba.cuda.jit(device=True)`` in
-   ``kernels.train``), and count the pieces.
+   ``kernels.train``), and count the pieces: pieces of up to 7 bytes as
+   packed keys (sorted runs, like the n-grams, spilled over the budget),
+   longer ones in a hash table of byte strings.
 4. **Prune pieces**: the reference's loop (split dropped pieces with the
    Unigram tokenizer of the kept ones, drop wasted pieces until the set is
    stable, cut to each size), with the shared Unigram lattice
-   (``gpu_bytepiece.lattice``) run on each piece as one segment.
+   (``gpu_bytepiece.lattice``) run on each piece as one segment (raw bytes,
+   as the reference's ``Tokenizer._tokenize``).
+
+Memory: one text batch, the count runs up to ``memory_budget`` (then spilled
+to disk and merged back by key ranges), the kept n-grams, and the distinct
+pieces. Texts are read twice (a one-shot iterator is spilled to disk once).
+``train`` sets glibc's mmap threshold (see :func:`_tune_malloc`).
 
 Limits: ``order`` is 1..7 (an n-gram must fit a 64-bit key with its length).
+Workers, batch sizes, memory budget and device never change the model.
 """
 
 from __future__ import annotations
@@ -47,7 +56,6 @@ from contextlib import contextmanager
 import numba
 import numpy as np
 
-from . import config
 from .model import Model, save_model
 from .text import TextError, normalize_str
 
@@ -366,7 +374,7 @@ def _parse_bytes(value, name="memory_budget") -> int:
 class _Corpus:
     """Texts as packed NFC UTF-8 batches, twice (once per counting pass).
 
-    A re-iterable (list, dataset, :class:`FileTexts`) is iterated twice, as
+    A re-iterable (list, dataset, ``train_cli.FileTexts``) is iterated twice, as
     the reference does; a one-shot iterator (generator, open file) is packed
     once and its batches spilled to ``tmp_dir`` for the second pass.
     """
@@ -778,7 +786,7 @@ class Trainer:
         Parameters
         ----------
         texts : iterable of str
-            Documents. A re-iterable (list, :class:`FileTexts`, ...) is read
+            Documents. A re-iterable (list, ``train_cli.FileTexts``, ...) is read
             twice; a one-shot iterator is read once and spilled to ``tmp_dir``.
         workers : int, optional
             CPU threads (default: Numba's setting, all cores).

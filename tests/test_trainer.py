@@ -13,7 +13,6 @@ import json
 import math
 import os
 import re
-import sys
 from contextlib import redirect_stderr
 from types import SimpleNamespace
 
@@ -86,6 +85,7 @@ PARAMS = [
     pytest.param(dict(ensure_unicode=False, max_vocab_size=2000), id="no-ensure-unicode"),
     pytest.param(dict(order=4, max_piece_length=6, min_count=1, max_vocab_size=1500), id="order4-len6-min1"),
     pytest.param(dict(order=2, min_count=5, max_vocab_size=800), id="order2-min5"),
+    pytest.param(dict(order=7, max_piece_length=math.inf, min_count=2.5, max_vocab_size=2500), id="order7-inf-len"),
 ]
 
 
