@@ -87,7 +87,8 @@ def add_subcommands(sub) -> None:
     enc.add_argument("--batch-bytes", type=parse_size, default=None,
                      help="text tokenized at a time per worker; bounds memory (default 16M)")
     enc.add_argument("--shard-bytes", type=parse_size, default=None,
-                     help="input bytes per shard, the unit of resuming (default 64M; part of the job)")
+                     help="input bytes per shard, the unit of resuming and of parallel work (default: "
+                          "inputs' size / 64, between 8M and 64M; part of the job)")
     enc.add_argument("--add-bos", action="store_true", help="put <bos> (id 1) before each document")
     enc.add_argument("--append-eos", "--add-eos", dest="append_eos", action="store_true",
                      help="put <eos> (id 2) after each document")
@@ -162,12 +163,12 @@ def format_summary(s: dict) -> str:
 def run_encode(args) -> int:
     from ..backend import DeviceError
     from ..model import ModelError
-    from .runner import DEFAULT_SHARD_BYTES, EncodeOptions, encode
+    from .runner import EncodeOptions, encode
 
     opts = EncodeOptions(
         inputs=args.inputs, output=args.output, format=args.format, text_key=args.text_key,
         input_format=args.input_format, split_lines=args.split_lines, model=args.model, device=args.device,
-        workers=args.workers, batch_bytes=args.batch_bytes, shard_bytes=args.shard_bytes or DEFAULT_SHARD_BYTES,
+        workers=args.workers, batch_bytes=args.batch_bytes, shard_bytes=args.shard_bytes,
         add_bos=args.add_bos, append_eos=args.append_eos, alpha=args.alpha, seed=args.seed,
         on_error=args.on_error, overwrite=args.overwrite, keep_shards=args.keep_shards, progress=args.progress,
         ray=args.ray, threads=args.threads)

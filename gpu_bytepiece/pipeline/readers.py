@@ -324,12 +324,14 @@ def iter_line_blocks(read, start: int, end: int | None, block: int = READ_BLOCK)
     ``read(n)`` reads from file offset ``start - 1`` when ``start > 0`` (the
     byte before the range, to find where lines begin), else from 0. The lines
     yielded are those whose first byte lies in ``[start, end)`` (``end`` None:
-    to the end); each ends with ``\\n`` except possibly the file's last.
+    to the end); each ends with ``\\n`` except possibly the file's last. Reads
+    at most about ``block`` bytes at a time, and little past ``end``.
     """
+    small = 1 << 16
     if start > 0:
         off = start - 1
         while True:
-            chunk = read(block)
+            chunk = read(small)
             if not chunk:
                 return
             i = chunk.find(b"\n")
@@ -341,37 +343,31 @@ def iter_line_blocks(read, start: int, end: int | None, block: int = READ_BLOCK)
     else:
         off, buf = 0, b""
     eof = False
-    more = False  # the buffer is not enough to go on: read whatever it holds
     while True:
         if end is not None and off >= end:
             return
-        if not eof and (more or len(buf) < block or buf.find(b"\n") < 0):
-            chunk = read(block)
-            if chunk:
-                buf = buf + chunk if buf else chunk
-            else:
-                eof = True
-        more = False
         if end is not None and end - off <= len(buf):
             i = buf.find(b"\n", end - off - 1)
-            if i >= 0:
+            if i >= 0:  # the last line that starts before `end` is complete
                 yield off, buf[:i + 1]
                 return
-            if eof:
-                if buf:
-                    yield off, buf
-                return
-            more = True
-            continue
-        j = buf.rfind(b"\n")
-        if j >= 0:
-            yield off, buf[:j + 1]
-            off += j + 1
-            buf = buf[j + 1:]
-        elif eof:
+        elif len(buf) >= block:
+            j = buf.rfind(b"\n")
+            if j >= 0:
+                yield off, buf[:j + 1]
+                off += j + 1
+                buf = buf[j + 1:]
+                continue
+        if eof:
             if buf:
                 yield off, buf
             return
+        want = block if end is None else max(small, min(block, end - off - len(buf) + 1))
+        chunk = read(want)
+        if chunk:
+            buf = buf + chunk if buf else chunk
+        else:
+            eof = True
 
 
 def _count_lines(path: str, offset: int) -> int:
@@ -420,12 +416,13 @@ class _ShardReader:
                 lines = data.split(b"\n")
                 if lines[-1] == b"":
                     lines.pop()
+                escapes = b"\\ud" in data or b"\\uD" in data  # a lone surrogate needs one
                 pos = off
                 for raw in lines:
                     line_no += 1
                     where = dict(line=line_no) if count_lines else dict(offset=pos)
                     pos += len(raw) + 1
-                    if not raw.strip():
+                    if raw[:1] in _BLANK_START and not raw.strip():  # b"" is in it too
                         self.stats.blank_lines += 1
                         continue
                     try:
@@ -454,7 +451,7 @@ class _ShardReader:
                             self.bad(DataError(inp.path, "text_not_string",
                                                f"{key!r} is a JSON {type(text).__name__}", **where))
                         continue
-                    if (b"\\ud" in raw or b"\\uD" in raw) and not text.isascii():
+                    if escapes and not text.isascii() and (b"\\ud" in raw or b"\\uD" in raw):
                         m = _SURROGATE.search(text)
                         if m is not None:
                             self.bad(DataError(inp.path, "lone_surrogate",
@@ -675,6 +672,7 @@ class _ShardReader:
 
 
 _MISSING = object()
+_BLANK_START = b" \t\r\x0b\x0c"
 
 
 def _fragment_cut(buf: bytes, eof: bool) -> int | None:

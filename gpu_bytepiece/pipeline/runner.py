@@ -44,9 +44,17 @@ log = logging.getLogger("gpu_bytepiece.pipeline")
 
 __all__ = ["EncodeOptions", "encode", "encode_shard", "JobContext", "DEFAULT_SHARD_BYTES", "TEST_SLEEP_ENV"]
 
-#: Default shard size in input bytes (a byte range of a big line file, or a
-#: group of small files). Part of the job's parameters: it fixes the shards.
+#: Largest default shard, in input bytes (a byte range of a big line file, or
+#: a group of small files). The default is the inputs' total / 64, within
+#: [MIN_AUTO_SHARD_BYTES, DEFAULT_SHARD_BYTES] (8-64 MiB), so small jobs still spread over
+#: workers. Part of the job's parameters: it fixes the shards.
 DEFAULT_SHARD_BYTES = 64 << 20
+MIN_AUTO_SHARD_BYTES = 8 << 20
+
+
+def auto_shard_bytes(inputs) -> int:
+    total = sum(i.size for i in inputs)
+    return int(min(DEFAULT_SHARD_BYTES, max(MIN_AUTO_SHARD_BYTES, -(-total // 64))))
 
 #: TEST ONLY: seconds to sleep after each batch a shard writes, so that tests
 #: can kill a job in the middle (documented in tests/test_pipeline_resume.py).
@@ -70,7 +78,7 @@ class EncodeOptions:
     device: str = "auto"
     workers: int | None = None
     batch_bytes: int | None = None
-    shard_bytes: int = DEFAULT_SHARD_BYTES
+    shard_bytes: int | None = None
     add_bos: bool = False
     append_eos: bool = False
     alpha: float = -1.0
@@ -304,6 +312,7 @@ def _run_local(ctx, shards, model, devices, threads, on_done, on_progress):
         procs.append(p)
     current = {}
     left = len(shards)
+    t_start = time.monotonic()
     try:
         while left:
             try:
@@ -324,6 +333,8 @@ def _run_local(ctx, shards, model, devices, threads, on_done, on_progress):
             kind, wid, index = msg[0], msg[1], msg[2]
             if kind == "progress":
                 on_progress(*msg[3:])
+            elif kind == "ready":
+                log.info("worker %d ready after %.2f s", wid, time.monotonic() - t_start)
             elif kind == "start":
                 current[wid] = index
             elif kind == "done":
@@ -565,7 +576,7 @@ def encode(opts: EncodeOptions) -> dict:
         "append_eos": bool(opts.append_eos),
         "alpha": float(opts.alpha),
         "seed": None,
-        "shard_bytes": int(opts.shard_bytes),
+        "shard_bytes": int(opts.shard_bytes or auto_shard_bytes(inputs)),
     }
     schema = output_schema(inputs, opts.text_key) if fmt == "parquet" else None
     if schema is not None:
@@ -640,6 +651,7 @@ def _run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0) 
     resumed = len(shards) - len(pending)
     ctx = JobContext(inputs=inputs, params=params, on_error=opts.on_error, shard_dir=shard_dir, fmt=fmt,
                      vocab_size=model.vocab_size, schema=schema, text_key=opts.text_key, batch_bytes=batch_bytes)
+    log.info("encode: %d shards, %d to run (%.2f s after start)", len(shards), len(pending), time.monotonic() - t0)
     total = sum(s["bytes"] for s in shards)
     done_bytes = sum(s["bytes"] for s in shards if str(s["index"]) in manifest.done)
     show = opts.progress if opts.progress is not None else sys.stderr.isatty()
@@ -663,6 +675,7 @@ def _run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0) 
         raise
     bar.close()
     manifest.flush()
+    log.info("encode: %d shards encoded %.2f s after start; joining them", len(pending), time.monotonic() - t0)
     # join the shards in order into the dataset
     sizes = merge_datasets([shard_prefix(shard_dir, s["index"]) for s in shards], prefix, fmt)
     manifest.data["complete"] = True
@@ -671,6 +684,7 @@ def _run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0) 
     manifest.save()
     if not opts.keep_shards:
         shutil.rmtree(shard_dir, ignore_errors=True)
+    log.info("encode: done %.2f s after start", time.monotonic() - t0)
     return _summary(manifest, prefix, fmt, t0, resumed=resumed, ran=len(pending), already=False)
 
 
