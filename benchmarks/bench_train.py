@@ -17,6 +17,18 @@ peaks, the ratios, and whether the two model files are identical.
 Our child runs once untimed first so that Numba's on-disk cache is warm (as
 after the package's first use); the compile-from-scratch time is printed
 separately when the cache was cold.
+
+Measured on the 2-core development VM (shared; load average 1.2 at the
+start, 4.1 at the end), Python 3.11, numpy 2.4, numba 0.68:
+
+| trainer | training time | peak RSS, process tree | peak PSS, process tree |
+| --- | --- | --- | --- |
+| bytepiece 0.6.3 (workers=2) | 205.01 s | 1382 MB | 1074 MB |
+| gpu_bytepiece (cpu, 2 threads) | 3.34 s | 271 MB | 268 MB |
+| ratio | 61.3x faster | 0.20x | 0.25x |
+
+model files: IDENTICAL (28695 pieces: fewer than 32000 - 3 survive pruning,
+so no size cut applies, as in the reference)
 """
 
 from __future__ import annotations
