@@ -159,7 +159,7 @@ def test_parquet_input_to_parquet_and_megatron(tmp_path, tok, docs):
     assert_same(read_dataset(str(tmp_path / "m"), "megatron"), expected(tok, docs))
 
 
-@pytest.mark.parametrize("fmt", ["megatron", "parquet"])
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_merge_command_joins_datasets(tmp_path, tok, docs, fmt):
     a = write_jsonl(tmp_path / "a.jsonl", docs[:25])
     b = write_jsonl(tmp_path / "b.jsonl", docs[25:])
@@ -168,9 +168,10 @@ def test_merge_command_joins_datasets(tmp_path, tok, docs, fmt):
     merge_datasets([str(tmp_path / "da"), str(tmp_path / "db")], str(tmp_path / "ab"), fmt)
     run([a, b], tmp_path / "direct", format=fmt)
     assert_same(read_dataset(str(tmp_path / "ab"), fmt), expected(tok, docs))
-    if fmt == "megatron":
-        for ext in (".bin", ".idx"):
-            assert (tmp_path / f"ab{ext}").read_bytes() == (tmp_path / f"direct{ext}").read_bytes()
+    if fmt != "parquet":  # (Parquet row groups follow the parts)
+        for f in os.listdir(tmp_path):
+            if f.startswith("direct.") and "manifest" not in f:
+                assert (tmp_path / f).read_bytes() == (tmp_path / f.replace("direct", "ab")).read_bytes()
 
 
 def test_jsonl_formatter():
@@ -296,6 +297,16 @@ def test_bad_data_skip_counts_every_reason(tmp_path, tok):
     assert manifest["totals"]["skipped"] == s["skipped"]
     lines = {d["reason"]: d["line"] for d in manifest["done"]["0"]["samples"]}
     assert lines == {r: i + 1 for i, (_, r) in enumerate(BAD_LINES) if r}
+
+
+def test_parquet_meta_keeps_odd_fields(tmp_path, tok):
+    p = tmp_path / "d.jsonl"
+    p.write_bytes(b'{"text": "fine", "title": "lone \\udc80 here", "n": 1.5}\n{"text": "\xe4\xb8\xad", "k": null}\n')
+    run([p], tmp_path / "o", format="parquet")
+    t = pq.read_table(tmp_path / "o.parquet")
+    assert [json.loads(m) for m in t.column("meta").to_pylist()] == [{"title": "lone \udc80 here", "n": 1.5},
+                                                                      {"k": None}]
+    assert t.column("ids").to_pylist() == tok.encode_batch(["fine", "\u4e2d"])
 
 
 def test_bad_data_fail_names_file_line_and_reason(tmp_path):

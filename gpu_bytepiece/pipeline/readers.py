@@ -460,7 +460,8 @@ class _ShardReader:
                     texts.append(text)
                     if self.want_table:
                         meta = {k: v for k, v in obj.items() if k != key}
-                        metas.append(json.dumps(meta, ensure_ascii=False, separators=(",", ":")) if meta else None)
+                        # ASCII escapes where the line has \\u escapes: a lone surrogate elsewhere stays valid
+                        metas.append(json.dumps(meta, ensure_ascii=escapes, separators=(",", ":")) if meta else None)
                     size += len(raw)
                     if size >= self.batch_bytes:
                         yield self._batch(texts, metas, src.consumed())

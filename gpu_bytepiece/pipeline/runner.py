@@ -21,7 +21,6 @@ never change the output.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -486,6 +485,8 @@ def _resolve_devices(device: str, workers: int | None) -> tuple[list, bool]:
 
 
 def _lock(path: str):
+    import fcntl
+
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -513,11 +514,12 @@ def _remove_outputs(prefix: str, fmt: str) -> None:
         os.unlink(prefix + ".manifest.json")
 
 
-def _clean_tmp(folder: str) -> None:
+def _clean_tmp(folder: str, stem: str = "") -> None:
+    """Remove temporary files a killed job left (``NAME.tmp-PID``; only names starting with ``stem``)."""
     if not os.path.isdir(folder):
         return
     for name in os.listdir(folder):
-        if ".tmp-" in name:
+        if name.startswith(stem) and ".tmp-" in name:
             try:
                 os.unlink(os.path.join(folder, name))
             except OSError:  # pragma: no cover
@@ -643,7 +645,7 @@ def _run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0) 
         manifest.data["complete"] = False
     os.makedirs(shard_dir, exist_ok=True)
     _clean_tmp(shard_dir)
-    _clean_tmp(os.path.dirname(os.path.abspath(prefix)))
+    _clean_tmp(os.path.dirname(os.path.abspath(prefix)), os.path.basename(prefix) + ".")
     shards = manifest.shards
     pending = [s for s in shards if not manifest.is_done(s["index"], shard_dir)]
     for s in pending:
@@ -668,6 +670,8 @@ def _run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0) 
         bar.close()
         if e.kind == "data":
             raise DataError.from_dict(e.payload) from None
+        if e.shard_index is None:
+            raise PipelineError(f"a worker failed: {e.payload}") from None
         raise PipelineError(f"shard {e.shard_index} failed: {e.payload}") from None
     except BaseException:
         manifest.flush()
