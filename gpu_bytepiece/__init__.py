@@ -12,11 +12,13 @@ from .backend import DeviceError
 from .model import Model, ModelError, load_model, save_model
 from .text import TextError
 from .tokenizer import Tokenizer
+from .trainer import Trainer
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Tokenizer",
+    "Trainer",
     "Model",
     "ModelError",
     "TextError",
