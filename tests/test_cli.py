@@ -98,6 +98,9 @@ def test_stdin_whole_text_is_one_document(monkeypatch, tmp_path, tok):
     assert cli("encode", "-", "-o", tmp_path / "o.npy", "--device", "cpu") == 0
     ids, offsets = read_dataset(str(tmp_path / "o"), "npy")
     assert list(offsets) == [0, len(tok.encode(text))] and list(ids) == tok.encode(text)
+    fake_stdin(monkeypatch, b"other text")  # stdin cannot be checked for changes: a rerun starts over
+    assert cli("encode", "-", "-o", tmp_path / "o.npy", "--device", "cpu") == 0
+    assert list(read_dataset(str(tmp_path / "o"), "npy")[0]) == tok.encode("other text")
 
 
 def test_real_pipe_and_progress_bar(tmp_path, tok):

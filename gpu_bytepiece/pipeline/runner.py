@@ -623,7 +623,7 @@ def _run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0) 
             raise JobConflict(f"{prefix}: the output holds another job's results ({'; '.join(why)}); "
                               "use --overwrite to replace them, or another --output")
         if stdin:  # standard input cannot be checked or re-read: start that job over
-            _remove_outputs(prefix)
+            _remove_outputs(prefix, fmt)
             manifest = None
     else:
         existing = [p for p in finals if os.path.exists(p)]
