@@ -217,6 +217,29 @@ class Tokenizer:
         offsets = np.concatenate([np.zeros(1, np.int64)] + off_parts)
         return ids, offsets
 
+    def encode_packed(self, data, offsets, *, add_bos: bool = False, add_eos: bool = False,
+                      alpha: float = -1, sample_stream: int | None = None,
+                      first_index: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Encode an already packed batch: NFC UTF-8 ``data`` (uint8) + int64 ``offsets``.
+
+        For pipelines that pack text themselves (see :func:`gpu_bytepiece.text.pack_texts`).
+        Sampling keys are ``(sample_stream, first_index + i)`` for document
+        ``i``; ``sample_stream`` defaults to the tokenizer's own sequence.
+        """
+        data = np.ascontiguousarray(data, dtype=np.uint8)
+        offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+        n = len(offsets) - 1
+        if n < 0 or offsets[0] != 0 or offsets[-1] != len(data) or (np.diff(offsets) < 0).any():
+            raise ValueError("offsets must start at 0, end at len(data) and never decrease")
+        if alpha < 0:
+            keys = np.zeros(n, dtype=np.uint64)
+        else:
+            if sample_stream is None:
+                self._start_call(alpha, None)
+                sample_stream = self._stream
+            keys = document_keys(sample_stream, np.arange(first_index, first_index + n, dtype=np.uint64))
+        return self._backend.encode_packed(data, offsets, keys, float(alpha), add_bos, add_eos)
+
     def encode_device(self, data, offsets, *, add_bos: bool = False, add_eos: bool = False,
                       alpha: float = -1, seed: int | None = None, output: str = "auto"):
         """Encode text already on the GPU; device arrays in, device arrays out.

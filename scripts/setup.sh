@@ -15,7 +15,7 @@ if [ "${1:-}" = "--min" ]; then
   exit 0
 fi
 # PTX compilation in CI needs NVVM from PyPI ([ptx]); no driver or GPU needed.
-pip install -e '.[test,ptx]' Cython
+pip install -e '.[test,ptx,ray]' Cython
 # The reference, exactly as the issues prescribe: a byte-level pyahocorasick
 # built from source, then bytepiece 0.6.3 built against it.
 if ! "$VENV/bin/python" -c 'import ahocorasick, sys; sys.exit(ahocorasick.unicode)' 2>/dev/null; then

@@ -143,7 +143,6 @@ class _Encoder:
         self.eos = bool(params["append_eos"])
         self.stream = None if self.alpha < 0 else _stream_key(int(params["seed"]), shard_index)
         self.count = 0
-        self.backend = getattr(tok, "_backend", None)
 
     def __call__(self, batch):
         from ..text import pack_texts
@@ -151,21 +150,10 @@ class _Encoder:
         whole = batch.starts is None
         data, doc_off = pack_texts(batch.texts)
         n = len(doc_off) - 1
-        if self.alpha < 0:
-            keys = np.zeros(n, dtype=np.uint64)
-        else:
-            from ..lattice import document_keys
-
-            keys = document_keys(self.stream, np.arange(self.count, self.count + n, dtype=np.uint64))
-        self.count += n
         bos, eos = (self.bos, self.eos) if whole else (False, False)
-        if self.backend is not None:
-            ids, offsets = self.backend.encode_packed(data, doc_off, keys, self.alpha, bos, eos)
-        else:  # pragma: no cover - a Tokenizer without the packed entry point
-            if self.alpha >= 0:
-                raise PipelineError("sampling (alpha >= 0) needs Tokenizer._backend.encode_packed")
-            ids, offsets = self.tok.encode_to_numpy(batch.texts, add_bos=bos, add_eos=eos,
-                                                    batch_bytes=1 << 62)
+        ids, offsets = self.tok.encode_packed(data, doc_off, add_bos=bos, add_eos=eos, alpha=self.alpha,
+                                              sample_stream=self.stream, first_index=self.count)
+        self.count += n
         table = batch.table
         if not whole:
             if self.bos or self.eos:
