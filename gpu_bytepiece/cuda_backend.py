@@ -11,7 +11,8 @@ segmentation and layout run on the device too (``kernels.layout``).
 
 Per backend (one per device):
 
-- the trie and the scores are uploaded once and stay on the device;
+- the trie (``cells``, ``node_id``, ``node_len``) and the scores are
+  uploaded once and stay on the device;
 - device buffers (text, segment arrays, scratch, ids) come from a grow-only
   pool reused by every call, and so do the pinned host staging buffers;
 - a host batch runs in chunks of whole segments: of at most
@@ -53,11 +54,12 @@ from .trie import Trie
 
 __all__ = ["CUDABackend", "encode_device", "plan_chunks", "segment_order", "as_device_array"]
 
-#: Device bytes per input byte: text 1, scratch 8 + 4 + 4, ``out`` 4, ids 4.
-BYTES_PER_BYTE = 25
-#: Device bytes per segment: 7 int64 arrays, one more scratch cell (16),
+#: Device bytes per input byte: text 1, scratch 8 + 4 (``best`` float64,
+#: ``back`` int32 trie cell), ``out`` 4, ids 4.
+BYTES_PER_BYTE = 21
+#: Device bytes per segment: 7 int64 arrays, one more scratch cell (12),
 #: up to two special ids (8).
-BYTES_PER_SEGMENT = 80
+BYTES_PER_SEGMENT = 76
 #: Pool buffers grow in steps of this many elements.
 _POOL_STEP = 1 << 16
 #: Sampling temperatures whose pre-scaled scores stay on the device.
@@ -216,9 +218,9 @@ class CUDABackend:
         with self._device():
             self._slots = (_Slot(cuda, 0), _Slot(cuda, 1))
             self._stream = self._slots[0].stream
-            self._base = cuda.to_device(np.ascontiguousarray(trie.base, dtype=np.int32))
-            self._check = cuda.to_device(np.ascontiguousarray(trie.check, dtype=np.int32))
+            self._cells = cuda.to_device(np.ascontiguousarray(trie.cells, dtype=np.int64))
             self._node_id = cuda.to_device(np.ascontiguousarray(trie.node_id, dtype=np.int32))
+            self._node_len = cuda.to_device(np.ascontiguousarray(trie.node_len, dtype=np.int32))
             self._scores = cuda.to_device(self.scores)
         self._max_len = int(trie.max_len)
         self._scaled = {}  # alpha -> device array of alpha * scores
@@ -307,7 +309,7 @@ class CUDABackend:
         timings[key] += max(0.0, ev0.elapsed_time(ev1)) / 1e3
 
     def _run_lattice(self, d_data, d_start, d_end, d_key, d_pos, d_order, d_long, scores_d, alpha_d,
-                     best, back_len, back_id, out, d_counts, st, aux, plan):
+                     best, back, out, d_counts, st, aux, plan):
         """Launch the long-segment kernel (on ``aux``) and the one-thread kernel (on ``st``).
 
         ``st`` waits for both before anything enqueued after this call.
@@ -325,14 +327,14 @@ class CUDABackend:
             blocks = max(1, min(n_long, int(config.CUDA_MAX_BLOCKS)))
             encode_long_segments[blocks, threads, aux, nbytes](
                 d_data, d_start, d_end, d_key, d_pos, d_long,
-                self._base, self._check, self._node_id, scores_d, self._max_len, alpha_d,
-                rows, stride, ring, win, back_len, back_id, out, d_counts)
+                self._cells, self._node_id, self._node_len, scores_d, self._max_len, alpha_d,
+                rows, stride, ring, win, back, out, d_counts)
         if n_short:
             blocks, tpb = self._launch(n_short)
             self._encode_kernel[blocks, tpb, st](
                 d_data, d_start, d_end, d_key, d_pos, d_order,
-                self._base, self._check, self._node_id, scores_d, self._max_len, alpha_d,
-                best, back_len, back_id, out, d_counts)
+                self._cells, self._node_id, self._node_len, scores_d, self._max_len, alpha_d,
+                best, back, out, d_counts)
         if n_long and aux is not st:
             ev = self._event()
             ev.record(aux)
@@ -421,8 +423,7 @@ class CUDABackend:
         span = int((seg_end[k1 - 1] - seg_start[k0] + extra * (seg_doc[k1 - 1] - seg_doc[k0] + 1)).max())
         sizes = {"data": (nb, np.uint8), "meta": (4 * m, np.int64), "key": (m, np.uint64),
                  "counts": (m, np.int64), "dest": (m, np.int64), "ids": (span, np.uint32)}
-        dev = {"best": (nb + m, np.float64), "back_len": (nb + m, np.int32), "back_id": (nb + m, np.int32),
-               "out": (nb, np.uint32)}
+        dev = {"best": (nb + m, np.float64), "back": (nb + m, np.int32), "out": (nb, np.uint32)}
         for i in range(min(2, len(bounds) - 1)):
             for name, (n, dt) in sizes.items():
                 self._pool.get(f"{name}{i}", n, dt)
@@ -474,14 +475,13 @@ class CUDABackend:
         self._elapsed(ev, st, timings, "h2d")
         d_start = d_meta[:m]
         best = pool.get(f"best{i}", nb + m, np.float64)
-        back_len = pool.get(f"back_len{i}", nb + m, np.int32)
-        back_id = pool.get(f"back_id{i}", nb + m, np.int32)
+        back = pool.get(f"back{i}", nb + m, np.int32)
         out = pool.get(f"out{i}", nb, np.uint32)
         d_counts = pool.get(f"counts{i}", m, np.int64)
         ev = self._timer(st)
         self._run_lattice(d_data, d_start, d_meta[m:2 * m], d_key, d_meta[2 * m:3 * m],
                           d_meta[3 * m:4 * m - n_long], d_meta[4 * m - n_long:4 * m], scores_d, alpha_d,
-                          best, back_len, back_id, out, d_counts, st, aux, plan)
+                          best, back, out, d_counts, st, aux, plan)
         self._elapsed(ev, st, timings, "lattice")
         h_counts = pin.get(f"counts{i}", m, np.int64)
         d_counts.copy_to_host(h_counts, stream=st)
@@ -669,8 +669,7 @@ class CUDABackend:
                 for name, size, dt in (("dv_c_start", m_max, np.int64), ("dv_c_end", m_max, np.int64),
                                        ("dv_lflags", m_max, np.uint8), ("dv_order", m_max, np.int64),
                                        ("best0", nb_max + m_max, np.float64),
-                                       ("back_len0", nb_max + m_max, np.int32),
-                                       ("back_id0", nb_max + m_max, np.int32)):
+                                       ("back0", nb_max + m_max, np.int32)):
                     pool.get(name, size, dt)
                 for k0, k1, c0, c1 in chunks:
                     self._device_chunk(view, seg_start, seg_end, seg_key, seg_pos, k0, k1, c0, c1,
@@ -742,10 +741,9 @@ class CUDABackend:
         kl.partition_tiles[blocks, tpb, st](lflags, tile, sums, order)
         n_long = self._read(sums, n_tiles, st)
         best = pool.get("best0", nb + m, np.float64)
-        back_len = pool.get("back_len0", nb + m, np.int32)
-        back_id = pool.get("back_id0", nb + m, np.int32)
+        back = pool.get("back0", nb + m, np.int32)
         self._run_lattice(view[c0:c1], c_start, c_end, seg_key[k0:k1], seg_pos[k0:k1], order[n_long:],
-                          order[:n_long], scores_d, alpha_d, best, back_len, back_id, out[c0:c1],
+                          order[:n_long], scores_d, alpha_d, best, back, out[c0:c1],
                           counts[k0:k1], st, self._slots[0].aux, plan)
 
     def __repr__(self) -> str:

@@ -22,11 +22,14 @@ The tile is double-buffered: while thread 0 relaxes tile ``t`` the walkers
 fill tile ``t + 1``; one ``syncthreads`` per tile. The live ``best`` values
 (positions ``i .. i + max_len``) sit in a ring in shared memory, so the
 sequential part touches no global memory on its critical path. The back
-pointers go to the same global scratch (``back_len``, ``back_id``) as the
+pointers (the trie cell where each chosen piece ends, as in
+``lattice.lattice``) go to the same global scratch ``back`` as the
 one-thread kernel, and the backtrack reads them in windows staged into
-shared memory by the whole block (the path is followed right to left, so
-window after window), writing ids right-aligned; the block then moves them
-to ``out[seg_start[k]:]``, the place the one-thread kernel writes them.
+shared memory by the whole block, which also looks up each cell's length
+and id there (``node_len``, ``node_id``); thread 0 then follows the path
+right to left, window after window, writing ids right-aligned; the block
+then moves them to ``out[seg_start[k]:]``, the place the one-thread kernel
+writes them.
 
 ``walk_matches`` and ``relax_rows`` are plain functions in the style of
 ``gpu_bytepiece.lattice`` (no allocation, no Python objects): compiled here
@@ -56,6 +59,8 @@ _S27 = _lat._S27
 _S31 = _lat._S31
 _S11 = _lat._S11
 _INV_2_53 = _lat._INV_2_53
+_LOW32 = _lat._LOW32
+_S32 = _lat._S32
 
 #: Most walker rows per tile (a warp of walkers keeps up with the relaxing thread).
 MAX_ROWS = 32
@@ -63,34 +68,36 @@ MAX_ROWS = 32
 MAX_PIECE = 255
 
 
-def walk_matches(data, start, i, lim, base, check, node_id, node_score,
-                 row_score, row_id, row_len, row_off):
+def walk_matches(data, start, i, lim, cells, node_score,
+                 row_score, row_cell, row_len, row_off):
     """The pieces that start at ``data[start + i]``, shortest first.
 
-    Walks the double-array trie for at most ``lim`` bytes and writes each
-    piece found (a cell whose score is not ``-inf``) as ``row_score``,
-    ``row_id``, ``row_len`` at ``row_off``, ``row_off + 1``, ...; returns
-    how many. A cell where no piece ends is skipped: in the lattice it
-    scores ``-inf`` and can never win (Viterbi) or is skipped (sampling).
+    Walks the double-array trie (``cells``: ``check << 32 | base`` per
+    cell, as ``lattice.lattice`` walks it) for at most ``lim`` bytes and
+    writes each piece found (a cell whose score is not ``-inf``) as
+    ``row_score``, ``row_cell`` (the trie cell where it ends), ``row_len``
+    at ``row_off``, ``row_off + 1``, ...; returns how many. A cell where no
+    piece ends is skipped: in the lattice it scores ``-inf`` and can never
+    win (Viterbi) or is skipped (sampling).
     """
-    s = 0
+    s = np.int64(0)
     count = 0
     for j in range(lim):
-        t = base[s] + data[start + i + j]
-        if check[t] != s:
+        t = (cells[s] & _LOW32) + data[start + i + j]
+        if (cells[t] >> _S32) != s:
             break
         s = t
         sc = node_score[s]
         if sc > -math.inf:
             row_score[row_off + count] = sc
-            row_id[row_off + count] = node_id[s]
+            row_cell[row_off + count] = s
             row_len[row_off + count] = j + 1
             count += 1
     return count
 
 
-def relax_rows(i0, rows, row_score, row_id, row_len, row_cnt, cnt_off, row_off, row_stride,
-               ring, ring_mask, alpha, key, pos0, back_len, back_id, off):
+def relax_rows(i0, rows, row_score, row_cell, row_len, row_cnt, cnt_off, row_off, row_stride,
+               ring, ring_mask, alpha, key, pos0, back, off):
     """Apply the matches of starts ``i0 .. i0 + rows - 1`` in lattice order.
 
     Row ``r`` (start ``i0 + r``) holds ``row_cnt[cnt_off + r]`` matches at
@@ -98,7 +105,7 @@ def relax_rows(i0, rows, row_score, row_id, row_len, row_cnt, cnt_off, row_off, 
     ``best`` of the live positions: position ``p`` in ``ring[p & ring_mask]``
     (``ring_mask + 1 > max_len``); the slot of a start is reset to ``-inf``
     once its matches are applied, ready for position ``start + ring size``.
-    Back pointers go to ``back_len[off + e]``, ``back_id[off + e]`` as in
+    Back pointers (trie cells) go to ``back[off + e]`` as in
     ``lattice.lattice``, whose arithmetic this repeats exactly.
     """
     if alpha < 0:
@@ -113,8 +120,7 @@ def relax_rows(i0, rows, row_score, row_id, row_len, row_cnt, cnt_off, row_off, 
                 cand = bs + row_score[ro + m]
                 if cand > ring[slot]:
                     ring[slot] = cand
-                    back_len[off + e] = ln
-                    back_id[off + e] = row_id[ro + m]
+                    back[off + e] = row_cell[ro + m]
             ring[i & ring_mask] = -math.inf
     else:
         for r in range(rows):
@@ -140,8 +146,7 @@ def relax_rows(i0, rows, row_score, row_id, row_len, row_cnt, cnt_off, row_off, 
                 z = z ^ (z >> _S31)
                 u = np.float64(z >> _S11) * _INV_2_53
                 if u < math.exp(cand - tot):
-                    back_len[off + e] = ln
-                    back_id[off + e] = row_id[ro + m]
+                    back[off + e] = row_cell[ro + m]
             ring[i & ring_mask] = -math.inf
 
 
@@ -185,8 +190,8 @@ _relax = cuda.jit(device=True)(relax_rows)
 
 @cuda.jit
 def encode_long_segments(data, seg_start, seg_end, seg_key, seg_pos, long_idx,
-                         base, check, node_id, node_score, max_len, alpha,
-                         rows, stride, ring, win, back_len, back_id, out, counts):
+                         cells, node_id, node_len, node_score, max_len, alpha,
+                         rows, stride, ring, win, back, out, counts):
     """The lattice of each long segment, by a whole thread block.
 
     Thread mapping: block ``b`` takes segments ``long_idx[b]``,
@@ -200,7 +205,7 @@ def encode_long_segments(data, seg_start, seg_end, seg_key, seg_pos, long_idx,
     call; ``blockDim > rows``.
 
     Segment ``k`` (``n`` bytes at ``data[seg_start[k]:]``) uses
-    ``back_len``/``back_id`` at ``off .. off + n`` with
+    ``back`` at ``off .. off + n`` with
     ``off = seg_start[k] + k``, leaves its ids at ``out[seg_start[k]:]``
     and their number in ``counts[k]``: the same layout as
     ``encode_segments``, so both kernels share scratch, ``out`` and the
@@ -232,7 +237,7 @@ def encode_long_segments(data, seg_start, seg_end, seg_key, seg_pos, long_idx,
     tile_cells = rows * stride
     f64n = ring + 2 * tile_cells
     sc_off = ring  # shf: ring | scores buf 0 | scores buf 1
-    id_off = 2 * f64n  # shi: ids buf 0 | ids buf 1 | counts buf 0 | counts buf 1
+    id_off = 2 * f64n  # shi: cells buf 0 | cells buf 1 | counts buf 0 | counts buf 1
     cnt_off = id_off + 2 * tile_cells
     len_off = 8 * f64n + 4 * (2 * tile_cells + 2 * rows)  # shu: lengths buf 0 | buf 1
     ring_mask = ring - 1
@@ -260,7 +265,7 @@ def encode_long_segments(data, seg_start, seg_end, seg_key, seg_pos, long_idx,
                     if lim > max_len:
                         lim = max_len
                     ro = buf * tile_cells + w * stride
-                    c = _walk(data, a, i, lim, base, check, node_id, node_score,
+                    c = _walk(data, a, i, lim, cells, node_score,
                               shf[sc_off:], shi[id_off:], shu[len_off:], ro)
                 shi[cnt_off + buf * rows + w] = c
             if tid == 0 and t > 0:
@@ -271,9 +276,10 @@ def encode_long_segments(data, seg_start, seg_end, seg_key, seg_pos, long_idx,
                     r = rows
                 _relax(i0, r, shf[sc_off:], shi[id_off:], shu[len_off:], shi,
                        cnt_off + buf * rows, buf * tile_cells, stride,
-                       shf, ring_mask, alpha, key, pos0, back_len, back_id, off)
+                       shf, ring_mask, alpha, key, pos0, back, off)
             cuda.syncthreads()
-        # backtrack, right to left, in windows of ``win`` positions staged in shared memory
+        # backtrack, right to left, in windows of ``win`` positions staged in shared memory:
+        # the block loads each position's back cell and looks up its length and id
         if tid == 0:
             shi[0] = n  # the position reached
             shi[1] = 0  # ids written so far (right-aligned, in text order)
@@ -287,8 +293,9 @@ def encode_long_segments(data, seg_start, seg_end, seg_key, seg_pos, long_idx,
                 lo = 0
             p = lo + 1 + tid
             while p <= e:
-                shi[2 + p - lo - 1] = back_len[off + p]
-                shi[2 + win + p - lo - 1] = back_id[off + p]
+                cell = back[off + p]
+                shi[2 + p - lo - 1] = node_len[cell]
+                shi[2 + win + p - lo - 1] = node_id[cell]
                 p += nthr
             cuda.syncthreads()
             if tid == 0:
@@ -324,8 +331,8 @@ def encode_long_segments(data, seg_start, seg_end, seg_key, seg_pos, long_idx,
 SIGNATURES = {
     "encode_long_segments": "void(" + ", ".join([
         "uint8[::1]", "int64[::1]", "int64[::1]", "uint64[::1]", "int64[::1]", "int64[::1]",
-        "int32[::1]", "int32[::1]", "int32[::1]", "float64[::1]", "int64", "float64",
+        "int64[::1]", "int32[::1]", "int32[::1]", "float64[::1]", "int64", "float64",
         "int64", "int64", "int64", "int64",
-        "int32[::1]", "int32[::1]", "uint32[::1]", "int64[::1]",
+        "int32[::1]", "uint32[::1]", "int64[::1]",
     ]) + ")",
 }

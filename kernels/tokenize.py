@@ -29,8 +29,8 @@ SCATTER_LANES = 32
 
 @cuda.jit
 def encode_segments(data, seg_start, seg_end, seg_key, seg_pos, order,
-                    base, check, node_id, node_score, max_len, alpha,
-                    best, back_len, back_id, out, counts):
+                    cells, node_id, node_len, node_score, max_len, alpha,
+                    best, back, out, counts):
     """Run the lattice over every segment: one thread per segment.
 
     Grid-stride loop over ``order``: global thread ``t`` takes segments
@@ -40,10 +40,10 @@ def encode_segments(data, seg_start, seg_end, seg_key, seg_pos, order,
     gives the same result.
 
     Segment ``k`` (bytes ``data[seg_start[k]:seg_end[k]]``, ``n`` of them)
-    uses scratch ``best``, ``back_len``, ``back_id`` at
-    ``off .. off + n`` with ``off = seg_start[k] + k``: segments are disjoint
-    and in text order, so these ranges are disjoint and the scratch needs
-    ``len(data) + len(seg_start)`` cells. Its ids go to
+    uses scratch ``best`` and ``back`` at ``off .. off + n`` with
+    ``off = seg_start[k] + k``: segments are disjoint and in text order, so
+    these ranges are disjoint and the scratch needs
+    ``len(data) + len(seg_start)`` cells (12 bytes each). Its ids go to
     ``out[seg_start[k]:...]`` (at most ``n`` of them) and their number to
     ``counts[k]``.
 
@@ -56,16 +56,20 @@ def encode_segments(data, seg_start, seg_end, seg_key, seg_pos, order,
         Sampling key of the segment's document.
     order : int64[:]
         A permutation of the segment indices (the order threads take them).
-    base, check, node_id : int32[:]
-        The double-array trie.
+    cells : int64[:]
+        The double-array trie, ``check << 32 | base`` per cell (``Trie.cells``).
+    node_id, node_len : int32[:]
+        Per trie cell: the id of the piece ending there, and its length
+        (``Trie.node_id``, ``Trie.node_len``; read by the backtrack).
     node_score : float64[:]
         The lattice's scores (per trie cell, ``-inf`` where no piece ends).
     max_len : int64
     alpha : float64
         ``< 0``: best path; ``>= 0``: sample (see ``gpu_bytepiece.lattice``).
     best : float64[:]
-    back_len, back_id : int32[:]
-        Scratch, ``len(data) + len(seg_start)`` cells each.
+    back : int32[:]
+        Scratch, ``len(data) + len(seg_start)`` cells each (``back``: the
+        trie cell where the chosen piece ending at each position ends).
     out : uint32[:]
         ``len(data)`` cells.
     counts : int64[:]
@@ -85,9 +89,9 @@ def encode_segments(data, seg_start, seg_end, seg_key, seg_pos, order,
         a = seg_start[k]
         b = seg_end[k]
         off = a + k
-        lattice(data, a, b, base, check, node_id, node_score, max_len,
-                alpha, seg_key[k], seg_pos[k], best, back_len, back_id, off)
-        counts[k] = backtrack(b - a, back_len, back_id, off, out, a)
+        lattice(data, a, b, cells, node_score, max_len,
+                alpha, seg_key[k], seg_pos[k], best, back, off)
+        counts[k] = backtrack(b - a, back, node_id, node_len, off, out, a)
         t += stride
 
 
@@ -133,8 +137,8 @@ def scatter_tokens(out, src, counts, dest, ids):
 SIGNATURES = {
     "encode_segments": "void(" + ", ".join([
         "uint8[::1]", "int64[::1]", "int64[::1]", "uint64[::1]", "int64[::1]", "int64[::1]",
-        "int32[::1]", "int32[::1]", "int32[::1]", "float64[::1]", "int64", "float64",
-        "float64[::1]", "int32[::1]", "int32[::1]", "uint32[::1]", "int64[::1]",
+        "int64[::1]", "int32[::1]", "int32[::1]", "float64[::1]", "int64", "float64",
+        "float64[::1]", "int32[::1]", "uint32[::1]", "int64[::1]",
     ]) + ")",
     "scatter_tokens": "void(uint32[::1], int64[::1], int64[::1], int64[::1], uint32[::1])",
 }

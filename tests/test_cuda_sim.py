@@ -218,9 +218,9 @@ def test_profile_records_phases(plus40k_path):
 def test_trie_and_scores_resident(plus40k_path):
     backend = gpu_tokenizer(plus40k_path)._backend
     t = backend.trie
-    np.testing.assert_array_equal(backend._base.copy_to_host(), t.base)
-    np.testing.assert_array_equal(backend._check.copy_to_host(), t.check)
+    np.testing.assert_array_equal(backend._cells.copy_to_host(), t.cells)
     np.testing.assert_array_equal(backend._node_id.copy_to_host(), t.node_id)
+    np.testing.assert_array_equal(backend._node_len.copy_to_host(), t.node_len)
     np.testing.assert_array_equal(backend._scores.copy_to_host(), backend.scores)
 
 
@@ -245,7 +245,7 @@ def test_kernels_match_cpu_twins(plus40k_path):
         out_c = np.zeros(len(data), dtype=np.uint32)
         counts_c = np.zeros(n_seg, dtype=np.int64)
         encode_segments(data, seg_start, seg_end, seg_key, seg_pos, np.array([0, n_seg], dtype=np.int64),
-                        t.base, t.check, t.node_id, scores, t.max_len, np.float64(alpha), out_c, counts_c)
+                        t.cells, t.node_id, t.node_len, scores, t.max_len, np.float64(alpha), out_c, counts_c)
         order = np.random.default_rng(3).permutation(n_seg).astype(np.int64)
         n_scr = len(data) + n_seg
         out_g = cuda.to_device(np.zeros(len(data), dtype=np.uint32))
@@ -253,10 +253,9 @@ def test_kernels_match_cpu_twins(plus40k_path):
         kernels.encode_segments[2, 8](
             cuda.to_device(data), cuda.to_device(seg_start), cuda.to_device(seg_end),
             cuda.to_device(seg_key), cuda.to_device(seg_pos), cuda.to_device(order),
-            cuda.to_device(t.base), cuda.to_device(t.check), cuda.to_device(t.node_id),
+            cuda.to_device(t.cells), cuda.to_device(t.node_id), cuda.to_device(t.node_len),
             cuda.to_device(scores), t.max_len, np.float64(alpha),
-            cuda.device_array(n_scr, np.float64), cuda.device_array(n_scr, np.int32),
-            cuda.device_array(n_scr, np.int32), out_g, counts_g)
+            cuda.device_array(n_scr, np.float64), cuda.device_array(n_scr, np.int32), out_g, counts_g)
         np.testing.assert_array_equal(counts_g.copy_to_host(), counts_c)
         # one CPU chunk writes its ids back to back; the kernel writes segment k's at seg_start[k]
         src_c = np.zeros(n_seg, dtype=np.int64)
@@ -289,14 +288,14 @@ def _tiled_lattice():
     relax = numba.njit(relax_rows)
 
     @numba.njit
-    def tiled(data, a, b, base, check, node_id, node_score, max_len, alpha, key, pos0, rows, back_len, back_id):
+    def tiled(data, a, b, cells, node_score, max_len, alpha, key, pos0, rows, back):
         n = b - a
         stride = max_len
         ring = 1
         while ring <= stride:
             ring *= 2
         row_score = np.empty(rows * stride)
-        row_id = np.empty(rows * stride, np.int32)
+        row_cell = np.empty(rows * stride, np.int32)
         row_len = np.empty(rows * stride, np.uint8)
         cnt = np.empty(rows, np.int32)
         best = np.full(ring, -np.inf)
@@ -304,10 +303,10 @@ def _tiled_lattice():
         for i0 in range(0, n, rows):
             r = min(rows, n - i0)
             for w in range(r):
-                cnt[w] = walk(data, a, i0 + w, min(n - i0 - w, max_len), base, check, node_id, node_score,
-                              row_score, row_id, row_len, w * stride)
-            relax(i0, r, row_score, row_id, row_len, cnt, 0, 0, stride, best, ring - 1, alpha, key, pos0,
-                  back_len, back_id, 0)
+                cnt[w] = walk(data, a, i0 + w, min(n - i0 - w, max_len), cells, node_score,
+                              row_score, row_cell, row_len, w * stride)
+            relax(i0, r, row_score, row_cell, row_len, cnt, 0, 0, stride, best, ring - 1, alpha, key, pos0,
+                  back, 0)
 
     return tiled
 
@@ -315,7 +314,7 @@ def _tiled_lattice():
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_long_segment_tiles_match_lattice(name):
     """Walking then relaxing tile by tile gives ``lattice.lattice``'s back pointers exactly (CPU)."""
-    from gpu_bytepiece.cpu_fallback.tokenize import lattice
+    from gpu_bytepiece.cpu_fallback.tokenize import backtrack, lattice
 
     tok = cpu_tokenizer(shared_model(name))
     t, scores = tok._trie, tok._backend.node_score
@@ -325,16 +324,17 @@ def test_long_segment_tiles_match_lattice(name):
     for alpha in (-1.0, 0.0, 0.3):
         for rows in (1, 7, 32):
             for a, b in ((0, len(data)), (5, 3005), (100, 101)):
-                want_len = np.zeros(b - a + 1, np.int32)
-                want_id = np.zeros(b - a + 1, np.int32)
-                lattice(data, a, b, t.base, t.check, t.node_id, scores, t.max_len, alpha, np.uint64(77), 3,
-                        np.empty(b - a + 1), want_len, want_id, 0)
-                got_len = np.zeros(b - a + 1, np.int32)
-                got_id = np.zeros(b - a + 1, np.int32)
-                tiled(data, a, b, t.base, t.check, t.node_id, scores, t.max_len, alpha, np.uint64(77), 3, rows,
-                      got_len, got_id)
-                np.testing.assert_array_equal(got_len[1:], want_len[1:])
-                np.testing.assert_array_equal(got_id[1:], want_id[1:])
+                want = np.zeros(b - a + 1, np.int32)
+                lattice(data, a, b, t.cells, scores, t.max_len, alpha, np.uint64(77), 3,
+                        np.empty(b - a + 1), want, 0)
+                got = np.zeros(b - a + 1, np.int32)
+                tiled(data, a, b, t.cells, scores, t.max_len, alpha, np.uint64(77), 3, rows, got)
+                np.testing.assert_array_equal(got[1:], want[1:])  # the same trie cell at every end
+                ids_want = np.zeros(b - a, np.uint32)
+                ids_got = np.zeros(b - a, np.uint32)
+                n_want = backtrack(b - a, want, t.node_id, t.node_len, 0, ids_want, 0)
+                assert backtrack(b - a, got, t.node_id, t.node_len, 0, ids_got, 0) == n_want
+                np.testing.assert_array_equal(ids_got[:n_want], ids_want[:n_want])
 
 
 def test_long_layout():
@@ -405,16 +405,16 @@ def test_long_kernel_matches_cpu_twin(plus40k_path):
         out_c = np.zeros(len(data), dtype=np.uint32)
         counts_c = np.zeros(n_seg, dtype=np.int64)
         encode_segments(data, seg_start, seg_end, seg_key, seg_pos, np.array([0, n_seg], dtype=np.int64),
-                        t.base, t.check, t.node_id, scores, t.max_len, np.float64(alpha), out_c, counts_c)
+                        t.cells, t.node_id, t.node_len, scores, t.max_len, np.float64(alpha), out_c, counts_c)
         n_scr = len(data) + n_seg
         out_g = cuda.to_device(np.zeros(len(data), dtype=np.uint32))
         counts_g = cuda.to_device(np.zeros(n_seg, dtype=np.int64))
         kernels.encode_long_segments[2, 4, 0, nbytes](
             cuda.to_device(data), cuda.to_device(seg_start), cuda.to_device(seg_end),
             cuda.to_device(seg_key), cuda.to_device(seg_pos), cuda.to_device(long_idx),
-            cuda.to_device(t.base), cuda.to_device(t.check), cuda.to_device(t.node_id),
+            cuda.to_device(t.cells), cuda.to_device(t.node_id), cuda.to_device(t.node_len),
             cuda.to_device(scores), t.max_len, np.float64(alpha), rows, stride, ring, win,
-            cuda.device_array(n_scr, np.int32), cuda.device_array(n_scr, np.int32), out_g, counts_g)
+            cuda.device_array(n_scr, np.int32), out_g, counts_g)
         np.testing.assert_array_equal(counts_g.copy_to_host(), counts_c)
         src_c = np.zeros(n_seg, dtype=np.int64)
         np.cumsum(counts_c[:-1], out=src_c[1:])
