@@ -49,7 +49,7 @@ def find_segments(data, doc_offsets):
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def encode_segments(data, seg_start, seg_end, seg_key, seg_pos, chunk_bounds,
-                    base, check, node_id, node_score, max_len, alpha, out, counts):
+                    cells, node_id, node_len, node_score, max_len, alpha, out, counts):
     """Run the lattice over every segment; CPU twin of ``kernels.encode_segments``.
 
     Chunks of consecutive segments (``chunk_bounds``) are spread over threads
@@ -68,15 +68,14 @@ def encode_segments(data, seg_start, seg_end, seg_key, seg_pos, chunk_bounds,
             if seg_end[k] - seg_start[k] > m:
                 m = seg_end[k] - seg_start[k]
         best = np.empty(m + 1, dtype=np.float64)
-        back_len = np.empty(m + 1, dtype=np.int32)
-        back_id = np.empty(m + 1, dtype=np.int32)
+        back = np.empty(m + 1, dtype=np.int32)
         w = seg_start[k0]
         for k in range(k0, k1):
             a = seg_start[k]
             b = seg_end[k]
-            lattice(data, a, b, base, check, node_id, node_score, max_len,
-                    alpha, seg_key[k], seg_pos[k], best, back_len, back_id, 0)
-            counts[k] = backtrack(b - a, back_len, back_id, 0, out, w)
+            lattice(data, a, b, cells, node_score, max_len,
+                    alpha, seg_key[k], seg_pos[k], best, back, 0)
+            counts[k] = backtrack(b - a, back, node_id, node_len, 0, out, w)
             w += counts[k]
 
 

@@ -69,7 +69,7 @@ class CPUBackend:
             chunks = chunk_bounds(seg_end - seg_start, numba.get_num_threads())
             t = self.trie
             encode_segments(data, seg_start, seg_end, seg_key, seg_pos, chunks,
-                            t.base, t.check, t.node_id, self.node_score, t.max_len,
+                            t.cells, t.node_id, t.node_len, self.node_score, t.max_len,
                             np.float64(alpha), out, counts)
         dest, offsets = segment_layout(seg_doc, counts, n_docs, add_bos, add_eos)
         if not n_seg:

@@ -55,8 +55,12 @@ def document_keys(stream_key: int, doc_index) -> np.ndarray:
     return mix64(k ^ np.asarray(doc_index, dtype=np.uint64))
 
 
-def lattice(data, start, end, base, check, node_id, node_score, max_len,
-            alpha, key, pos0, best, back_len, back_id, off):
+_LOW32 = np.int64(0xFFFFFFFF)
+_S32 = np.int64(32)
+
+
+def lattice(data, start, end, cells, node_score, max_len,
+            alpha, key, pos0, best, back, off):
     """Fill the lattice of segment ``data[start:end]``.
 
     Parameters
@@ -65,12 +69,13 @@ def lattice(data, start, end, base, check, node_id, node_score, max_len,
         Bytes of many segments.
     start, end : int
         The segment is ``data[start:end]`` (``end > start``).
-    base, check, node_id : int32[:]
-        The double-array trie (see ``gpu_bytepiece.trie``). Every single
-        byte must be a piece (model loading guarantees it).
+    cells : int64[:]
+        The double-array trie, one word per cell: ``check << 32 | base``
+        (see ``gpu_bytepiece.trie``). Every single byte must be a piece
+        (model loading guarantees it).
     node_score : float64[:]
         Per trie cell: the score of the piece ending there, ``-inf`` where
-        no piece ends (see ``trie.node_scores``).
+        no piece ends (see ``Trie.node_scores``).
     max_len : int
         Longest piece, in bytes.
     alpha : float64
@@ -79,9 +84,12 @@ def lattice(data, start, end, base, check, node_id, node_score, max_len,
         Random key of the segment's document (sampling only).
     pos0 : int
         Byte position of ``start`` inside its document (sampling only).
-    best, back_len, back_id : float64[:], int32[:], int32[:]
+    best : float64[:]
         Scratch; position ``p`` of the segment (``0 <= p <= end - start``)
         uses index ``off + p``.
+    back : int32[:]
+        Same indexing: the trie cell where the chosen piece ending at ``p``
+        ends (its id is ``node_id[cell]``, its length ``node_len[cell]``).
     off : int
         Offset of this segment's scratch.
     """
@@ -89,7 +97,7 @@ def lattice(data, start, end, base, check, node_id, node_score, max_len,
     best[off] = 0.0
     for p in range(1, n + 1):
         best[off + p] = -math.inf
-    root = base[0]
+    root = cells[0] & _LOW32
     if alpha < 0:
         # Viterbi. Relaxations are branch-free selects: a cell where no piece
         # ends scores -inf and never wins (``cand > best`` is strict).
@@ -99,16 +107,17 @@ def lattice(data, start, end, base, check, node_id, node_score, max_len,
             if lim > max_len:
                 lim = max_len
             s = root + data[start + i]  # depth 1: every byte is a piece
+            w = cells[s]  # the walk carries each cell's word: one load a step
             e = off + i + 1
             cand = bs + node_score[s]
             old = best[e]
             better = cand > old
             best[e] = cand if better else old
-            back_len[e] = 1 if better else back_len[e]
-            back_id[e] = node_id[s] if better else back_id[e]
+            back[e] = s if better else back[e]
             for j in range(1, lim):
-                t = base[s] + data[start + i + j]
-                if check[t] != s:
+                t = (w & _LOW32) + data[start + i + j]
+                w = cells[t]
+                if (w >> _S32) != s:
                     break
                 s = t
                 e = off + i + j + 1
@@ -116,18 +125,19 @@ def lattice(data, start, end, base, check, node_id, node_score, max_len,
                 old = best[e]
                 better = cand > old
                 best[e] = cand if better else old
-                back_len[e] = j + 1 if better else back_len[e]
-                back_id[e] = node_id[s] if better else back_id[e]
+                back[e] = s if better else back[e]
     else:
         for i in range(n):
             bs = best[off + i]
             lim = n - i
             if lim > max_len:
                 lim = max_len
-            s = 0
+            s = np.int64(0)
+            w = cells[0]
             for j in range(lim):
-                t = base[s] + data[start + i + j]
-                if check[t] != s:
+                t = (w & _LOW32) + data[start + i + j]
+                w = cells[t]
+                if (w >> _S32) != s:
                     break
                 s = t
                 sc = node_score[s]
@@ -148,25 +158,25 @@ def lattice(data, start, end, base, check, node_id, node_score, max_len,
                     z = z ^ (z >> _S31)
                     u = np.float64(z >> _S11) * _INV_2_53
                     if u < math.exp(cand - tot):
-                        back_len[e] = j + 1
-                        back_id[e] = node_id[s]
+                        back[e] = s
 
 
-def backtrack(n, back_len, back_id, off, out, out_start):
+def backtrack(n, back, node_id, node_len, off, out, out_start):
     """Write the ids of the chosen path of an ``n``-byte segment.
 
     Ids go to ``out[out_start : out_start + count]`` in text order; returns
-    ``count``. ``count <= n`` always.
+    ``count``. ``count <= n`` always, and ``out[out_start : out_start + n]``
+    is used as room: one walk back from the end writes the ids from
+    ``out_start + n - 1`` down, then they move to the front.
     """
-    count = 0
+    k = out_start + n
     e = n
     while e > 0:
-        count += 1
-        e -= back_len[off + e]
-    k = out_start + count
-    e = n
-    while e > 0:
+        c = back[off + e]
         k -= 1
-        out[k] = back_id[off + e]
-        e -= back_len[off + e]
+        out[k] = node_id[c]
+        e -= node_len[c]
+    count = out_start + n - k
+    for j in range(count):
+        out[out_start + j] = out[k + j]
     return count

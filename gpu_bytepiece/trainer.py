@@ -1149,7 +1149,7 @@ class _CPUEngine:
         weighted by ``wT``.
         """
         from .backend import chunk_bounds
-        from .trie import Trie, _build
+        from .trie import Trie, _build, pack_cells
 
         ct = self.ct
         nK = K.shape[0]
@@ -1158,9 +1158,10 @@ class _CPUEngine:
             return result
         pool = pieces.pool
         lnK = pieces.ln[K]
-        base, check, node_id = _build(pool, pieces.off[K], lnK, np.arange(nK, dtype=np.int32))
+        base, check, node_id, node_len = _build(pool, pieces.off[K], lnK, np.arange(nK, dtype=np.int32))
         max_len = int(lnK.max())
-        trie = Trie(base=base, check=check, node_id=node_id, max_len=max_len)
+        trie = Trie(base=base, check=check, node_id=node_id, node_len=node_len,
+                    cells=pack_cells(base, check), max_len=max_len)
         # BytePiece's Tokenizer scores: log(count) - log(sum of counts), float64
         total = int(cK.sum())
         scores = np.log(cK.astype(np.float64)) - np.log(np.float64(total))
@@ -1178,7 +1179,7 @@ class _CPUEngine:
             out_ids = np.empty(int(ln.sum()), dtype=np.int32)
             out_n = np.empty(b - a, dtype=np.int64)
             chunks = chunk_bounds(ln, numba.get_num_threads())
-            ct.tokenize_pieces(pool, off, ln, chunks, base, check, node_id, node_score, max_len,
+            ct.tokenize_pieces(pool, off, ln, chunks, trie.cells, node_id, node_len, node_score, max_len,
                                out_ids, out_start, out_n)
             ct.add_split_counts(out_ids, out_start, out_n, wT[a:b], result)
             a = b

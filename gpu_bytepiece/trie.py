@@ -5,7 +5,11 @@ Layout (all ``int32``, one cell per trie node, node 0 is the root):
 - ``base[s]``: the child of node ``s`` on byte ``c`` sits at cell ``base[s] + c``;
 - ``check[t]``: the parent of cell ``t`` (``-1`` for a free cell), so
   ``t = base[s] + c`` is a real child iff ``check[t] == s``;
-- ``node_id[t]``: the id of the piece that ends at node ``t``, or ``-1``.
+- ``node_id[t]``: the id of the piece that ends at node ``t``, or ``-1``;
+- ``node_len[t]``: the depth of node ``t`` (the length of its piece).
+
+The lattice reads ``cells`` (int64, ``check << 32 | base`` per cell): one load
+gives both halves, so a step of the walk touches one word.
 
 The arrays carry 256 spare cells past the last used one, so ``base[s] + c``
 never indexes out of bounds and the walk needs no bounds check.
@@ -29,6 +33,8 @@ class Trie:
     base: np.ndarray
     check: np.ndarray
     node_id: np.ndarray
+    node_len: np.ndarray
+    cells: np.ndarray
     max_len: int
 
     @property
@@ -73,6 +79,7 @@ def _build(flat, starts, lens, ids):
     base = np.zeros(size, dtype=np.int32)
     check = np.full(size, -1, dtype=np.int32)
     node_id = np.full(size, -1, dtype=np.int32)
+    node_len = np.zeros(size, dtype=np.int32)
     check[0] = 0  # root occupies cell 0 (its own parent, never a child: labels land at base+c >= 1)
     q_node = np.empty(size, dtype=np.int64)
     q_lo = np.empty(size, dtype=np.int64)
@@ -130,6 +137,7 @@ def _build(flat, starts, lens, ids):
                 base = _grow(base, size, 0)
                 check = _grow(check, size, -1)
                 node_id = _grow(node_id, size, -1)
+                node_len = _grow(node_len, size, 0)
                 q_node = _grow(q_node, size, 0)
                 q_lo = _grow(q_lo, size, 0)
                 q_hi = _grow(q_hi, size, 0)
@@ -153,6 +161,7 @@ def _build(flat, starts, lens, ids):
         for k in range(nl):
             c = b + labels[k]
             check[c] = s
+            node_len[c] = d + 1
             if c > used_max:
                 used_max = c
             q_node[qt] = c
@@ -170,7 +179,8 @@ def _build(flat, starts, lens, ids):
         base = _grow(base, end, 0)
         check = _grow(check, end, -1)
         node_id = _grow(node_id, end, -1)
-    return base[:end].copy(), check[:end].copy(), node_id[:end].copy()
+        node_len = _grow(node_len, end, 0)
+    return base[:end].copy(), check[:end].copy(), node_id[:end].copy(), node_len[:end].copy()
 
 
 def build_trie(pieces: list, ids: np.ndarray | None = None) -> Trie:
@@ -187,5 +197,13 @@ def build_trie(pieces: list, ids: np.ndarray | None = None) -> Trie:
     lens = np.fromiter((len(pieces[i]) for i in order), dtype=np.int64, count=n)
     starts = np.zeros(n, dtype=np.int64)
     np.cumsum(lens[:-1], out=starts[1:])
-    base, check, node_id = _build(flat, starts, lens, ids[np.asarray(order, dtype=np.int64)])
-    return Trie(base=base, check=check, node_id=node_id, max_len=int(lens.max()) if n else 0)
+    base, check, node_id, node_len = _build(flat, starts, lens, ids[np.asarray(order, dtype=np.int64)])
+    return Trie(base=base, check=check, node_id=node_id, node_len=node_len,
+                cells=pack_cells(base, check), max_len=int(lens.max()) if n else 0)
+
+
+def pack_cells(base: np.ndarray, check: np.ndarray) -> np.ndarray:
+    """One int64 per cell: ``check << 32 | base`` (``base >= 0``)."""
+    return (check.astype(np.int64) << 32) | base.astype(np.int64)
+
+

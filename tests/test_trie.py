@@ -67,6 +67,14 @@ def assert_layout(trie: Trie, pieces: list, ids):
     assert int(trie.base[nodes].max()) + 255 < trie.n_cells
     # A child's parent is a node; the root is cell 0 and nobody's child.
     assert set(trie.check[nodes].tolist()) <= set(nodes.tolist())
+    # The lattice's packed words hold exactly base and check.
+    assert trie.cells.dtype == np.int64 and trie.cells.shape == (trie.n_cells,)
+    np.testing.assert_array_equal(trie.cells & 0xFFFFFFFF, trie.base)
+    np.testing.assert_array_equal(trie.cells >> 32, trie.check)
+    # node_len is each node's depth: a child is one deeper than its parent.
+    kids = nodes[nodes != 0]
+    np.testing.assert_array_equal(trie.node_len[kids], trie.node_len[trie.check[kids]] + 1)
+    assert trie.node_len[0] == 0
 
 
 def test_real_model_every_piece_found(model_path):
@@ -74,6 +82,10 @@ def test_real_model_every_piece_found(model_path):
     assert_layout(trie, pieces, range(3, len(pieces) + 3))
     for i, p in enumerate(pieces):
         assert trie.lookup(p) == i + 3, p
+    # the cell of each piece has its length as depth
+    ends = np.flatnonzero(trie.node_id >= 0)
+    lens = np.array([len(pieces[i - 3]) for i in trie.node_id[ends]])
+    np.testing.assert_array_equal(trie.node_len[ends], lens)
 
 
 def test_node_scores(model_path):
@@ -96,7 +108,7 @@ def test_node_scores(model_path):
 
 def test_real_model_prefixes_and_extensions(model_path):
     pieces, trie, vocab = real_trie(model_path)
-    t = Trie(trie.base.tolist(), trie.check.tolist(), trie.node_id.tolist(), trie.max_len)
+    t = Trie(trie.base.tolist(), trie.check.tolist(), trie.node_id.tolist(), trie.node_len, trie.cells, trie.max_len)
     n_prefix_non_pieces = 0
     for p in pieces:
         for k in range(1, len(p)):
@@ -116,7 +128,7 @@ def test_real_model_prefixes_and_extensions(model_path):
 
 def test_real_model_random_non_pieces(model_path):
     pieces, trie, vocab = real_trie(model_path)
-    t = Trie(trie.base.tolist(), trie.check.tolist(), trie.node_id.tolist(), trie.max_len)
+    t = Trie(trie.base.tolist(), trie.check.tolist(), trie.node_id.tolist(), trie.node_len, trie.cells, trie.max_len)
     rng = random.Random(1)
     misses = 0
     for _ in range(5000):
