@@ -57,6 +57,7 @@ def document_keys(stream_key: int, doc_index) -> np.ndarray:
 
 _LOW32 = np.int64(0xFFFFFFFF)
 _S32 = np.int64(32)
+_U1 = np.uint64(1)
 
 
 def lattice(data, start, end, cells, node_score, max_len,
@@ -101,26 +102,32 @@ def lattice(data, start, end, cells, node_score, max_len,
     if alpha < 0:
         # Viterbi. Relaxations are branch-free selects: a cell where no piece
         # ends scores -inf and never wins (``cand > best`` is strict).
+        # Scratch and text are indexed with uint64 (no negative-index
+        # wraparound code in the hot loop).
+        uoff = np.uint64(off)
+        ustart = np.uint64(start)
         for i in range(n):
-            bs = best[off + i]
+            ui = np.uint64(i)
+            bs = best[uoff + ui]
             lim = n - i
             if lim > max_len:
                 lim = max_len
-            s = root + data[start + i]  # depth 1: every byte is a piece
+            s = root + data[ustart + ui]  # depth 1: every byte is a piece
             w = cells[s]  # the walk carries each cell's word: one load a step
-            e = off + i + 1
+            e = uoff + ui + _U1
             cand = bs + node_score[s]
             old = best[e]
             better = cand > old
             best[e] = cand if better else old
             back[e] = s if better else back[e]
             for j in range(1, lim):
-                t = (w & _LOW32) + data[start + i + j]
+                uj = np.uint64(j)
+                t = (w & _LOW32) + data[ustart + ui + uj]
                 w = cells[t]
                 if (w >> _S32) != s:
                     break
                 s = t
-                e = off + i + j + 1
+                e = uoff + ui + uj + _U1
                 cand = bs + node_score[s]
                 old = best[e]
                 better = cand > old
