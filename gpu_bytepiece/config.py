@@ -13,6 +13,10 @@ CPU_MIN_CHUNK_BYTES = 1 << 16
 #: which bounds scratch memory whatever the input size.
 BATCH_BYTES = 4 << 20
 
+#: With several threads the first batch is this small, so tokenizing starts
+#: while the next batch is still being packed.
+FIRST_BATCH_BYTES = 512 << 10
+
 #: The same for the CUDA backend: a GPU needs many segments in flight.
 CUDA_BATCH_BYTES = 64 << 20
 

@@ -203,9 +203,10 @@ class Tokenizer:
             # With several threads, the next batch is normalized and packed
             # (Python, under the GIL) while the current one is tokenized
             # (Numba, GIL released). One thread means one core: no overlap.
-            batches = iter_packed(texts, batch_bytes)
             if numba.get_num_threads() > 1:
-                batches = _prefetch(batches)
+                batches = _prefetch(iter_packed(texts, batch_bytes, min(batch_bytes, config.FIRST_BATCH_BYTES)))
+            else:
+                batches = iter_packed(texts, batch_bytes)
             for first, data, doc_off in batches:
                 n = len(doc_off) - 1
                 keys = self._keys(n, first, alpha)
