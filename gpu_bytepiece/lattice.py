@@ -59,6 +59,17 @@ _LOW32 = np.int64(0xFFFFFFFF)
 _S32 = np.int64(32)
 _U1 = np.uint64(1)
 
+#: A back pointer is one int32: the trie cell where the chosen piece ends
+#: (low 24 bits) and the piece's length (high 7 bits; ``LEN_ESCAPE`` means
+#: "127 or more: read ``node_len[cell]``"). The length in the pointer keeps
+#: the backtrack's chain of loads short.
+CELL_BITS = 24
+CELL_MASK = (1 << CELL_BITS) - 1
+LEN_ESCAPE = 127
+_CELL_MASK = np.int64(CELL_MASK)
+_LEN_ESCAPE = np.int64(LEN_ESCAPE)
+_ONE_LEN = np.int64(1 << CELL_BITS)
+
 
 def lattice(data, start, end, cells, node_score, max_len,
             alpha, key, pos0, best, back, off):
@@ -89,8 +100,9 @@ def lattice(data, start, end, cells, node_score, max_len,
         Scratch; position ``p`` of the segment (``0 <= p <= end - start``)
         uses index ``off + p``.
     back : int32[:]
-        Same indexing: the trie cell where the chosen piece ending at ``p``
-        ends (its id is ``node_id[cell]``, its length ``node_len[cell]``).
+        Same indexing: the chosen piece ending at ``p``, as
+        ``cell | min(length, LEN_ESCAPE) << CELL_BITS`` (``cell`` is the trie
+        cell where it ends: its id is ``node_id[cell]``).
     off : int
         Offset of this segment's scratch.
     """
@@ -119,7 +131,7 @@ def lattice(data, start, end, cells, node_score, max_len,
             old = best[e]
             better = cand > old
             best[e] = cand if better else old
-            back[e] = s if better else back[e]
+            back[e] = (s | _ONE_LEN) if better else back[e]
             for j in range(1, lim):
                 uj = np.uint64(j)
                 t = (w & _LOW32) + data[ustart + ui + uj]
@@ -132,7 +144,8 @@ def lattice(data, start, end, cells, node_score, max_len,
                 old = best[e]
                 better = cand > old
                 best[e] = cand if better else old
-                back[e] = s if better else back[e]
+                ln = min(np.int64(j + 1), _LEN_ESCAPE)
+                back[e] = (s | (ln << CELL_BITS)) if better else back[e]
     else:
         for i in range(n):
             bs = best[off + i]
@@ -165,7 +178,7 @@ def lattice(data, start, end, cells, node_score, max_len,
                     z = z ^ (z >> _S31)
                     u = np.float64(z >> _S11) * _INV_2_53
                     if u < math.exp(cand - tot):
-                        back[e] = s
+                        back[e] = s | (min(np.int64(j + 1), _LEN_ESCAPE) << CELL_BITS)
 
 
 def backtrack(n, back, node_id, node_len, off, out, out_start):
@@ -179,10 +192,14 @@ def backtrack(n, back, node_id, node_len, off, out, out_start):
     k = out_start + n
     e = n
     while e > 0:
-        c = back[off + e]
+        b = back[off + e]
+        c = b & _CELL_MASK
+        ln = b >> CELL_BITS
+        if ln == _LEN_ESCAPE:
+            ln = node_len[c]
         k -= 1
         out[k] = node_id[c]
-        e -= node_len[c]
+        e -= ln
     count = out_start + n - k
     for j in range(count):
         out[out_start + j] = out[k + j]

@@ -198,6 +198,9 @@ def build_trie(pieces: list, ids: np.ndarray | None = None) -> Trie:
     starts = np.zeros(n, dtype=np.int64)
     np.cumsum(lens[:-1], out=starts[1:])
     base, check, node_id, node_len = _build(flat, starts, lens, ids[np.asarray(order, dtype=np.int64)])
+    if base.shape[0] > (1 << 24):
+        # the lattice's back pointers hold a cell in 24 bits (see lattice.CELL_BITS)
+        raise ValueError(f"vocabulary too large: its trie needs {base.shape[0]:,} cells, at most 16,777,216")
     return Trie(base=base, check=check, node_id=node_id, node_len=node_len,
                 cells=pack_cells(base, check), max_len=int(lens.max()) if n else 0)
 

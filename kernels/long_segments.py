@@ -61,6 +61,9 @@ _S11 = _lat._S11
 _INV_2_53 = _lat._INV_2_53
 _LOW32 = _lat._LOW32
 _S32 = _lat._S32
+CELL_BITS = _lat.CELL_BITS
+_CELL_MASK = _lat._CELL_MASK
+_LEN_ESCAPE = _lat._LEN_ESCAPE
 
 #: Most walker rows per tile (a warp of walkers keeps up with the relaxing thread).
 MAX_ROWS = 32
@@ -105,8 +108,8 @@ def relax_rows(i0, rows, row_score, row_cell, row_len, row_cnt, cnt_off, row_off
     ``best`` of the live positions: position ``p`` in ``ring[p & ring_mask]``
     (``ring_mask + 1 > max_len``); the slot of a start is reset to ``-inf``
     once its matches are applied, ready for position ``start + ring size``.
-    Back pointers (trie cells) go to ``back[off + e]`` as in
-    ``lattice.lattice``, whose arithmetic this repeats exactly.
+    Back pointers (trie cell and length, packed) go to ``back[off + e]`` as
+    in ``lattice.lattice``, whose arithmetic this repeats exactly.
     """
     if alpha < 0:
         for r in range(rows):
@@ -120,7 +123,7 @@ def relax_rows(i0, rows, row_score, row_cell, row_len, row_cnt, cnt_off, row_off
                 cand = bs + row_score[ro + m]
                 if cand > ring[slot]:
                     ring[slot] = cand
-                    back[off + e] = row_cell[ro + m]
+                    back[off + e] = row_cell[ro + m] | (min(ln, _LEN_ESCAPE) << CELL_BITS)
             ring[i & ring_mask] = -math.inf
     else:
         for r in range(rows):
@@ -146,7 +149,7 @@ def relax_rows(i0, rows, row_score, row_cell, row_len, row_cnt, cnt_off, row_off
                 z = z ^ (z >> _S31)
                 u = np.float64(z >> _S11) * _INV_2_53
                 if u < math.exp(cand - tot):
-                    back[off + e] = row_cell[ro + m]
+                    back[off + e] = row_cell[ro + m] | (min(ln, _LEN_ESCAPE) << CELL_BITS)
             ring[i & ring_mask] = -math.inf
 
 
@@ -293,7 +296,7 @@ def encode_long_segments(data, seg_start, seg_end, seg_key, seg_pos, long_idx,
                 lo = 0
             p = lo + 1 + tid
             while p <= e:
-                cell = back[off + p]
+                cell = back[off + p] & _CELL_MASK
                 shi[2 + p - lo - 1] = node_len[cell]
                 shi[2 + win + p - lo - 1] = node_id[cell]
                 p += nthr

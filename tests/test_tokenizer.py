@@ -546,3 +546,26 @@ def test_alpha_and_seed_validation(tok, own_tok):
         own_tok.set_seed("3")
     assert tok.encode("hello world", alpha=0, seed=1) == tok.encode("hello world", alpha=0.0, seed=1)
     assert tok.encode("hello world", alpha=np.float32(0.5), seed=1) == tok.encode("hello world", alpha=0.5, seed=1)
+
+
+def test_pieces_longer_than_the_back_pointer_length_field():
+    """Back pointers hold lengths up to 126 inline; longer pieces (127, 200,
+    300 bytes) go through the escape to ``node_len``: ids equal the naive
+    lattice, best path and decode."""
+    import base64 as _b64
+
+    pieces = {bytes([b]): 1 + (b * 37) % 101 for b in range(256)}
+    long_pieces = [b"x" * 126, b"x" * 127, b"y" * 200, b"xy" * 150, b"z" * 128 + "你".encode()]
+    for k, p in enumerate(long_pieces):
+        pieces[p] = 10**9 + k  # frequent enough to win
+    order = sorted(pieces, key=lambda p: (len(p), p))
+    obj = {_b64.b64encode(p).decode(): [i + 3, p.decode(errors="ignore"), pieces[p]] for i, p in enumerate(order)}
+    tok = Tokenizer(obj, device="cpu")
+    vocab = naive.Vocab((p, pieces[p], i + 3) for i, p in enumerate(order))
+    texts = ["x" * 127, "x" * 126 + "x", "y" * 450, "xy" * 300 + "\n" + "x" * 400, "z" * 128 + "你好", "a" + "y" * 200]
+    got = tok.encode_batch(texts)
+    assert got == [naive.encode(t, vocab) for t in texts]
+    # the long pieces are really used
+    used = {tok.id_to_piece(i) for ids in got for i in ids}
+    assert {b"x" * 127, b"y" * 200, b"xy" * 150, b"z" * 128 + "你".encode()} <= used
+    assert [tok.decode(ids) for ids in got] == texts
