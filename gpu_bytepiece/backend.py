@@ -68,9 +68,12 @@ class CPUBackend:
             seg_pos = seg_start - doc_offsets[seg_doc]
             chunks = chunk_bounds(seg_end - seg_start, numba.get_num_threads())
             t = self.trie
-            encode_segments(data, seg_start, seg_end, seg_key, seg_pos, chunks,
-                            t.cells, t.node_id, t.node_len, self.node_score, t.max_len,
-                            np.float64(alpha), out, counts)
+            # chunks are handed to threads one at a time (not split up front),
+            # so a thread slowed by the packing thread does not stall the rest
+            with numba.parallel_chunksize(1):
+                encode_segments(data, seg_start, seg_end, seg_key, seg_pos, chunks,
+                                t.cells, t.node_id, t.node_len, self.node_score, t.max_len,
+                                np.float64(alpha), out, counts)
         dest, offsets = segment_layout(seg_doc, counts, n_docs, add_bos, add_eos)
         if not n_seg:
             ids = np.empty(int(offsets[-1]), dtype=np.uint32)

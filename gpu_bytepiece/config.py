@@ -4,7 +4,7 @@
 THREADS_PER_BLOCK = 128
 
 #: CPU: chunks of segments per thread (load balance for prange).
-CPU_CHUNKS_PER_THREAD = 8
+CPU_CHUNKS_PER_THREAD = 16
 
 #: CPU: smallest chunk worth a task, in bytes.
 CPU_MIN_CHUNK_BYTES = 1 << 16
