@@ -251,10 +251,21 @@ def _load_tokenizer(model, device: str, threads: int | None):
     return Tokenizer(model, device=device)
 
 
+#: A tokenizer loaded by the parent before forking CPU workers (see _run_local).
+_PRELOADED = None
+
+
 def _worker_main(wid: int, ctx: JobContext, model, device: str, threads, tasks, results) -> None:
     _die_with_parent()
     try:
-        tok = _load_tokenizer(model, device, threads)
+        if _PRELOADED is not None:
+            import numba
+
+            tok = _PRELOADED
+            if threads:  # first parallel call happens here, in the child
+                numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+        else:
+            tok = _load_tokenizer(model, device, threads)
     except BaseException:
         results.put(("failed", wid, None, "error", traceback.format_exc()))
         return
@@ -282,11 +293,37 @@ class _ShardFailed(Exception):
         super().__init__(str(payload))
 
 
-def _run_local(ctx, shards, model, devices, threads, on_done, on_progress):
-    """Encode ``shards`` in spawned worker processes (one per entry of ``devices``)."""
+def _can_fork(devices) -> bool:
+    """CPU workers on Linux are forked from a parent that has loaded the model
+    (but started no Numba thread pool): no interpreter start, import and model
+    load per worker. GPU workers are spawned (a CUDA context does not survive
+    a fork)."""
     import multiprocessing as mp
 
-    mpc = mp.get_context("spawn")
+    if not sys.platform.startswith("linux") or "fork" not in mp.get_all_start_methods():
+        return False
+    if any(d != "cpu" for d in devices):
+        return False
+    try:
+        import numba.np.ufunc.parallel as _par
+
+        return not _par._is_initialized
+    except Exception:  # pragma: no cover - numba internals moved
+        return False
+
+
+def _run_local(ctx, shards, model, devices, threads, on_done, on_progress, loaded_model=None):
+    """Encode ``shards`` in worker processes (one per entry of ``devices``)."""
+    import multiprocessing as mp
+
+    global _PRELOADED
+    if _can_fork(devices):
+        from ..tokenizer import Tokenizer
+
+        _PRELOADED = Tokenizer(loaded_model if loaded_model is not None else model, device="cpu")
+        mpc = mp.get_context("fork")
+    else:
+        mpc = mp.get_context("spawn")
     tasks, results = mpc.Queue(), mpc.Queue()
     for s in shards:
         tasks.put(s)
@@ -343,6 +380,7 @@ def _run_local(ctx, shards, model, devices, threads, on_done, on_progress):
             p.join(timeout=5)
         tasks.close()
         results.close()
+        _PRELOADED = None
 
 
 # ------------------------------------------------------------------ progress
@@ -701,7 +739,7 @@ def _run_shards(opts, ctx, pending, model, bar, on_done, stdin):
         return
     threads = opts.threads or max(1, (os.cpu_count() or 1) // n)
     model_arg = opts.model
-    _run_local(ctx, pending, model_arg, devices[:n], threads, on_done, bar.update)
+    _run_local(ctx, pending, model_arg, devices[:n], threads, on_done, bar.update, loaded_model=model)
 
 
 def _summary(manifest, prefix, fmt, t0, *, resumed, ran, already) -> dict:
