@@ -14,57 +14,37 @@ backtrack = numba.njit(cache=True, nogil=True)(_lat.backtrack)
 
 
 @numba.njit(cache=True, nogil=True)
-def _segments_of_docs(data, doc_offsets, d0, d1, seg_start, seg_end, seg_doc, k):
-    """Segments of documents ``d0 .. d1 - 1``; writes from index ``k`` when
-    ``seg_start`` is non-empty, else only counts. Returns the count."""
-    fill = seg_start.shape[0] > 0
-    count = 0
-    for d in range(d0, d1):
-        a = doc_offsets[d]
-        b = doc_offsets[d + 1]
-        s = a
-        for i in range(a, b):
-            if i + 1 == b or (data[i] == 10 and data[i + 1] != 10):
-                if fill:
-                    seg_start[k + count] = s
-                    seg_end[k + count] = i + 1
-                    seg_doc[k + count] = d
-                count += 1
-                s = i + 1
-    return count
-
-
-@numba.njit(cache=True, nogil=True, parallel=True)
 def find_segments(data, doc_offsets):
     """Cut documents into BytePiece segments (regex ``.*\\n+|.+`` on bytes).
 
     A segment is a maximal run of non-newline bytes followed by its whole run
     of ``\\n`` bytes; an empty document has no segment. Returns
-    ``(seg_start, seg_end, seg_doc)``, int64 arrays in text order. Runs of
-    documents of about equal bytes are counted, then filled, in parallel.
+    ``(seg_start, seg_end, seg_doc)``, int64 arrays in text order. Serial and
+    GIL-free: the tokenizer runs it in its packing thread, beside the lattice.
     """
     n_docs = doc_offsets.shape[0] - 1
-    n_parts = min(n_docs, 64)
-    bounds = np.zeros(n_parts + 1, dtype=np.int64)
-    total = doc_offsets[n_docs] - doc_offsets[0]
-    for p in range(1, n_parts):
-        target = doc_offsets[0] + total * p // n_parts
-        bounds[p] = max(bounds[p - 1], np.searchsorted(doc_offsets[:n_docs], target))
-    bounds[n_parts] = n_docs
-    empty = np.empty(0, dtype=np.int64)
-    counts = np.zeros(n_parts, dtype=np.int64)
-    for p in prange(n_parts):
-        counts[p] = _segments_of_docs(data, doc_offsets, bounds[p], bounds[p + 1], empty, empty, empty, 0)
-    first = np.zeros(n_parts + 1, dtype=np.int64)
-    for p in range(n_parts):
-        first[p + 1] = first[p] + counts[p]
-    n_seg = first[n_parts]
-    seg_start = np.empty(n_seg, dtype=np.int64)
-    seg_end = np.empty(n_seg, dtype=np.int64)
-    seg_doc = np.empty(n_seg, dtype=np.int64)
-    if n_seg:
-        for p in prange(n_parts):
-            _segments_of_docs(data, doc_offsets, bounds[p], bounds[p + 1], seg_start, seg_end, seg_doc, first[p])
+    count = 0
+    for d in range(n_docs):
+        a = doc_offsets[d]
+        b = doc_offsets[d + 1]
+        for i in range(a, b):
+            if i + 1 == b or (data[i] == 10 and data[i + 1] != 10):
+                count += 1
+    seg_start = np.empty(count, dtype=np.int64)
+    seg_end = np.empty(count, dtype=np.int64)
+    seg_doc = np.empty(count, dtype=np.int64)
+    k = 0
+    for d in range(n_docs):
+        a = doc_offsets[d]
+        b = doc_offsets[d + 1]
+        s = a
+        for i in range(a, b):
+            if i + 1 == b or (data[i] == 10 and data[i + 1] != 10):
+                seg_start[k] = s
+                seg_end[k] = i + 1
+                seg_doc[k] = d
+                k += 1
+                s = i + 1
     return seg_start, seg_end, seg_doc
 
 

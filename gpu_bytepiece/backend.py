@@ -56,11 +56,15 @@ class CPUBackend:
         self.trie = trie
         self.node_score = node_score
 
-    def encode_packed(self, data, doc_offsets, doc_keys, alpha, add_bos=False, add_eos=False):
+    def encode_packed(self, data, doc_offsets, doc_keys, alpha, add_bos=False, add_eos=False,
+                      segments=None):
+        """``segments``: ``find_segments(data, doc_offsets)`` if already computed."""
         from .cpu_fallback import encode_segments, find_segments, scatter_tokens
 
         n_docs = len(doc_offsets) - 1
-        seg_start, seg_end, seg_doc = find_segments(data, doc_offsets)
+        if segments is None:
+            segments = find_segments(data, doc_offsets)
+        seg_start, seg_end, seg_doc = segments
         n_seg = len(seg_start)
         out = np.empty(len(data), dtype=np.uint32)
         counts = np.zeros(n_seg, dtype=np.int64)

@@ -341,7 +341,8 @@ class CUDABackend:
             ev.wait(st)
 
     # ----------------------------------------------------------- host input
-    def encode_packed(self, data, doc_offsets, doc_keys, alpha, add_bos=False, add_eos=False):
+    def encode_packed(self, data, doc_offsets, doc_keys, alpha, add_bos=False, add_eos=False,
+                      segments=None):
         """Encode a packed host batch; the contract of ``CPUBackend.encode_packed``."""
         from .cpu_fallback import find_segments
 
@@ -349,7 +350,9 @@ class CUDABackend:
         data = np.ascontiguousarray(data, dtype=np.uint8)
         doc_offsets = np.ascontiguousarray(doc_offsets, dtype=np.int64)
         n_docs = len(doc_offsets) - 1
-        seg_start, seg_end, seg_doc = find_segments(data, doc_offsets)
+        if segments is None:
+            segments = find_segments(data, doc_offsets)
+        seg_start, seg_end, seg_doc = segments
         n_seg = len(seg_start)
         counts = np.zeros(n_seg, dtype=np.int64)
         timings = dict.fromkeys(("host", "h2d", "lattice", "scatter", "d2h"), 0.0)

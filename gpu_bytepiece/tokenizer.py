@@ -23,6 +23,14 @@ __all__ = ["Tokenizer"]
 _SPECIALS = ("<pad>", "<bos>", "<eos>")
 
 
+def _with_segments(batches):
+    """Add each batch's segments (Numba, GIL released) where it is packed."""
+    from .cpu_fallback import find_segments
+
+    for first, data, doc_off in batches:
+        yield first, data, doc_off, find_segments(data, doc_off)
+
+
 def _prefetch(iterator):
     """Run ``iterator`` one item ahead in a helper thread."""
     with ThreadPoolExecutor(1, thread_name_prefix="gpu_bytepiece-pack") as pool:
@@ -204,13 +212,15 @@ class Tokenizer:
             # (Python, under the GIL) while the current one is tokenized
             # (Numba, GIL released). One thread means one core: no overlap.
             if numba.get_num_threads() > 1:
-                batches = _prefetch(iter_packed(texts, batch_bytes, min(batch_bytes, config.FIRST_BATCH_BYTES)))
+                batches = _prefetch(_with_segments(
+                    iter_packed(texts, batch_bytes, min(batch_bytes, config.FIRST_BATCH_BYTES))))
             else:
-                batches = iter_packed(texts, batch_bytes)
-            for first, data, doc_off in batches:
+                batches = _with_segments(iter_packed(texts, batch_bytes))
+            for first, data, doc_off, segments in batches:
                 n = len(doc_off) - 1
                 keys = self._keys(n, first, alpha)
-                ids, offs = self._backend.encode_packed(data, doc_off, keys, float(alpha), add_bos, add_eos)
+                ids, offs = self._backend.encode_packed(data, doc_off, keys, float(alpha), add_bos, add_eos,
+                                                        segments=segments)
                 id_parts.append(ids)
                 off_parts.append(offs[1:] + total)
                 total += int(offs[-1])
