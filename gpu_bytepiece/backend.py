@@ -133,23 +133,21 @@ def cuda_usable() -> tuple[bool, str]:
     return True, "CUDA GPU found"
 
 
-def select_backend(device: str, trie: Trie, scores: np.ndarray):
-    """Pick the backend for ``device`` ('auto', 'cpu', 'cuda' or 'cuda:N')."""
-    # The lattice reads per-cell scores (-inf where no piece ends).
-    scores = trie.node_scores(scores)
+def resolve_device(device: str) -> tuple[bool, int, str]:
+    """``(use_cuda, index, why)`` for ``'auto'``, ``'cpu'``, ``'cuda'`` or ``'cuda:N'``.
+
+    ``auto`` picks CUDA when it is usable (``why`` says why not otherwise);
+    ``cuda`` without a usable GPU raises :class:`DeviceError` (under the CUDA
+    simulator it is allowed, for tests).
+    """
     if not isinstance(device, str):
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
     dev = device.strip().lower()
     if dev == "cpu":
-        return CPUBackend(trie, scores)
+        return False, 0, "device='cpu'"
     if dev == "auto":
         ok, why = cuda_usable()
-        if ok:
-            from .cuda_backend import CUDABackend
-
-            return CUDABackend(trie, scores, 0)
-        log.info("gpu_bytepiece: using the CPU: %s", why)
-        return CPUBackend(trie, scores)
+        return ok, 0, why
     if dev == "cuda" or dev.startswith("cuda:"):
         index = 0
         if dev.startswith("cuda:"):
@@ -161,7 +159,19 @@ def select_backend(device: str, trie: Trie, scores: np.ndarray):
             ok, why = cuda_usable()
             if not ok:
                 raise DeviceError(f"device={device!r} was asked for but CUDA is not usable: {why}")
+        return True, index, "asked for"
+    raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+
+
+def select_backend(device: str, trie: Trie, scores: np.ndarray):
+    """Pick the backend for ``device`` ('auto', 'cpu', 'cuda' or 'cuda:N')."""
+    use_cuda, index, why = resolve_device(device)
+    # The lattice reads per-cell scores (-inf where no piece ends).
+    node_score = trie.node_scores(scores)
+    if use_cuda:
         from .cuda_backend import CUDABackend
 
-        return CUDABackend(trie, scores, index)
-    raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+        return CUDABackend(trie, node_score, index)
+    if device.strip().lower() == "auto":
+        log.info("gpu_bytepiece: using the CPU: %s", why)
+    return CPUBackend(trie, node_score)

@@ -989,29 +989,10 @@ class Trainer:
 
 # ------------------------------------------------------------------ engines
 def _select_device(device):
-    if not isinstance(device, str):
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-    dev = device.strip().lower()
-    if dev == "cpu":
-        return False, 0
-    from .backend import DeviceError, cuda_usable
+    from .backend import resolve_device
 
-    if dev == "auto":
-        ok, _ = cuda_usable()
-        return ok, 0
-    if dev == "cuda" or dev.startswith("cuda:"):
-        index = 0
-        if dev.startswith("cuda:"):
-            try:
-                index = int(dev[5:])
-            except ValueError:
-                raise ValueError(f"bad device {device!r}: expected 'cuda:N'") from None
-        if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
-            ok, why = cuda_usable()
-            if not ok:
-                raise DeviceError(f"device={device!r} was asked for but CUDA is not usable: {why}")
-        return True, index
-    raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    use_cuda, index, _ = resolve_device(device)
+    return use_cuda, index
 
 
 def _engine(trainer, use_cuda, index):
