@@ -13,9 +13,9 @@ CPU_MIN_CHUNK_BYTES = 1 << 16
 #: which bounds scratch memory whatever the input size.
 BATCH_BYTES = 4 << 20
 
-#: With several threads the first batch is this small, so tokenizing starts
-#: while the next batch is still being packed.
-FIRST_BATCH_BYTES = 512 << 10
+#: CPU with several threads: each thread packs and tokenizes batches of this
+#: size in turn (packing is Python under the GIL; tokenizing releases it).
+CPU_THREAD_BATCH_BYTES = 512 << 10
 
 #: The same for the CUDA backend: a GPU needs many segments in flight.
 CUDA_BATCH_BYTES = 64 << 20

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from contextlib import contextmanager
 from typing import Iterable, Sequence
 
@@ -23,24 +23,35 @@ __all__ = ["Tokenizer"]
 _SPECIALS = ("<pad>", "<bos>", "<eos>")
 
 
-def _with_segments(batches):
-    """Add each batch's segments (Numba, GIL released) where it is packed."""
-    from .cpu_fallback import find_segments
-
-    for first, data, doc_off in batches:
-        yield first, data, doc_off, find_segments(data, doc_off)
+_CONCURRENT_OK = None
 
 
-def _prefetch(iterator):
-    """Run ``iterator`` one item ahead in a helper thread."""
-    with ThreadPoolExecutor(1, thread_name_prefix="gpu_bytepiece-pack") as pool:
-        fut = pool.submit(next, iterator, None)
-        while True:
-            item = fut.result()
-            if item is None:
-                return
-            fut = pool.submit(next, iterator, None)
-            yield item
+def _concurrent_numba_ok() -> bool:
+    """Whether parallel Numba functions may run from several threads at once:
+    true for the OpenMP and TBB threading layers, not for ``workqueue``."""
+    global _CONCURRENT_OK
+    if _CONCURRENT_OK is None:
+        try:
+            from numba.np.ufunc import parallel
+
+            parallel._launch_threads()
+            _CONCURRENT_OK = numba.threading_layer() in ("omp", "tbb")
+        except Exception:  # pragma: no cover - numba internals moved
+            _CONCURRENT_OK = False
+    return _CONCURRENT_OK
+
+
+def _join_batches(results):
+    """Flat ids and document offsets from per-batch results, in text order."""
+    results = sorted(results, key=lambda r: r[0])
+    id_parts, off_parts = [], [np.zeros(1, np.int64)]
+    total = 0
+    for _, ids, offs in results:
+        id_parts.append(ids)
+        off_parts.append(offs[1:] + total)
+        total += int(offs[-1])
+    ids = id_parts[0] if len(id_parts) == 1 else np.concatenate(id_parts) if id_parts else np.zeros(0, np.uint32)
+    return ids, np.concatenate(off_parts)
 
 
 @contextmanager
@@ -205,28 +216,59 @@ class Tokenizer:
             batch_bytes = config.CUDA_BATCH_BYTES if self.device.startswith("cuda") else config.BATCH_BYTES
         if batch_bytes < 1:
             raise ValueError(f"batch_bytes must be >= 1, got {batch_bytes}")
-        id_parts, off_parts = [], []
-        total = 0
+        results = []  # (first document index, ids, offsets) per batch
         with _threads(num_threads):
-            # With several threads, the next batch is normalized and packed
-            # (Python, under the GIL) while the current one is tokenized
-            # (Numba, GIL released). One thread means one core: no overlap.
-            if numba.get_num_threads() > 1:
-                batches = _prefetch(_with_segments(
-                    iter_packed(texts, batch_bytes, min(batch_bytes, config.FIRST_BATCH_BYTES))))
+            n_threads = numba.get_num_threads()
+            if n_threads > 1 and self._backend.name == "cpu" and _concurrent_numba_ok():
+                results = self._encode_batches_in_threads(texts, batch_bytes, n_threads, alpha, add_bos, add_eos)
             else:
-                batches = _with_segments(iter_packed(texts, batch_bytes))
-            for first, data, doc_off, segments in batches:
-                n = len(doc_off) - 1
-                keys = self._keys(n, first, alpha)
-                ids, offs = self._backend.encode_packed(data, doc_off, keys, float(alpha), add_bos, add_eos,
-                                                        segments=segments)
-                id_parts.append(ids)
-                off_parts.append(offs[1:] + total)
-                total += int(offs[-1])
-        ids = np.concatenate(id_parts) if len(id_parts) != 1 else id_parts[0]
-        offsets = np.concatenate([np.zeros(1, np.int64)] + off_parts)
-        return ids, offsets
+                for first, data, doc_off in iter_packed(texts, batch_bytes):
+                    ids, offs = self._encode_one_batch(first, data, doc_off, alpha, add_bos, add_eos)
+                    results.append((first, ids, offs))
+        return _join_batches(results)
+
+    def _encode_one_batch(self, first, data, doc_off, alpha, add_bos, add_eos):
+        from .cpu_fallback import find_segments
+
+        keys = self._keys(len(doc_off) - 1, first, alpha)
+        return self._backend.encode_packed(data, doc_off, keys, float(alpha), add_bos, add_eos,
+                                           segments=find_segments(data, doc_off))
+
+    def _encode_batches_in_threads(self, texts, batch_bytes, n_threads, alpha, add_bos, add_eos):
+        """CPU, several threads: each thread packs a small batch (Python, under
+        the GIL) then tokenizes it with a one-thread lattice (Numba, GIL
+        released), so packing and tokenizing overlap with exactly
+        ``n_threads`` busy threads. A batch much larger than the others (one
+        huge document) is tokenized with all threads.
+        """
+        small = min(batch_bytes, config.CPU_THREAD_BATCH_BYTES)
+        batches = iter_packed(texts, small)
+        lock = threading.Lock()
+        results, errors = [], []
+
+        def work():
+            try:
+                while not errors:
+                    with lock:
+                        item = next(batches, None)
+                    if item is None:
+                        return
+                    first, data, doc_off = item
+                    numba.set_num_threads(n_threads if len(data) > 4 * small else 1)
+                    ids, offs = self._encode_one_batch(first, data, doc_off, alpha, add_bos, add_eos)
+                    results.append((first, ids, offs))
+            except BaseException as e:  # re-raised in the calling thread
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, name=f"gpu_bytepiece-{i}", daemon=True)
+                   for i in range(n_threads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        return results
 
     def encode_packed(self, data, offsets, *, add_bos: bool = False, add_eos: bool = False,
                       alpha: float = -1, sample_stream: int | None = None,

@@ -569,3 +569,24 @@ def test_pieces_longer_than_the_back_pointer_length_field():
     used = {tok.id_to_piece(i) for ids in got for i in ids}
     assert {b"x" * 127, b"y" * 200, b"xy" * 150, b"z" * 128 + "你".encode()} <= used
     assert [tok.decode(ids) for ids in got] == texts
+
+
+def test_threaded_batches_equal_one_thread_and_raise_in_the_caller(monkeypatch):
+    """With several threads each thread packs and tokenizes its own small
+    batches; a batch far larger than the others (one huge document) runs with
+    all threads. Output equals one thread's; an error in a worker thread is
+    raised in the caller and names the document."""
+    from gpu_bytepiece import TextError, config
+
+    tok = Tokenizer(device="cpu")
+    monkeypatch.setattr(config, "CPU_THREAD_BATCH_BYTES", 64)
+    docs = ["你好，世界。\n" * 3, "hello world " * 5] * 20 + ["x y z " * 2000] + ["tail\n"] * 7
+    ids1, off1 = tok.encode_to_numpy(docs, num_threads=1)
+    ids2, off2 = tok.encode_to_numpy(docs, num_threads=2)
+    np.testing.assert_array_equal(ids1, ids2)
+    np.testing.assert_array_equal(off1, off2)
+    assert tok.encode_batch(docs, num_threads=2, add_bos=True, add_eos=True) == [
+        [1] + tok.encode(d) + [2] for d in docs]
+    bad = ["fine text"] * 30 + ["\ud800 lone"] + ["more"] * 5
+    with pytest.raises(TextError, match="text 30"):
+        tok.encode_to_numpy(bad, num_threads=2)
