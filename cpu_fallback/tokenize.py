@@ -14,38 +14,41 @@ backtrack = numba.njit(cache=True, nogil=True)(_lat.backtrack)
 
 
 @numba.njit(cache=True, nogil=True)
-def find_segments(data, doc_offsets):
-    """Cut documents into BytePiece segments (regex ``.*\\n+|.+`` on bytes).
-
-    A segment is a maximal run of non-newline bytes followed by its whole run
-    of ``\\n`` bytes; an empty document has no segment. Returns
-    ``(seg_start, seg_end, seg_doc)``, int64 arrays in text order. Serial and
-    GIL-free: the tokenizer runs it in its packing thread, beside the lattice.
-    """
-    n_docs = doc_offsets.shape[0] - 1
-    count = 0
-    for d in range(n_docs):
-        a = doc_offsets[d]
-        b = doc_offsets[d + 1]
-        for i in range(a, b):
-            if i + 1 == b or (data[i] == 10 and data[i + 1] != 10):
-                count += 1
-    seg_start = np.empty(count, dtype=np.int64)
-    seg_end = np.empty(count, dtype=np.int64)
-    seg_doc = np.empty(count, dtype=np.int64)
+def _segments(data, doc_offsets, cap):
+    seg_start = np.empty(cap, dtype=np.int64)
+    seg_end = np.empty(cap, dtype=np.int64)
+    seg_doc = np.empty(cap, dtype=np.int64)
     k = 0
-    for d in range(n_docs):
+    for d in range(doc_offsets.shape[0] - 1):
         a = doc_offsets[d]
         b = doc_offsets[d + 1]
         s = a
-        for i in range(a, b):
-            if i + 1 == b or (data[i] == 10 and data[i + 1] != 10):
+        for i in range(a, b - 1):
+            if data[i] == 10 and data[i + 1] != 10:
                 seg_start[k] = s
                 seg_end[k] = i + 1
                 seg_doc[k] = d
                 k += 1
                 s = i + 1
-    return seg_start, seg_end, seg_doc
+        if b > a:
+            seg_start[k] = s
+            seg_end[k] = b
+            seg_doc[k] = d
+            k += 1
+    return seg_start[:k], seg_end[:k], seg_doc[:k]
+
+
+def find_segments(data, doc_offsets):
+    """Cut documents into BytePiece segments (regex ``.*\\n+|.+`` on bytes).
+
+    A segment is a maximal run of non-newline bytes followed by its whole run
+    of ``\\n`` bytes; an empty document has no segment. Returns
+    ``(seg_start, seg_end, seg_doc)``, int64 arrays in text order. One pass
+    (Numba, GIL released) into arrays sized by the number of ``\\n`` bytes
+    plus documents, which bounds the number of segments.
+    """
+    cap = int(np.count_nonzero(data == 10)) + len(doc_offsets) - 1
+    return _segments(data, doc_offsets, cap)
 
 
 @numba.njit(cache=True, nogil=True)
