@@ -154,15 +154,11 @@ def _as_documents(texts):
         ) from None
 
 
-def iter_packed(texts, batch_bytes: int,
-                first_batch_bytes: int | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+def iter_packed(texts, batch_bytes: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Yield ``(first_doc_index, data, offsets)`` batches of about ``batch_bytes``.
 
-    A document is never split; one larger than ``batch_bytes`` is a batch
-    alone. ``first_batch_bytes`` makes the first batch smaller, so that a
-    consumer overlapping packing with tokenizing starts sooner.
+    A document is never split; one larger than ``batch_bytes`` is a batch alone.
     """
-    limit = first_batch_bytes or batch_bytes
     docs = _as_documents(texts)
     if _is_arrow(docs):
         import pyarrow as pa
@@ -182,12 +178,11 @@ def iter_packed(texts, batch_bytes: int,
         start = 0
         while start < n:
             base = cum[start - 1] if start else 0
-            stop = int(np.searchsorted(cum, base + limit, side="right"))
+            stop = int(np.searchsorted(cum, base + batch_bytes, side="right"))
             stop = max(stop, start + 1)
             data, offsets = _pack_arrow(docs.slice(start, stop - start), start)
             yield start, data, offsets
             start = stop
-            limit = batch_bytes
         return
     parts: list = []
     size = 0
@@ -196,12 +191,11 @@ def iter_packed(texts, batch_bytes: int,
         b = _normalize_any(t, i)
         parts.append(b)
         size += len(b)
-        if size >= limit:
+        if size >= batch_bytes:
             data, offsets = _join(parts)
             yield first, data, offsets
             first = i + 1
             parts, size = [], 0
-            limit = batch_bytes
     if parts or first == 0:
         data, offsets = _join(parts)
         yield first, data, offsets
