@@ -10,9 +10,9 @@ Switch from BytePiece with an import change::
 
 import os as _os
 
-# Idle OpenMP workers busy-wait by default; between parallel regions they would
-# take the CPU from the thread that packs the next batch (measured: +40% CPU
-# time, 2 threads on 2 cores). Read by libgomp when Numba's OpenMP threading
+# Idle OpenMP workers busy-wait by default; between parallel regions they take
+# the CPU from threads packing text in Python (measured: +40% CPU time, 2
+# threads on 2 cores). Read by libgomp when Numba's OpenMP threading
 # layer loads it, so it must be set before the first parallel call; an
 # explicit OMP_WAIT_POLICY in the environment wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -74,7 +74,7 @@ class CPUBackend:
             chunks = chunk_bounds(seg_end - seg_start, numba.get_num_threads())
             t = self.trie
             # chunks are handed to threads one at a time (not split up front),
-            # so a thread slowed by the packing thread does not stall the rest
+            # so a thread slowed by other work on its core does not stall the rest
             with numba.parallel_chunksize(1):
                 encode_segments(data, seg_start, seg_end, seg_key, seg_pos, chunks,
                                 t.cells, t.node_id, t.node_len, self.node_score, t.max_len,
