@@ -98,7 +98,7 @@ def test_node_scores(model_path):
     assert np.all(np.isneginf(node_score[~ends]))
     assert np.isfinite(node_score[ends]).all()
     # Spot check by walking to the cell of a few pieces.
-    base, check = trie.base, trie.check
+    base = trie.base
     for p in pieces[::997]:
         s = 0
         for c in p:

@@ -673,7 +673,6 @@ def _merge_megatron(prefixes, staged):
         idx = read_megatron_index(p + ".idx")
         n_seq += len(idx["lengths"])
         n_doc += len(idx["document_indices"]) - 1
-    item = dtype.itemsize
     with open(staged.tmps[1], "wb", buffering=8 << 20) as f:
         f.write(MEGATRON_MAGIC)
         f.write(struct.pack("<QBQQ", MEGATRON_VERSION, _MEGATRON_CODES[dtype], n_seq, n_doc + 1))
