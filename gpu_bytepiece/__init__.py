@@ -17,11 +17,44 @@ import os as _os
 # explicit OMP_WAIT_POLICY in the environment wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .backend import DeviceError  # noqa: E402
-from .model import Model, ModelError, load_model, save_model
-from .text import TextError
-from .tokenizer import Tokenizer
-from .trainer import Trainer
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:  # pragma: no cover
+    from .backend import DeviceError
+    from .model import Model, ModelError, load_model, save_model
+    from .text import TextError
+    from .tokenizer import Tokenizer
+    from .trainer import Trainer
+
+# The public names load on first use (PEP 562): ``import gpu_bytepiece`` and
+# the CLI's argument parsing stay cheap, and a job that only tokenizes never
+# imports the trainer.
+_LAZY = {
+    "Tokenizer": ".tokenizer",
+    "Trainer": ".trainer",
+    "Model": ".model",
+    "ModelError": ".model",
+    "load_model": ".model",
+    "save_model": ".model",
+    "TextError": ".text",
+    "DeviceError": ".backend",
+}
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 

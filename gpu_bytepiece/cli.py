@@ -11,7 +11,7 @@ import argparse
 import logging
 import sys
 
-from . import __version__
+from . import __version__, _gc
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,16 +39,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(message)s")
+    _gc.hold()  # released by the job once it has started (see gpu_bytepiece._gc)
     try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                            format="%(message)s")
+        try:
+            return int(args.func(args) or 0)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+    finally:
+        _gc.release()
+
+
+def run() -> None:
+    """The ``gpu-bytepiece`` program: :func:`main`, then exit without the final collection."""
+    try:
+        rc = main()
+    finally:
+        _gc.finish()
+    sys.exit(rc)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()

@@ -222,7 +222,10 @@ def add_subcommands(sub) -> None:
 
 
 def run_train(args) -> int:
+    from . import _gc
     from .trainer import Trainer
+
+    _gc.release()  # startup is over: the training allocates and frees a lot
 
     try:
         texts = FileTexts(args.inputs, args.text_key)

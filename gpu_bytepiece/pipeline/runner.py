@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import _gc
 from .errors import DataError, JobConflict, PipelineError
 from .manifest import Manifest
 from .readers import ShardStats, discover_inputs, iter_shard, plan_shards, sniff_stdin
@@ -322,7 +323,9 @@ def _run_local(ctx, shards, model, devices, threads, on_done, on_progress, loade
 
         _PRELOADED = Tokenizer(loaded_model if loaded_model is not None else model, device="cpu")
         mpc = mp.get_context("fork")
+        _gc.release()  # frozen before the fork: workers' collections leave the parent's objects alone
     else:
+        _gc.release()
         mpc = mp.get_context("spawn")
     tasks, results = mpc.Queue(), mpc.Queue()
     for s in shards:
@@ -722,6 +725,7 @@ def _run_shards(opts, ctx, pending, model, bar, on_done, stdin):
     if opts.ray is not None:
         from .ray import run_shards_ray
 
+        _gc.release()
         run_shards_ray(ctx, pending, opts.model, opts.device, opts.workers, opts.threads, opts.ray,
                        on_done, bar.update)
         return
@@ -730,6 +734,7 @@ def _run_shards(opts, ctx, pending, model, bar, on_done, stdin):
     if stdin or n <= 1:
         threads = opts.threads or (None if gpu else os.cpu_count())
         tok = _load_tokenizer(model, devices[0], threads)
+        _gc.release()
         for s in pending:
             try:
                 rec = encode_shard(ctx, s, tok, progress=bar.update)
@@ -793,6 +798,7 @@ def _encode_to_stdout(opts, inputs, params, model, batch_bytes, t0) -> dict:
                      vocab_size=model.vocab_size, text_key=opts.text_key, batch_bytes=batch_bytes)
     devices, gpu = _resolve_devices(opts.device, 1)
     tok = _load_tokenizer(model, devices[0], opts.threads or (None if gpu else os.cpu_count()))
+    _gc.release()
     out = sys.stdout.buffer
     w = _StdoutJsonl(out)
     show = opts.progress if opts.progress is not None else sys.stderr.isatty()
