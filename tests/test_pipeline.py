@@ -275,7 +275,16 @@ BAD_LINES = [
     (b"", None),  # blank: not a document, counted apart
     (b'{"text": "pair \\ud83d\\ude00 is fine"}', None),
     (b'{"text": "good two", "extra": [1]}', None),
+    # where the fast parser (orjson) and json differ, json's answer stands
+    (b'{"text": NaN}', "text_not_string"),
+    (b'\xef\xbb\xbf{"text": "a BOM"}', "malformed_json"),
+    (b'{"text": "raw\ttab"}', "malformed_json"),
+    (b'{"text": 1, "text": "the last key wins"}', None),
+    (b'{"text": "big int elsewhere", "n": 123456789012345678901234567890}', None),
+    (b'{"text": "lone surrogate elsewhere", "t": "\\udc80"}', None),
 ]
+GOOD = ["good one", "pair \U0001F600 is fine", "good two", "the last key wins", "big int elsewhere",
+        "lone surrogate elsewhere"]
 
 
 def bad_file(tmp_path):
@@ -284,15 +293,21 @@ def bad_file(tmp_path):
     return p
 
 
-def test_bad_data_skip_counts_every_reason(tmp_path, tok):
+@pytest.mark.parametrize("fast", [True, False], ids=["orjson", "json-only"])
+def test_bad_data_skip_counts_every_reason(tmp_path, tok, monkeypatch, fast):
+    from gpu_bytepiece.pipeline import readers
+
+    if not fast:
+        monkeypatch.setattr(readers, "_fast_loads", None)
+    else:
+        assert readers._fast_loads is not None, "orjson (a dependency) is not installed"
     p = bad_file(tmp_path)
     s = run([p], tmp_path / "o", format="jsonl", on_error="skip")
     reasons = [r for _, r in BAD_LINES if r]
-    assert s["skipped"] == {r: 1 for r in sorted(reasons)}
+    assert s["skipped"] == {r: reasons.count(r) for r in sorted(set(reasons))}
     assert s["blank_lines"] == 1
-    good = ["good one", "pair \U0001F600 is fine", "good two"]
-    assert s["docs"] == len(good)
-    assert_same(read_dataset(str(tmp_path / "o"), "jsonl"), expected(tok, good))
+    assert s["docs"] == len(GOOD)
+    assert_same(read_dataset(str(tmp_path / "o"), "jsonl"), expected(tok, GOOD))
     manifest = json.loads((tmp_path / "o.manifest.json").read_text())
     assert manifest["totals"]["skipped"] == s["skipped"]
     lines = {d["reason"]: d["line"] for d in manifest["done"]["0"]["samples"]}
