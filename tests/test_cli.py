@@ -110,7 +110,7 @@ def test_real_pipe_and_progress_bar(tmp_path, tok):
     assert r.returncode == 0, r.stderr.decode()
     assert json.loads(r.stdout) == {"ids": tok.encode("piped text")}
     err = r.stderr.decode()
-    assert "encode" in err and "tok/s" in err and "encoded 1 documents" in err
+    assert "encode" in err and "tok/s" in err and "encoded 1 document:" in err and "B/s of text" in err
     r = subprocess.run([sys.executable, "-m", "gpu_bytepiece.cli", "encode", "-", "-o", "-", "--device", "cpu"],
                        input=b"x", capture_output=True, timeout=120)
     assert "tok/s" not in r.stderr.decode()  # no bar when stderr is not a terminal

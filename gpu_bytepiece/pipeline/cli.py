@@ -131,16 +131,22 @@ def _fmt_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 def format_summary(s: dict) -> str:
     secs = max(s["seconds"], 1e-9)
     lines = []
     if s.get("already_complete"):
         lines.append(f"{s['output']}: already complete (nothing to do)")
     lines.append(
-        f"encoded {s['docs']:,} documents: {s['tokens']:,} tokens from {_fmt_bytes(s['text_bytes'])} of text "
-        f"({s['bytes_per_token']:.2f} bytes/token)")
+        f"encoded {_n(s['docs'], 'document')}: {_n(s['tokens'], 'token')} from {_fmt_bytes(s['text_bytes'])} "
+        f"of text ({s['bytes_per_token']:.2f} bytes/token)")
     if not s.get("already_complete"):
-        lines.append(f"time {secs:.1f} s: {_fmt_bytes(s['input_bytes'] / secs)}/s of input, "
+        # standard input has no size to count: its rate is given in text bytes
+        rate, what = (s["input_bytes"], "input") if s["input_bytes"] else (s["text_bytes"], "text")
+        lines.append(f"time {secs:.1f} s: {_fmt_bytes(rate / secs)}/s of {what}, "
                      f"{s['tokens'] / secs:,.0f} tokens/s")
     if s.get("manifest"):
         lines.append(f"shards: {s['shards']} ({s['shards_resumed']} already done, {s['shards_run']} run now)")
