@@ -8,8 +8,8 @@ the interpreter's final collection at exit (measured: 0.03 s of imports and
 starts (:func:`hold`), then freezes what exists into the permanent
 generation and turns collection back on before the long work
 (:func:`release`): later collections, and forked workers' copy-on-write
-pages, leave the frozen objects alone. Library callers are never affected:
-without :func:`hold`, :func:`release` does nothing.
+pages, leave the frozen objects alone. A caller of ``cli.main()`` only sees
+collection paused while the job starts; nothing of its own is frozen.
 """
 
 from __future__ import annotations
@@ -17,26 +17,33 @@ from __future__ import annotations
 import gc
 
 _held = False
+_freeze = False
 
 
-def hold() -> None:
-    """Stop automatic collection until :func:`release` (if it is on now)."""
-    global _held
+def hold(freeze: bool = False) -> None:
+    """Stop automatic collection until :func:`release` (if it is on now).
+
+    ``freeze``: :func:`release` freezes the heap too; only for the program
+    itself (``gpu-bytepiece``), never for a caller of ``cli.main()``, whose
+    own objects would stay uncollectable.
+    """
+    global _held, _freeze
     if gc.isenabled():
         gc.disable()
-        _held = True
+        _held, _freeze = True, freeze
 
 
 def release() -> None:
-    """Freeze every object allocated so far and restart collection (after :func:`hold`)."""
+    """Restart collection after :func:`hold`, freezing what exists first if asked."""
     global _held
     if _held:
         _held = False
-        gc.freeze()
+        if _freeze:
+            gc.freeze()
         gc.enable()
 
 
 def finish() -> None:
-    """Before exit: freeze everything so the interpreter's last collection skips it."""
+    """The program's last step: freeze everything so the interpreter's last collection skips it."""
     release()
     gc.freeze()

@@ -56,6 +56,7 @@ def main(argv=None) -> int:
 
 def run() -> None:
     """The ``gpu-bytepiece`` program: :func:`main`, then exit without the final collection."""
+    _gc.hold(freeze=True)
     try:
         rc = main()
     finally:

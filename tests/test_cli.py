@@ -157,3 +157,29 @@ def test_size_arguments():
 
     assert parse_size("16M") == 16 << 20 and parse_size("1g") == 1 << 30 and parse_size("4096") == 4096
     assert parse_size("1.5k") == 1536
+
+
+def test_main_leaves_the_garbage_collector_as_it_found_it(tmp_path):
+    """The CLI holds collection off while a job starts (gpu_bytepiece._gc); a
+    caller of main() gets it back on, whether the job ran or failed."""
+    import gc
+
+    assert gc.isenabled()
+    frozen = gc.get_freeze_count()
+    assert cli("encode", SAMPLE, "-o", tmp_path / "o.npy", "--device", "cpu", "--workers", "1") == 0
+    assert gc.isenabled()
+    assert cli("encode", tmp_path / "missing.jsonl", "-o", tmp_path / "p.npy") == 1
+    assert gc.isenabled() and gc.get_freeze_count() == frozen  # the caller's objects are never frozen
+
+
+def test_import_is_light():
+    """``import gpu_bytepiece`` loads neither Numba nor the trainer; the names load on use."""
+    code = ("import sys, gpu_bytepiece as g; assert 'numba' not in sys.modules, 'numba'; "
+            "assert 'gpu_bytepiece.trainer' not in sys.modules; "
+            "assert g.Tokenizer.__name__ == 'Tokenizer' and 'numba' in sys.modules; "
+            "assert 'gpu_bytepiece.trainer' not in sys.modules; assert g.Trainer.__name__ == 'Trainer'; "
+            "assert sorted(g.__all__) == sorted(n for n in g.__all__ if hasattr(g, n))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr.decode()
+    r = subprocess.run([sys.executable, "-c", "import gpu_bytepiece as g; g.Nope"], capture_output=True, timeout=120)
+    assert r.returncode == 1 and b"has no attribute 'Nope'" in r.stderr
