@@ -107,6 +107,26 @@ def time_runs(fn, *, repeat: int = 3, warmup=None) -> tuple[float, list, object]
     return statistics.median(times), times, out
 
 
+def time_interleaved(fns: dict, *, repeat: int = 3) -> dict:
+    """Like :func:`time_runs` for several tools at once, their runs interleaved.
+
+    ``fns`` maps a name to a call. Each is warmed up once, then the timed
+    rounds run every call in turn (``repeat`` rounds), so a slow spell of a
+    shared machine (a busy neighbour, a frequency change) falls on all tools
+    alike instead of on whichever ran then. Returns ``{name: (median, times)}``.
+    """
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            gc.collect()
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: (statistics.median(t), t) for name, t in times.items()}
+
+
 def machine_line() -> str:
     cpu = platform.processor() or platform.machine()
     try:

@@ -14,7 +14,9 @@ from a Python list of ``str`` in to ids out:
   identity normalizer (no NFC), byte fallback.
 
 Figures are input UTF-8 MB (10**6 bytes) per second: the median of
-``--repeat`` timed runs after one untimed warm-up run. The reference is slow
+``--repeat`` timed runs after one untimed warm-up run. gpu-bytepiece and
+SentencePiece take turns (one call of each, round after round), so a slow
+spell of a shared machine hits both alike. The reference is slow
 (~1.5-2 MB/s) and is timed on the first ``--ref-mb`` MB of each part (its
 warm-up on the first 0.25 MB); the others on the whole part (or
 ``--limit-mb``). The same run checks that gpu-bytepiece's ids equal the
@@ -33,7 +35,7 @@ import argparse
 import sys
 
 from _common import (MB, PARTS, load_docs, machine_line, model_path, prefix_mb, require_shared,
-                     sentencepiece_from_bytepiece, time_runs, utf8_len)
+                     sentencepiece_from_bytepiece, time_interleaved, time_runs, utf8_len)
 
 REF_WARMUP_MB = 0.25
 
@@ -113,15 +115,25 @@ def main(argv=None) -> int:
         size = utf8_len(docs)
         print(f"[{part}: {len(docs):,} documents, {size / MB:.2f} MB]", file=sys.stderr, flush=True)
 
-        def run(tool, fn, nbytes, warmup=None):
-            med, times, out = time_runs(fn, repeat=args.repeat, warmup=warmup)
+        def report(tool, med, times, nbytes):
             rate[tool, part] = nbytes / MB / med
             print(f"  {tool:<24} {rate[tool, part]:8.2f} MB/s   runs: "
                   + ", ".join(f"{t:.3f}" for t in times) + " s", file=sys.stderr, flush=True)
+
+        def run(tool, fn, nbytes, warmup=None):
+            med, times, out = time_runs(fn, repeat=args.repeat, warmup=warmup)
+            report(tool, med, times, nbytes)
             return out
 
-        ids, _ = run("ours1", lambda: tok.encode_to_numpy(docs, num_threads=1), size)
-        run("oursN", lambda: tok.encode_to_numpy(docs, num_threads=nt), size)
+        # the fast tools take turns, round after round (see time_interleaved)
+        fast = {"ours1": lambda: tok.encode_to_numpy(docs, num_threads=1),
+                "oursN": lambda: tok.encode_to_numpy(docs, num_threads=nt)}
+        if sp is not None:
+            fast["sp1"] = lambda: sp.encode(docs, num_threads=1)
+            fast["spN"] = lambda: sp.encode(docs, num_threads=nt)
+        for tool, (med, times) in time_interleaved(fast, repeat=args.repeat).items():
+            report(tool, med, times, size)
+        ids, _ = tok.encode_to_numpy(docs)
         line = {"part": part, "docs": len(docs), "mb": size / MB, "bpt": size / max(len(ids), 1)}
         del ids
 
@@ -137,8 +149,6 @@ def main(argv=None) -> int:
             del ref_ids, ours
 
         if sp is not None:
-            run("sp1", lambda: sp.encode(docs, num_threads=1), size)
-            run("spN", lambda: sp.encode(docs, num_threads=nt), size)
             sample = docs[:args.check_docs]
             sp_ids = sp.encode(sample, num_threads=1)
             bp_ids = tok.encode_batch(sample)
