@@ -464,3 +464,76 @@ def test_gzip_corpus_file_directly(tmp_path, tok):
             g.write(f.readline())
     run([p], tmp_path / "o", format="megatron", append_eos=True)
     assert_same(read_dataset(str(tmp_path / "o"), "megatron"), expected(tok, texts, add_eos=True))
+
+
+# ------------------------------------------------------------------ fast JSON path
+def _json_line():
+    """A hypothesis strategy: one JSONL line (bytes), valid or broken in the ways real dumps are."""
+    from hypothesis import strategies as st
+
+    from conftest import TRICKY_CHARS
+
+    chars = st.one_of(st.sampled_from(TRICKY_CHARS), st.characters(blacklist_categories=("Cs",)))
+    text = st.one_of(st.lists(chars, max_size=20).map("".join),
+                     st.sampled_from(["\ud800", "a\udc80b", "\ud83d\ude00"]))
+    scalar = st.one_of(st.none(), st.booleans(), st.integers(-(2 ** 70), 2 ** 70),
+                       st.floats(allow_nan=True, allow_infinity=True), text)
+    value = st.recursive(scalar, lambda v: st.one_of(st.lists(v, max_size=3),
+                                                     st.dictionaries(st.text(max_size=4), v, max_size=3)),
+                         max_leaves=6)
+    key = st.sampled_from(["text", "text", "text", "Text", "body"])
+    fields = st.lists(st.tuples(key, st.one_of(text, value)), max_size=4)
+
+    def dump(args):
+        pairs, ascii_, how, cut, noise = args
+        # written by hand so that a key may repeat, as json.dumps never does
+        body = "{" + ", ".join(json.dumps(k) + ": " + json.dumps(v, ensure_ascii=ascii_) for k, v in pairs) + "}"
+        raw = body.encode("utf-8", "surrogatepass")
+        if how == "truncate":
+            raw = raw[: cut % (len(raw) + 1)]
+        elif how == "insert":
+            p = cut % (len(raw) + 1)
+            raw = raw[:p] + noise + raw[p:]
+        elif how == "array":
+            raw = b"[" + raw + b"]"
+        return raw
+
+    how = st.sampled_from(["keep"] * 6 + ["truncate", "insert", "array"])
+    noise = st.sampled_from([b"\xff", b"\xef\xbb\xbf", b"\t", b"\x01", b" ", b"\\", b'"', b"NaN", b"\xc3"])
+    return st.tuples(fields, st.booleans(), how, st.integers(0, 10 ** 6), noise).map(dump)
+
+
+def _read_all(path, on_error="skip"):
+    inputs = readers_mod.discover_inputs([str(path)])
+    shard = plan_shards(inputs, 1 << 40, False)[0]
+    stats = readers_mod.ShardStats()
+    texts = []
+    for batch in readers_mod.iter_shard(inputs, shard, {"text_key": "text", "batch_bytes": 1 << 20},
+                                        on_error, stats, want_table=False):
+        texts.extend(batch.texts)
+    return texts, stats.skipped, stats.blank_lines, [(d["line"], d["reason"]) for d in stats.samples]
+
+
+def test_fast_json_path_reads_exactly_what_json_reads(tmp_path_factory, monkeypatch):
+    """orjson takes the ordinary lines, json the rest: together they must read
+    every line as json alone does (texts, skip reasons, line numbers)."""
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from conftest import hypothesis_settings
+
+    assert readers_mod._fast_loads is not None, "orjson (a dependency) is not installed"
+    fast = readers_mod._fast_loads
+
+    @hypothesis_settings(max_examples=150)
+    @given(st.lists(st.one_of(_json_line(), st.sampled_from([b"", b"  ", b"\t"])), min_size=1, max_size=12))
+    def check(lines):
+        path = tmp_path_factory.mktemp("j") / "d.jsonl"
+        path.write_bytes(b"\n".join(lines) + b"\n")
+        monkeypatch.setattr(readers_mod, "_fast_loads", fast)
+        with_fast = _read_all(path)
+        monkeypatch.setattr(readers_mod, "_fast_loads", None)
+        json_only = _read_all(path)
+        assert with_fast == json_only
+
+    check()
