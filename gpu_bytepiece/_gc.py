@@ -1,6 +1,6 @@
 """The command line's garbage-collector policy (a CPython detail, CLI only).
 
-Starting a job allocates about a million objects that live until exit
+Starting a job allocates some 100,000 container objects that live until exit
 (Numba's typing and target registries, LLVM handles, the model) and no
 garbage: collections during that phase traverse them for nothing, and so does
 the interpreter's final collection at exit (measured: 0.03 s of imports and
