@@ -96,7 +96,8 @@ def tree_rss(pid):
     return total
 
 
-FLOOR_SCRIPT = "import sys; from gpu_bytepiece import Tokenizer; Tokenizer(sys.argv[1] or None, device=sys.argv[2]).encode_to_numpy(['x'])"
+FLOOR_SCRIPT = ("import sys; from gpu_bytepiece import Tokenizer; "
+                "Tokenizer(sys.argv[1] or None, device=sys.argv[2]).encode_to_numpy(['x'])")
 
 
 def process_floor(model, device, repeats=3):

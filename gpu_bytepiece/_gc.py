@@ -5,11 +5,11 @@ Starting a job allocates some 100,000 container objects that live until exit
 garbage: collections during that phase traverse them for nothing, and the
 interpreter's last collection at exit frees them one by one, running
 LLVM's destructors (measured: 0.03 s of imports and 0.15 s of exit on a
-0.7 s job start; with the heap frozen, exit skips them). The CLI holds collection off while it
-starts (:func:`hold`), then freezes what exists into the permanent
-generation and turns collection back on before the long work
-(:func:`release`): later collections, and forked workers' copy-on-write
-pages, leave the frozen objects alone. A caller of ``cli.main()`` only sees
+0.7 s job start; with the heap frozen, exit skips them). The CLI holds
+collection off while it starts (:func:`hold`), then freezes what exists
+into the permanent generation and turns collection back on before the long
+work (:func:`release`): later collections, and forked workers'
+copy-on-write pages, leave the frozen objects alone. A caller of ``cli.main()`` only sees
 collection paused while the job starts; nothing of its own is frozen.
 """
 

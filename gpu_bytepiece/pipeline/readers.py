@@ -414,11 +414,11 @@ class _ShardReader:
         count_lines = start == 0  # line numbers known from the top of the stream
         line_no = 0
         key = self.text_key
-        loads = json.loads
         # The fast parser only takes the common case: a line that it parses to
         # an object whose text field is a string (it refuses lone surrogates,
         # NaN, BOMs and bad UTF-8, and gives the same strings as json). Every
-        # other line takes the json path below, which classifies it exactly.
+        # other line is read by the json module (_json_record), which
+        # classifies it exactly.
         # Not for Parquet output: the other fields are kept there, and orjson
         # reads integers past 64 bits as floats.
         fast = None if self.want_table else _fast_loads
@@ -436,6 +436,7 @@ class _ShardReader:
                     if raw[:1] in _BLANK_START and not raw.strip():  # b"" is in it too
                         self.stats.blank_lines += 1
                         continue
+                    text = None
                     if fast is not None:
                         try:
                             obj = fast(raw)
@@ -443,52 +444,17 @@ class _ShardReader:
                             obj = None
                         if type(obj) is dict:
                             text = obj.get(key)
-                            if type(text) is str:
-                                texts.append(text)
-                                size += len(raw)
-                                if size >= self.batch_bytes:
-                                    yield self._batch(texts, metas, src.consumed())
-                                    texts, metas, size = [], [], 0
-                                continue
-                    where = dict(line=line_no) if count_lines else dict(offset=here)
-                    try:
-                        s = raw.decode("utf-8")
-                    except UnicodeDecodeError as e:
-                        self.bad(DataError(inp.path, "invalid_utf8",
-                                           f"byte {e.start} of the line is {raw[e.start:e.start + 1]!r}", **where))
-                        continue
-                    try:
-                        obj = loads(s)
-                    except ValueError as e:
-                        self.bad(DataError(inp.path, "malformed_json", str(e), **where))
-                        continue
-                    if type(obj) is not dict:
-                        self.bad(DataError(inp.path, "not_an_object", f"got a JSON {type(obj).__name__}", **where))
-                        continue
-                    text = obj.get(key, _MISSING)
-                    if type(text) is not str:
-                        if text is _MISSING:
-                            self.bad(DataError(inp.path, "missing_text",
-                                               f"no {key!r} field (fields: {', '.join(map(repr, list(obj)[:8]))})",
-                                               **where))
-                        elif text is None:
-                            self.bad(DataError(inp.path, "null_text", f"{key!r} is null", **where))
-                        else:
-                            self.bad(DataError(inp.path, "text_not_string",
-                                               f"{key!r} is a JSON {type(text).__name__}", **where))
-                        continue
-                    escapes = b"\\ud" in raw or b"\\uD" in raw  # a lone surrogate needs one
-                    if escapes and not text.isascii():
-                        m = _SURROGATE.search(text)
-                        if m is not None:
-                            self.bad(DataError(inp.path, "lone_surrogate",
-                                               f"{m.group()!r} at character {m.start()} of {key!r}", **where))
+                            if type(text) is not str:
+                                text = None
+                    if text is None:
+                        where = dict(line=line_no) if count_lines else dict(offset=here)
+                        record = self._json_record(inp, raw, where)
+                        if record is None:
                             continue
+                        text, meta = record
+                        if self.want_table:
+                            metas.append(meta)
                     texts.append(text)
-                    if self.want_table:
-                        meta = {k: v for k, v in obj.items() if k != key}
-                        # ASCII escapes where the line has \\ud escapes: a lone surrogate elsewhere stays valid
-                        metas.append(json.dumps(meta, ensure_ascii=escapes, separators=(",", ":")) if meta else None)
                     size += len(raw)
                     if size >= self.batch_bytes:
                         yield self._batch(texts, metas, src.consumed())
@@ -496,6 +462,49 @@ class _ShardReader:
             yield self._batch(texts, metas, src.consumed())
         finally:
             src.close()
+
+    def _json_record(self, inp: InputFile, raw: bytes, where: dict):
+        """One line read by the json module: ``(text, meta)``, or None for a bad
+        record (counted or raised by :meth:`bad`). ``meta`` is the line's other
+        fields as compact JSON (None when there are none), for Parquet output."""
+        key = self.text_key
+        try:
+            s = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            self.bad(DataError(inp.path, "invalid_utf8",
+                               f"byte {e.start} of the line is {raw[e.start:e.start + 1]!r}", **where))
+            return None
+        try:
+            obj = json.loads(s)
+        except ValueError as e:
+            self.bad(DataError(inp.path, "malformed_json", str(e), **where))
+            return None
+        if type(obj) is not dict:
+            self.bad(DataError(inp.path, "not_an_object", f"got a JSON {type(obj).__name__}", **where))
+            return None
+        text = obj.get(key, _MISSING)
+        if type(text) is not str:
+            if text is _MISSING:
+                self.bad(DataError(inp.path, "missing_text",
+                                   f"no {key!r} field (fields: {', '.join(map(repr, list(obj)[:8]))})", **where))
+            elif text is None:
+                self.bad(DataError(inp.path, "null_text", f"{key!r} is null", **where))
+            else:
+                self.bad(DataError(inp.path, "text_not_string", f"{key!r} is a JSON {type(text).__name__}", **where))
+            return None
+        escapes = b"\\ud" in raw or b"\\uD" in raw  # a lone surrogate needs one
+        if escapes and not text.isascii():
+            m = _SURROGATE.search(text)
+            if m is not None:
+                self.bad(DataError(inp.path, "lone_surrogate",
+                                   f"{m.group()!r} at character {m.start()} of {key!r}", **where))
+                return None
+        meta = None
+        if self.want_table:
+            fields = {k: v for k, v in obj.items() if k != key}
+            # ASCII escapes where the line has \\ud escapes: a lone surrogate elsewhere stays valid
+            meta = json.dumps(fields, ensure_ascii=escapes, separators=(",", ":")) if fields else None
+        return text, meta
 
     def _batch(self, texts, metas, consumed) -> Batch:
         table = None

@@ -249,7 +249,9 @@ def _load_tokenizer(model, device: str, threads: int | None):
 
     if threads:
         numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
-    return Tokenizer(model, device=device)
+    tok = Tokenizer(model, device=device)
+    _gc.release()  # the job has started (a no-op in worker processes)
+    return tok
 
 
 #: A tokenizer loaded by the parent before forking CPU workers (see _run_local).
@@ -323,10 +325,9 @@ def _run_local(ctx, shards, model, devices, threads, on_done, on_progress, loade
 
         _PRELOADED = Tokenizer(loaded_model if loaded_model is not None else model, device="cpu")
         mpc = mp.get_context("fork")
-        _gc.release()  # frozen before the fork: workers' collections leave the parent's objects alone
     else:
-        _gc.release()
         mpc = mp.get_context("spawn")
+    _gc.release()  # frozen before the fork: workers' collections leave the parent's objects alone
     tasks, results = mpc.Queue(), mpc.Queue()
     for s in shards:
         tasks.put(s)
@@ -734,7 +735,6 @@ def _run_shards(opts, ctx, pending, model, bar, on_done, stdin):
     if stdin or n <= 1:
         threads = opts.threads or (None if gpu else os.cpu_count())
         tok = _load_tokenizer(model, devices[0], threads)
-        _gc.release()
         for s in pending:
             try:
                 rec = encode_shard(ctx, s, tok, progress=bar.update)
@@ -798,7 +798,6 @@ def _encode_to_stdout(opts, inputs, params, model, batch_bytes, t0) -> dict:
                      vocab_size=model.vocab_size, text_key=opts.text_key, batch_bytes=batch_bytes)
     devices, gpu = _resolve_devices(opts.device, 1)
     tok = _load_tokenizer(model, devices[0], opts.threads or (None if gpu else os.cpu_count()))
-    _gc.release()
     out = sys.stdout.buffer
     w = _StdoutJsonl(out)
     show = opts.progress if opts.progress is not None else sys.stderr.isatty()
