@@ -12,7 +12,7 @@ scripts/setup.sh
 PY=${VENV:-.venv}/bin/python
 export PYTHONHASHSEED=0
 # Numba's on-disk cache keys a function on its own file only: a kernel that
-# calls gpu_bytepiece/lattice.py would not notice an edit there. Tests always
+# calls gpu_bytepiece/core/lattice.py would not notice an edit there. Tests always
 # compile from the current sources.
 find gpu_bytepiece kernels cpu_fallback -name '*.nbi' -delete -o -name '*.nbc' -delete
 run() { "$PY" -m pytest -q -p no:cacheprovider "$@"; }

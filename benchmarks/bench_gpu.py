@@ -45,7 +45,7 @@ import numpy as np
 def gpu_or_exit(device: str, allow_simulator: bool = False):
     import os
 
-    from gpu_bytepiece.backend import cuda_usable
+    from gpu_bytepiece.device import cuda_usable
 
     if allow_simulator and os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
         return "the CUDA SIMULATOR (a smoke test of this script: the figures mean nothing)"

@@ -11,7 +11,7 @@ Numba thread):
 - ``total``: ``Tokenizer.encode_to_numpy(docs, num_threads=1)``.
 
 For work on the lattice's inner loop: ``lattice`` is the figure to watch.
-Remember to delete Numba's caches after editing ``gpu_bytepiece/lattice.py``
+Remember to delete Numba's caches after editing ``gpu_bytepiece/core/lattice.py``
 (CONTRIBUTING.md).
 
     python benchmarks/bench_stages.py

@@ -3,6 +3,7 @@
 Installed as ``gpu_bytepiece.cpu_fallback``.
 """
 
+from .chunks import chunk_bounds
 from .tokenize import encode_segments, find_segments, scatter_tokens
 
-__all__ = ["encode_segments", "find_segments", "scatter_tokens"]
+__all__ = ["chunk_bounds", "encode_segments", "find_segments", "scatter_tokens"]

@@ -1,4 +1,4 @@
-"""Numba CPU drivers around the shared lattice (``gpu_bytepiece.lattice``)."""
+"""Numba CPU drivers around the shared lattice (``gpu_bytepiece.core.lattice``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from gpu_bytepiece import lattice as _lat
+from gpu_bytepiece.core import lattice as _lat
 
 # The one lattice body, compiled for the CPU (no fastmath: ids depend on it).
 lattice = numba.njit(cache=True, nogil=True)(_lat.lattice)

@@ -3,7 +3,7 @@
 The per-position key and the per-segment n-gram Viterbi are the shared plain
 functions of :mod:`gpu_bytepiece.trainer`, compiled here with ``numba.njit``
 (their GPU twins are in ``gpu_bytepiece.kernels.train``); the Unigram lattice
-that splits pieces is :mod:`gpu_bytepiece.lattice`, compiled in
+that splits pieces is :mod:`gpu_bytepiece.core.lattice`, compiled in
 ``cpu_fallback.tokenize``. Everything else here is host-side array work:
 segmenting, sorting and merging counts, the piece table, a byte-string sort.
 """
@@ -609,7 +609,7 @@ def tokenize_pieces(pool, off, ln, chunk_bounds, cells, node_id, node_len, node_
     """Unigram-tokenize each string ``pool[off[i]:off[i] + ln[i]]`` as one segment.
 
     Ids of string ``i`` go to ``out_ids[out_start[i]:]``, their number to
-    ``out_n[i]``. The lattice is ``gpu_bytepiece.lattice`` (best path);
+    ``out_n[i]``. The lattice is ``gpu_bytepiece.core.lattice`` (best path);
     ``node_score`` is per trie cell (``Trie.node_scores``).
     """
     for c in prange(chunk_bounds.shape[0] - 1):

@@ -20,7 +20,7 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 if _TYPE_CHECKING:  # pragma: no cover
-    from .backend import DeviceError
+    from .device import DeviceError
     from .model import Model, ModelError, load_model, save_model
     from .text import TextError
     from .tokenizer import Tokenizer
@@ -37,7 +37,7 @@ _LAZY = {
     "load_model": ".model",
     "save_model": ".model",
     "TextError": ".text",
-    "DeviceError": ".backend",
+    "DeviceError": ".device",
 }
 
 

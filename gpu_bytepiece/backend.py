@@ -8,22 +8,17 @@ differ only in how they loop over segments.
 from __future__ import annotations
 
 import logging
-import os
-import sys
 
 import numba
 import numpy as np
 
 from . import config
+from .device import resolve_device
 from .trie import Trie
 
 log = logging.getLogger("gpu_bytepiece")
 
-__all__ = ["CPUBackend", "select_backend", "DeviceError"]
-
-
-class DeviceError(RuntimeError):
-    """The requested device cannot be used."""
+__all__ = ["CPUBackend", "select_backend"]
 
 
 def segment_layout(seg_doc, counts, n_docs, add_bos, add_eos):
@@ -59,7 +54,7 @@ class CPUBackend:
     def encode_packed(self, data, doc_offsets, doc_keys, alpha, add_bos=False, add_eos=False,
                       segments=None):
         """``segments``: ``find_segments(data, doc_offsets)`` if already computed."""
-        from .cpu_fallback import encode_segments, find_segments, scatter_tokens
+        from .cpu_fallback import chunk_bounds, encode_segments, find_segments, scatter_tokens
 
         n_docs = len(doc_offsets) - 1
         if segments is None:
@@ -96,71 +91,6 @@ class CPUBackend:
             scatter_tokens(out, src, counts, dest, ids)
         finish_specials(ids, offsets, add_bos, add_eos)
         return ids, offsets
-
-
-def chunk_bounds(seg_len, n_threads):
-    """Split segments into runs of about equal bytes (several per thread)."""
-    n = len(seg_len)
-    total = int(seg_len.sum())
-    n_chunks = max(1, min(n, n_threads * config.CPU_CHUNKS_PER_THREAD, max(1, total // config.CPU_MIN_CHUNK_BYTES)))
-    if n_chunks == 1:
-        return np.array([0, n], dtype=np.int64)
-    cum = np.cumsum(seg_len)
-    targets = (np.arange(1, n_chunks, dtype=np.float64) * (total / n_chunks)).astype(np.int64)
-    cuts = np.searchsorted(cum, targets, side="left") + 1
-    bounds = np.unique(np.concatenate(([0], np.minimum(cuts, n), [n]))).astype(np.int64)
-    return bounds
-
-
-def cuda_usable() -> tuple[bool, str]:
-    """Whether a real CUDA GPU can be used, and if not, why."""
-    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
-        return False, "NUMBA_ENABLE_CUDASIM=1 (the simulator is only used when device='cuda' is asked for)"
-    if sys.platform.startswith("linux") and not any(
-        os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/dxg", "/proc/driver/nvidia")
-    ):
-        # no NVIDIA driver here: skip importing numba.cuda (~0.2 s)
-        return False, "no NVIDIA driver (no /dev/nvidiactl)"
-    try:
-        from numba import cuda
-    except Exception as e:  # numba-cuda missing or broken
-        return False, f"numba-cuda is not importable ({e})"
-    try:
-        if not cuda.is_available():
-            return False, "no CUDA driver or GPU found"
-    except Exception as e:
-        return False, f"CUDA is not usable ({e})"
-    return True, "CUDA GPU found"
-
-
-def resolve_device(device: str) -> tuple[bool, int, str]:
-    """``(use_cuda, index, why)`` for ``'auto'``, ``'cpu'``, ``'cuda'`` or ``'cuda:N'``.
-
-    ``auto`` picks CUDA when it is usable (``why`` says why not otherwise);
-    ``cuda`` without a usable GPU raises :class:`DeviceError` (under the CUDA
-    simulator it is allowed, for tests).
-    """
-    if not isinstance(device, str):
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-    dev = device.strip().lower()
-    if dev == "cpu":
-        return False, 0, "device='cpu'"
-    if dev == "auto":
-        ok, why = cuda_usable()
-        return ok, 0, why
-    if dev == "cuda" or dev.startswith("cuda:"):
-        index = 0
-        if dev.startswith("cuda:"):
-            try:
-                index = int(dev[5:])
-            except ValueError:
-                raise ValueError(f"bad device {device!r}: expected 'cuda:N'") from None
-        if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
-            ok, why = cuda_usable()
-            if not ok:
-                raise DeviceError(f"device={device!r} was asked for but CUDA is not usable: {why}")
-        return True, index, "asked for"
-    raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
 
 
 def select_backend(device: str, trie: Trie, scores: np.ndarray):

@@ -48,8 +48,9 @@ import time
 import numpy as np
 
 from . import config
-from .backend import DeviceError, finish_specials, segment_layout
-from .lattice import mix64
+from .backend import finish_specials, segment_layout
+from .device import DeviceError
+from .core.lattice import mix64
 from .trie import Trie
 
 __all__ = ["CUDABackend", "encode_device", "plan_chunks", "segment_order", "as_device_array"]
@@ -783,7 +784,7 @@ def encode_device(tokenizer, data, offsets, *, add_bos: bool = False, add_eos: b
     ids : uint32 device array
     offsets : int64 device array, ``n_docs + 1``
     """
-    from .backend import DeviceError as _DeviceError
+    from .device import DeviceError as _DeviceError
 
     backend = tokenizer._backend
     if not isinstance(backend, CUDABackend):

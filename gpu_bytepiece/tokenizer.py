@@ -13,7 +13,7 @@ import numpy as np
 
 from . import config
 from .backend import select_backend
-from .lattice import document_keys
+from .core.lattice import document_keys
 from .model import Model, ModelError, load_model, parse_pieces, save_model
 from .text import iter_packed
 from .trie import build_trie
@@ -83,7 +83,7 @@ class Tokenizer:
         ``None`` loads the bundled ``bytepiece.plus.40k``.
     device : {'auto', 'cpu', 'cuda', 'cuda:N'}
         ``auto`` uses a CUDA GPU when one is usable and logs why not
-        otherwise; ``cuda`` raises :class:`~gpu_bytepiece.backend.DeviceError`
+        otherwise; ``cuda`` raises :class:`~gpu_bytepiece.device.DeviceError`
         when none is.
     seed : int, optional
         Seed of the sampling (``alpha >= 0``) random numbers. ``None`` draws

@@ -32,7 +32,7 @@ dictionaries:
 4. **Prune pieces**: the reference's loop (split dropped pieces with the
    Unigram tokenizer of the kept ones, drop wasted pieces until the set is
    stable, cut to each size), with the shared Unigram lattice
-   (``gpu_bytepiece.lattice``) run on each piece as one segment (raw bytes,
+   (``gpu_bytepiece.core.lattice``) run on each piece as one segment (raw bytes,
    as the reference's ``Tokenizer._tokenize``).
 
 Memory: one text batch, the count runs up to ``memory_budget`` (then spilled
@@ -989,7 +989,7 @@ class Trainer:
 
 # ------------------------------------------------------------------ engines
 def _select_device(device):
-    from .backend import resolve_device
+    from .device import resolve_device
 
     use_cuda, index, _ = resolve_device(device)
     return use_cuda, index
@@ -1069,7 +1069,7 @@ class _CPUEngine:
         return self.map(one, self._sub_batches(seg_start, seg_end, KEY_CHUNK_BYTES))
 
     def viterbi(self, ng):
-        from .backend import chunk_bounds
+        from .cpu_fallback import chunk_bounds
 
         t = self.t
 
@@ -1088,7 +1088,7 @@ class _CPUEngine:
 
     def count_pieces(self, data, flags, seg_start, seg_end, table):
         """Short pieces of a batch as a sorted run; long ones into ``table``."""
-        from .backend import chunk_bounds
+        from .cpu_fallback import chunk_bounds
 
         ct = self.ct
         chunks = chunk_bounds(seg_end - seg_start, self.n_threads)
@@ -1129,7 +1129,7 @@ class _CPUEngine:
         segment (raw bytes, as ``Tokenizer._tokenize``); token counts are
         weighted by ``wT``.
         """
-        from .backend import chunk_bounds
+        from .cpu_fallback import chunk_bounds
         from .trie import Trie, _build, pack_cells
 
         ct = self.ct

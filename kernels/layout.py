@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda, int64
 
-from gpu_bytepiece import lattice as _lat
+from gpu_bytepiece.core import lattice as _lat
 
 __all__ = [
     "newline_ends", "document_ends", "tile_sums", "scan_in_place", "scan_tiles", "compact_tiles",
@@ -396,7 +396,7 @@ def document_keys(k0, first, keys):
 
     See Also
     --------
-    gpu_bytepiece.lattice.document_keys : the host twin (numpy).
+    gpu_bytepiece.core.lattice.document_keys : the host twin (numpy).
     """
     d = cuda.grid(1)
     stride = cuda.gridsize(1)

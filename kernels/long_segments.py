@@ -3,7 +3,7 @@
 ``kernels.encode_segments`` gives each segment one thread, so a 1 MB line
 would be walked byte by byte by a single GPU thread. Segments longer than
 ``config.CUDA_LONG_SEGMENT_BYTES`` go to ``encode_long_segments`` instead,
-which splits the lattice of ``gpu_bytepiece.lattice.lattice`` in two:
+which splits the lattice of ``gpu_bytepiece.core.lattice.lattice`` in two:
 
 1. **walk** (parallel): the block's *walker* threads walk the trie from
    ``rows`` consecutive start positions at once (``walk_matches``), each
@@ -32,7 +32,7 @@ then moves them to ``out[seg_start[k]:]``, the place the one-thread kernel
 writes them.
 
 ``walk_matches`` and ``relax_rows`` are plain functions in the style of
-``gpu_bytepiece.lattice`` (no allocation, no Python objects): compiled here
+``gpu_bytepiece.core.lattice`` (no allocation, no Python objects): compiled here
 with ``cuda.jit(device=True)``, and with ``numba.njit`` by the tests, which
 check that walking then relaxing tile by tile reproduces ``lattice.lattice``
 exactly.
@@ -45,7 +45,7 @@ import math
 import numpy as np
 from numba import cuda, float64, int32, uint8
 
-from gpu_bytepiece import lattice as _lat
+from gpu_bytepiece.core import lattice as _lat
 
 __all__ = ["encode_long_segments", "walk_matches", "relax_rows", "long_layout", "SIGNATURES"]
 

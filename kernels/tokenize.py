@@ -1,7 +1,7 @@
-"""Numba CUDA kernels around the shared lattice (``gpu_bytepiece.lattice``).
+"""Numba CUDA kernels around the shared lattice (``gpu_bytepiece.core.lattice``).
 
 The lattice body is not copied here: ``lattice`` and ``backtrack`` below are
-the plain functions of ``gpu_bytepiece.lattice`` compiled with
+the plain functions of ``gpu_bytepiece.core.lattice`` compiled with
 ``numba.cuda.jit(device=True)`` (float64, no fastmath), exactly as
 ``cpu_fallback`` compiles them with ``numba.njit``. The kernels differ from
 their CPU twins only in how they loop over segments.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from numba import cuda
 
-from gpu_bytepiece import lattice as _lat
+from gpu_bytepiece.core import lattice as _lat
 
 __all__ = ["encode_segments", "scatter_tokens", "lattice", "backtrack", "SIGNATURES", "SCATTER_LANES"]
 
@@ -65,7 +65,7 @@ def encode_segments(data, seg_start, seg_end, seg_key, seg_pos, order,
         The lattice's scores (per trie cell, ``-inf`` where no piece ends).
     max_len : int64
     alpha : float64
-        ``< 0``: best path; ``>= 0``: sample (see ``gpu_bytepiece.lattice``).
+        ``< 0``: best path; ``>= 0``: sample (see ``gpu_bytepiece.core.lattice``).
     best : float64[:]
     back : int32[:]
         Scratch, ``len(data) + len(seg_start)`` cells each (``back``: the

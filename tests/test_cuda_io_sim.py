@@ -28,7 +28,7 @@ from conftest import MODEL_NAMES, corpus_docs, cpu_tokenizer, shared_model  # no
 from numba import cuda  # noqa: E402
 
 from gpu_bytepiece import Tokenizer, config  # noqa: E402
-from gpu_bytepiece.backend import DeviceError  # noqa: E402
+from gpu_bytepiece.device import DeviceError  # noqa: E402
 from gpu_bytepiece.cuda_backend import encode_device  # noqa: E402
 
 pytestmark = [
@@ -228,8 +228,8 @@ def test_device_segmentation_matches_find_segments(plus40k_path):
     from gpu_bytepiece.cpu_fallback import find_segments
     from gpu_bytepiece.kernels import (compact_tiles, document_ends, document_keys, newline_ends, scan_in_place,
                                        segment_docs, segment_starts, tile_sums)
-    from gpu_bytepiece.lattice import document_keys as host_keys
-    from gpu_bytepiece.lattice import mix64
+    from gpu_bytepiece.core.lattice import document_keys as host_keys
+    from gpu_bytepiece.core.lattice import mix64
 
     data, offsets = pack(nfc_docs(), pad=4)
     a0 = int(offsets[0])

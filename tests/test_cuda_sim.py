@@ -20,7 +20,7 @@ if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
 from conftest import MODEL_NAMES, PARTS, corpus_docs, cpu_tokenizer, shared_model  # noqa: E402
 
 from gpu_bytepiece import Tokenizer, config  # noqa: E402
-from gpu_bytepiece.backend import DeviceError  # noqa: E402
+from gpu_bytepiece.device import DeviceError  # noqa: E402
 
 pytestmark = [
     pytest.mark.sim,

@@ -109,7 +109,7 @@ def test_long_kernel_tiles_in_shared_memory(no_driver):
 
 
 def test_device_functions_compile(no_driver):
-    from gpu_bytepiece import lattice as lat
+    from gpu_bytepiece.core import lattice as lat
     from gpu_bytepiece.kernels import long_segments as ls
 
     sig = ("void(uint8[::1], int64, int64, int64[::1], float64[::1], int64, "

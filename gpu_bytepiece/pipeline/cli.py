@@ -167,7 +167,7 @@ def format_summary(s: dict) -> str:
 
 
 def run_encode(args) -> int:
-    from ..backend import DeviceError
+    from ..device import DeviceError
     from ..model import ModelError
     from .runner import EncodeOptions, encode
 

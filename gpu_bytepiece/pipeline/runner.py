@@ -487,31 +487,17 @@ def output_schema(inputs, text_key: str):
     return schema.append(pa.field("ids", pa.list_(pa.uint32())))
 
 
-def _resolve_devices(device: str, workers: int | None) -> tuple[list, bool]:
-    """One device string per worker, and whether they are GPUs."""
-    dev = (device or "auto").strip().lower()
-    if dev in ("auto", "cuda") or dev.startswith("cuda:"):
-        from ..backend import cuda_usable
+def _resolve_devices(device: str | None, workers: int | None) -> tuple[list, bool]:
+    """One device string per worker (:func:`gpu_bytepiece.device.worker_devices`)."""
+    from ..device import worker_devices
 
-        ok, why = cuda_usable()
-        if ok:
-            from numba import cuda
-
-            n_gpu = len(cuda.gpus)
-            if dev.startswith("cuda:"):
-                return [dev] * (workers or 1), True
-            n = workers or n_gpu
-            return [f"cuda:{i % n_gpu}" for i in range(n)], True
-        if dev != "auto" and os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
-            from ..backend import DeviceError
-
-            raise DeviceError(f"--device {device} was asked for but CUDA is not usable: {why}")
-        if dev != "auto":
-            return [dev] * (workers or 1), True
+    try:
+        devices, gpu, why = worker_devices(device, workers)
+    except ValueError:
+        raise PipelineError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}") from None
+    if not gpu and (device or "auto").strip().lower() == "auto":
         log.info("encode: using the CPU: %s", why)
-    elif dev != "cpu":
-        raise PipelineError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}")
-    return ["cpu"] * (workers or os.cpu_count() or 1), False
+    return devices, gpu
 
 
 def _lock(path: str):
