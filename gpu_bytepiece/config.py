@@ -52,3 +52,28 @@ CUDA_PIPELINE_BYTES = 16 << 20
 #: CUDA: most tiles a device prefix sum cuts its input into (the tile sums
 #: are scanned by one block).
 CUDA_SCAN_MAX_TILES = 1024
+
+# ---------------------------------------------------------------- pipeline
+# (gpu_bytepiece.pipeline: ``gpu-bytepiece encode`` / ``merge``)
+
+#: Bytes read at a time from an input stream.
+READ_BLOCK = 4 << 20
+
+#: A one-document text file larger than this is tokenized in fragments of
+#: about this size, cut at segment ends (ids are those of the whole document).
+#: A fixed constant, not the batch size, so that sampled outputs
+#: (``alpha >= 0``) do not depend on the batch size either.
+TEXT_FRAGMENT_BYTES = 32 << 20
+
+#: Largest default shard, in input bytes (a byte range of a big line file, or
+#: a group of small files). The default is the inputs' total / 64, within
+#: [MIN_AUTO_SHARD_BYTES, DEFAULT_SHARD_BYTES], so small jobs still spread
+#: over workers. Part of a job's parameters: it fixes the shards.
+DEFAULT_SHARD_BYTES = 64 << 20
+MIN_AUTO_SHARD_BYTES = 8 << 20
+
+#: Parquet output: row groups end after the row whose text brings the group
+#: to at least this many bytes, or at this many rows (deterministic:
+#: independent of batch sizes).
+PARQUET_ROW_GROUP_BYTES = 64 << 20
+PARQUET_ROW_GROUP_ROWS = 1 << 20

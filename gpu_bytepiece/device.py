@@ -88,3 +88,22 @@ def worker_devices(device: str | None, workers: int | None) -> tuple[list, bool,
     if use_cuda:  # cuda:N, or the simulator
         return [dev] * (workers or 1), True, why
     return ["cpu"] * (workers or os.cpu_count() or 1), False, why
+
+
+def cluster_device(device: str | None, n_cluster_gpus: int) -> str:
+    """``'cuda'`` or ``'cpu'``: the kind of device each actor of a cluster gets
+    (Ray), for ``device`` read by :func:`resolve_device`'s rules (``None``
+    means ``'auto'``).
+
+    ``auto`` means ``cuda`` when the cluster has GPUs; ``cuda`` and ``cuda:N``
+    mean one GPU per actor (the cluster places it; this machine need not have
+    one); a bad string raises ``ValueError`` as everywhere.
+    """
+    device = "auto" if device is None else device
+    if isinstance(device, str) and device.strip().lower() == "auto":
+        return "cuda" if n_cluster_gpus > 0 else "cpu"
+    try:
+        use_cuda, _, _ = resolve_device(device)  # the one parser (ValueError for a bad string)
+    except DeviceError:  # CUDA asked for and not usable here: the cluster's nodes may have it
+        use_cuda = True
+    return "cuda" if use_cuda else "cpu"

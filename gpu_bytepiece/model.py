@@ -25,6 +25,8 @@ from typing import Union
 
 import numpy as np
 
+from .files import write_atomic
+
 __all__ = ["ModelError", "Model", "load_model", "save_model", "DEFAULT_MODEL_NAME"]
 
 SPECIAL_PIECES = ("<pad>", "<bos>", "<eos>")
@@ -204,14 +206,12 @@ def model_to_json_obj(pieces, counts) -> dict:
 def save_model(model: Model, path: PathLike) -> None:
     """Save in BytePiece's format (JSON, ``indent=4``, ``ensure_ascii=False``).
 
-    A path ending in ``.gz`` is gzip-compressed.
+    A path ending in ``.gz`` is gzip-compressed. Written atomically
+    (:func:`gpu_bytepiece.files.write_atomic`): a file at ``path`` is always whole.
     """
     path = os.fspath(path)
     text = json.dumps(model_to_json_obj(model.pieces, model.counts), indent=4, ensure_ascii=False)
     data = text.encode("utf-8")
-    tmp = path + ".tmp"
     if path.endswith(".gz"):
         data = gzip.compress(data, mtime=0)
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    write_atomic(path, data)

@@ -20,8 +20,10 @@ from conftest import corpus_docs
 from gpu_bytepiece import Tokenizer
 from gpu_bytepiece.pipeline import (DataError, EncodeOptions, JobConflict, PipelineError, encode,
                                     merge_datasets, read_dataset)
+from gpu_bytepiece import config
 from gpu_bytepiece.pipeline import readers as readers_mod
-from gpu_bytepiece.pipeline.readers import iter_line_blocks, plan_shards
+from gpu_bytepiece.pipeline.inputs import discover_inputs, plan_shards
+from gpu_bytepiece.pipeline.streams import iter_line_blocks
 from gpu_bytepiece.pipeline.writers import jsonl_lines
 
 FORMATS = ("megatron", "npy", "parquet", "jsonl")
@@ -200,8 +202,8 @@ def test_big_text_file_in_fragments_equals_whole(tmp_path, tok, monkeypatch):
     text = "".join(corpus_docs("en", 6, every=200, max_chars=20000)) + "\n\n\nend without newline"
     p = tmp_path / "big.txt"
     p.write_text(text, encoding="utf-8")
-    monkeypatch.setattr(readers_mod, "TEXT_FRAGMENT_BYTES", 3000)
-    monkeypatch.setattr(readers_mod, "READ_BLOCK", 1024)
+    monkeypatch.setattr(config, "TEXT_FRAGMENT_BYTES", 3000)
+    monkeypatch.setattr(config, "READ_BLOCK", 1024)
     for fmt in ("megatron", "jsonl"):
         run([p, p], tmp_path / fmt, format=fmt, add_bos=True, append_eos=True, batch_bytes=5000)
         assert_same(read_dataset(str(tmp_path / fmt), fmt), expected(tok, [text, text], add_bos=True, add_eos=True))
@@ -247,8 +249,6 @@ def test_line_blocks_cover_every_line_once():
 
 
 def test_shard_plan_groups_and_splits(tmp_path):
-    from gpu_bytepiece.pipeline.readers import discover_inputs
-
     big = tmp_path / "big.jsonl"
     big.write_bytes(b'{"text": "x"}\n' * 1000)  # 14,000 bytes
     small = []
@@ -366,8 +366,8 @@ def test_bad_text_files(tmp_path, tok, monkeypatch):
 
 
 def test_bad_fragment_of_a_big_text_drops_the_whole_document(tmp_path, tok, monkeypatch):
-    monkeypatch.setattr(readers_mod, "TEXT_FRAGMENT_BYTES", 100)
-    monkeypatch.setattr(readers_mod, "READ_BLOCK", 64)
+    monkeypatch.setattr(config, "TEXT_FRAGMENT_BYTES", 100)
+    monkeypatch.setattr(config, "READ_BLOCK", 64)
     good = "a fine line of text\n" * 40
     (tmp_path / "a.txt").write_text(good)
     (tmp_path / "b.txt").write_bytes(("x" * 30 + "\n").encode() * 20 + b"\xff oops\n" + b"more\n" * 5)
@@ -504,7 +504,7 @@ def _json_line():
 
 
 def _read_all(path, on_error="skip"):
-    inputs = readers_mod.discover_inputs([str(path)])
+    inputs = discover_inputs([str(path)])
     shard = plan_shards(inputs, 1 << 40, False)[0]
     stats = readers_mod.ShardStats()
     texts = []

@@ -2,7 +2,7 @@
 
 The job is slowed down with the TEST-ONLY environment variable
 ``GPU_BYTEPIECE_TEST_SLEEP_PER_BATCH`` (seconds to sleep after each batch a
-shard writes; ``gpu_bytepiece.pipeline.runner.TEST_SLEEP_ENV``), so that it
+shard writes; ``gpu_bytepiece.pipeline.shard.TEST_SLEEP_ENV``), so that it
 can be killed while shards are being written. Nothing else reads it.
 """
 
@@ -18,7 +18,7 @@ import time
 import pytest
 
 from conftest import corpus_docs
-from gpu_bytepiece.pipeline.runner import TEST_SLEEP_ENV
+from gpu_bytepiece.pipeline.shard import TEST_SLEEP_ENV
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and SIGKILL")
 

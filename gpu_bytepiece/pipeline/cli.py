@@ -10,7 +10,7 @@ import re
 import sys
 
 from .errors import DataError, PipelineError
-from .writers import FORMATS
+from .formats import FORMATS, strip_suffix
 
 __all__ = ["add_subcommands", "parse_size"]
 
@@ -22,7 +22,7 @@ inputs:
   FILE.jsonl         one JSON object per line, text under --text-key; also
                      .json/.ndjson; blank lines are not documents
   FILE.parquet       the string column --text-key
-  *.gz *.zst *.bz2   compressed text or JSONL, streamed
+  *.gz *.zst *.bz2 *.xz  compressed text or JSONL, streamed
   DIR, 'GLOB'        every such file inside, sorted by path
   -                  standard input: JSONL if it starts with '{', else text
                      (or --input-format)
@@ -195,9 +195,6 @@ def run_encode(args) -> int:
     return 0
 
 
-_STRIP = (".ids.npy", ".offsets.npy", ".bin", ".idx", ".parquet", ".jsonl")
-
-
 def _prefixes(specs) -> list:
     out = []
     for spec in specs:
@@ -205,18 +202,15 @@ def _prefixes(specs) -> list:
         if not paths:
             raise PipelineError(f"{spec}: the pattern matches no file")
         for p in paths:
-            for s in _STRIP:
-                if p.endswith(s):
-                    p = p[: -len(s)]
-                    break
+            p = strip_suffix(p)
             if p not in out:
                 out.append(p)
     return out
 
 
 def run_merge(args) -> int:
-    from .runner import infer_format
-    from .writers import detect_format, merge_datasets, output_files
+    from .datasets import merge_datasets
+    from .formats import detect_format, infer_format, output_files
 
     try:
         prefixes = _prefixes(args.inputs)

@@ -26,8 +26,8 @@ import json
 import os
 import time
 
+from ..files import write_atomic
 from .errors import JobConflict, PipelineError
-from .writers import fsync_dir, tmp_name
 
 __all__ = ["Manifest", "MANIFEST_VERSION"]
 
@@ -125,14 +125,7 @@ class Manifest:
         now = time.monotonic()
         if every and now - self._saved_at < every:
             return
-        tmp = tmp_name(self.path)
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.data, f, indent=1, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        fsync_dir(self.path)
+        write_atomic(self.path, (json.dumps(self.data, indent=1, sort_keys=True) + "\n").encode("utf-8"))
         self._saved_at = now
         self._dirty = False
 

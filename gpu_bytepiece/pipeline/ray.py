@@ -27,7 +27,10 @@ import traceback
 
 import numpy as np
 
+from ..device import cluster_device
 from .errors import DataError, PipelineError
+from .shard import encode_shard
+from .workers import ShardFailed, device_error, load_tokenizer
 
 __all__ = ["TokenizeBatch", "tokenize_dataset", "ShardActor", "run_shards_ray"]
 
@@ -76,9 +79,7 @@ class TokenizeBatch:
     def __init__(self, model=None, *, text_key: str = "text", ids_key: str = "ids", device: str = "auto",
                  add_bos: bool = False, add_eos: bool = False, alpha: float = -1.0, seed: int | None = None,
                  num_threads: int | None = None):
-        from .runner import _load_tokenizer
-
-        self.tok = _load_tokenizer(model, device, num_threads)
+        self.tok = load_tokenizer(model, device, num_threads)
         if seed is not None:
             self.tok.set_seed(seed)
         self.text_key, self.ids_key = text_key, ids_key
@@ -116,10 +117,7 @@ def tokenize_dataset(ds, model=None, *, text_key: str = "text", ids_key: str = "
     (``concurrency`` defaults to the cluster's CPUs over ``num_threads``).
     """
     ray = _ray()
-    dev = (device or "auto").lower()
-    if dev == "auto":
-        dev = "cuda" if _cluster_gpus(ray) > 0 else "cpu"
-    gpu = dev.startswith("cuda")
+    gpu = cluster_device(device, _cluster_gpus(ray)) == "cuda"
     threads = num_threads or 1
     if concurrency is None:
         res = ray.cluster_resources()
@@ -136,14 +134,10 @@ class ShardActor:
     """Encodes whole shards of an encode job (the Ray twin of a worker process)."""
 
     def __init__(self, ctx, model, device: str, threads):
-        from .runner import _load_tokenizer
-
         self.ctx = ctx
-        self.tok = _load_tokenizer(model, device, threads)
+        self.tok = load_tokenizer(model, device, threads)
 
     def run(self, shard: dict):
-        from .runner import encode_shard
-
         try:
             return ("done", shard["index"], encode_shard(self.ctx, shard, self.tok))
         except DataError as e:
@@ -154,13 +148,11 @@ class ShardActor:
 
 def run_shards_ray(ctx, pending, model, device, workers, threads, address, on_done, on_progress) -> None:
     """Run ``pending`` shards on Ray actors; ``on_done(index, record)`` as each ends."""
-    from .runner import _ShardFailed
-
     ray = _init(address)
-    dev = (device or "auto").lower()
-    if dev == "auto":
-        dev = "cuda" if _cluster_gpus(ray) > 0 else "cpu"
-    gpu = dev.startswith("cuda")
+    try:
+        gpu = cluster_device(device, _cluster_gpus(ray)) == "cuda"
+    except ValueError:
+        raise device_error(device) from None
     threads = threads or 1
     if workers is None:
         res = ray.cluster_resources()
@@ -184,9 +176,9 @@ def run_shards_ray(ctx, pending, model, device, workers, threads, address, on_do
             try:
                 kind, index, payload = ray.get(ref)
             except Exception as e:  # the actor died
-                raise _ShardFailed(shard["index"], "error", f"Ray actor failed: {e}") from None
+                raise ShardFailed(shard["index"], "error", f"Ray actor failed: {e}") from None
             if kind != "done":
-                raise _ShardFailed(index, kind, payload)
+                raise ShardFailed(index, kind, payload)
             on_done(index, payload)
             on_progress(shard["bytes"], payload["docs"], payload["tokens"])
             if todo:

@@ -1,247 +1,48 @@
-"""Inputs of ``gpu-bytepiece encode``: finding them, planning shards, reading them.
+"""Reading inputs: one reader per format, a shard's documents as batches.
 
-Input kinds (from the name, after a ``.gz``/``.zst``/``.bz2`` suffix; or forced
-by ``input_format``):
+- :class:`_JsonlReader`: JSONL, one document per line (orjson for the common
+  line, json for every other, so that bad lines are classified exactly);
+- :class:`_TextLinesReader`: text, one document per line (``split_lines``);
+- :class:`_TextFilesReader`: text, one document per file; a document larger
+  than ``config.TEXT_FRAGMENT_BYTES`` is read and tokenized in fragments cut
+  where a segment ends (after a run of ``\\n``), which gives exactly the ids
+  of the whole;
+- :class:`_ParquetReader`: the string column ``text_key`` of a Parquet file.
 
-- ``text`` (``.txt``, ``.text``): one document per file, newlines kept
-  (BytePiece tokenizes line by line anyway, so a document is a file, not a
-  line). With ``split_lines`` each line is a document, without its ``\\n``.
-- ``jsonl`` (``.jsonl``, ``.json``, ``.ndjson``): one JSON object per line,
-  the text under ``text_key``; blank lines are not documents (counted).
-- ``parquet`` (``.parquet``, ``.pq``): the string column ``text_key``.
-- ``-``: standard input, text or JSONL (``auto`` looks at the first byte).
-
-Reading is streamed in blocks: memory follows ``batch_bytes``, never a file's
-size. A document larger than :data:`TEXT_FRAGMENT_BYTES` (only possible for a
-text file read whole) is read and tokenized in fragments cut where a segment
-ends (after a run of ``\\n``), which gives exactly the ids of the whole.
+:func:`iter_shard` reads one shard of an encode job (:func:`.inputs.plan_shards`)
+as batches (:mod:`.documents` reads whole inputs through it as ``str``
+documents, for training). Reading is streamed in blocks: memory
+follows the batch size, never a file's size. Bad records raise
+:class:`~.errors.DataError` (``on_error='fail'``) or are counted per reason
+(``'skip'``).
 """
 
 from __future__ import annotations
 
-import glob
-import hashlib
 import json
-import os
 import re
-import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
 
+from .. import config
 from .errors import DataError, PipelineError
+from .inputs import InputFile
+from .streams import Source, count_lines, fragment_cut, iter_line_blocks
 
 try:  # ~2x faster than json on long strings; optional: without it json does all the work
     from orjson import loads as _fast_loads
 except ImportError:  # pragma: no cover - orjson is a dependency, but a missing wheel must not break reading
     _fast_loads = None
 
-__all__ = [
-    "InputFile", "Batch", "ShardStats", "discover_inputs", "plan_shards", "iter_shard",
-    "TEXT_FRAGMENT_BYTES",
-]
+__all__ = ["Batch", "ShardStats", "iter_shard"]
 
-#: A one-document text file larger than this is tokenized in fragments of
-#: about this size, cut at segment ends (ids are those of the whole document).
-#: A fixed constant, not ``batch_bytes``, so that sampled outputs
-#: (``alpha >= 0``) do not depend on the batch size either.
-TEXT_FRAGMENT_BYTES = 32 << 20
-
-#: Bytes read at a time from an input stream.
-READ_BLOCK = 4 << 20
-
-_COMPRESSION = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2"}
-_KINDS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".txt": "text", ".text": "text",
-          ".parquet": "parquet", ".pq": "parquet"}
-_GLOB_CHARS = re.compile(r"[*?\[]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_MISSING = object()
+_BLANK_START = b" \t\r\x0b\x0c"
 
 
-# ---------------------------------------------------------------- discovery
-@dataclass(frozen=True)
-class InputFile:
-    """One input: where, what kind, and its identity (to refuse changed inputs)."""
-
-    path: str
-    kind: str
-    compression: str | None
-    size: int
-    mtime_ns: int
-    fingerprint: str
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "InputFile":
-        return cls(**{k: d[k] for k in ("path", "kind", "compression", "size", "mtime_ns", "fingerprint")})
-
-    @property
-    def is_stdin(self) -> bool:
-        return self.path == "-"
-
-
-def split_name(path: str) -> tuple[str | None, str | None]:
-    """``(kind, compression)`` from a file name; kind None when unknown."""
-    base = os.path.basename(path).lower()
-    stem, ext = os.path.splitext(base)
-    comp = _COMPRESSION.get(ext)
-    if comp:
-        stem, ext = os.path.splitext(stem)
-    return _KINDS.get(ext), comp
-
-
-def fingerprint(path: str, size: int) -> str:
-    """A fast content hash: size plus the first, middle and last MiB."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(str(size).encode())
-    chunk = 1 << 20
-    with open(path, "rb") as f:
-        for pos in sorted({0, max(0, size // 2 - chunk // 2), max(0, size - chunk)}):
-            f.seek(pos)
-            h.update(f.read(chunk))
-    return h.hexdigest()
-
-
-def _input_file(path: str, input_format: str) -> InputFile:
-    kind, comp = split_name(path)
-    if input_format != "auto":
-        kind = input_format
-    if kind is None:
-        raise PipelineError(
-            f"{path}: unknown input kind (expected .txt, .jsonl, .json, .ndjson or .parquet, "
-            "optionally .gz/.zst/.bz2); pass --input-format text|jsonl|parquet")
-    if kind == "parquet" and comp:
-        raise PipelineError(f"{path}: a Parquet file cannot be compressed as a whole (it compresses inside)")
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        raise PipelineError(f"{path}: cannot read: {e.strerror}") from None
-    return InputFile(os.path.abspath(path), kind, comp, st.st_size, st.st_mtime_ns, fingerprint(path, st.st_size))
-
-
-def _walk(directory: str, input_format: str) -> list:
-    found = []
-    for root, dirs, files in os.walk(directory, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if name.startswith("."):
-                continue
-            p = os.path.join(root, name)
-            if input_format != "auto" or split_name(p)[0] is not None:
-                found.append(p)
-    return found
-
-
-def discover_inputs(specs, input_format: str = "auto", stdin_format: str | None = None) -> list:
-    """Expand files, directories (recursively) and globs into :class:`InputFile` s.
-
-    Order: the order of ``specs``; inside a directory or glob, sorted by path.
-    ``-`` is standard input (``stdin_format``: ``text`` or ``jsonl``).
-    """
-    if input_format not in ("auto", "text", "jsonl", "parquet"):
-        raise PipelineError(f"--input-format must be auto, text, jsonl or parquet, got {input_format!r}")
-    out = []
-    for spec in specs:
-        spec = os.fspath(spec)
-        if spec == "-":
-            if sum(1 for s in specs if s == "-") > 1:
-                raise PipelineError("standard input ('-') can be given only once")
-            kind = stdin_format or (input_format if input_format != "auto" else "text")
-            if kind == "parquet":
-                raise PipelineError("Parquet cannot be read from standard input; pass a file")
-            out.append(InputFile("-", kind, None, 0, 0, ""))
-        elif os.path.isdir(spec):
-            files = _walk(spec, input_format)
-            if not files:
-                raise PipelineError(f"{spec}: directory holds no .txt, .jsonl or .parquet files")
-            out.extend(_input_file(p, input_format) for p in files)
-        elif os.path.exists(spec):
-            out.append(_input_file(spec, input_format))
-        elif _GLOB_CHARS.search(spec):
-            matches = sorted(glob.glob(spec, recursive=True))
-            if not matches:
-                raise PipelineError(f"{spec}: the pattern matches no file")
-            for m in matches:
-                if os.path.isdir(m):
-                    out.extend(_input_file(p, input_format) for p in _walk(m, input_format))
-                else:
-                    out.append(_input_file(m, input_format))
-        else:
-            raise PipelineError(f"{spec}: no such file or directory")
-    if not out:
-        raise PipelineError("no input")
-    return out
-
-
-def sniff_stdin() -> str:
-    """``jsonl`` if standard input starts with ``{`` (after blanks), else ``text``."""
-    buf = sys.stdin.buffer
-    head = buf.peek(4096)[:4096] if hasattr(buf, "peek") else b""
-    return "jsonl" if head.lstrip().startswith(b"{") else "text"
-
-
-# ----------------------------------------------------------------- planning
-def _line_splittable(inp: InputFile, split_lines: bool) -> bool:
-    return not inp.is_stdin and inp.compression is None and (
-        inp.kind == "jsonl" or (inp.kind == "text" and split_lines))
-
-
-def plan_shards(inputs: list, shard_bytes: int, split_lines: bool) -> list:
-    """Cut the inputs into shards of about ``shard_bytes`` input bytes.
-
-    A shard is a list of parts ``[input index, start, end]``, read in order:
-    a byte range of an uncompressed line file (lines whose first byte lies in
-    ``[start, end)``), a range of Parquet row groups, or a whole file
-    (``[i, 0, size]``; compressed files and one-document text files). Small
-    files are grouped; stdin and each range of a split file are shards alone. The plan depends only on the
-    inputs and ``shard_bytes``.
-
-    Returns
-    -------
-    list of dict
-        ``{"index": k, "parts": [[i, start, end], ...], "bytes": input bytes}``
-    """
-    if shard_bytes < 1:
-        raise PipelineError(f"shard size must be positive, got {shard_bytes}")
-    parts = []  # (input, start, end, weight, alone)
-    for i, inp in enumerate(inputs):
-        if inp.is_stdin:
-            parts.append((i, 0, -1, 0, True))
-        elif _line_splittable(inp, split_lines) and inp.size > shard_bytes:
-            for a in range(0, inp.size, shard_bytes):
-                b = min(a + shard_bytes, inp.size)
-                parts.append((i, a, b, b - a, True))
-        elif inp.kind == "parquet":
-            import pyarrow.parquet as pq
-
-            md = pq.ParquetFile(inp.path).metadata
-            a, w = 0, 0
-            for g in range(md.num_row_groups):
-                gw = sum(md.row_group(g).column(c).total_compressed_size
-                         for c in range(md.row_group(g).num_columns))
-                if g > a and w + gw > shard_bytes:
-                    parts.append((i, a, g, w, False))
-                    a, w = g, 0
-                w += gw
-            parts.append((i, a, md.num_row_groups, w, False))
-        else:
-            parts.append((i, 0, inp.size, inp.size, False))
-    shards, cur, weight, cur_alone = [], [], 0, False
-    for (i, a, b, w, alone) in parts:
-        if cur and (alone or cur_alone or weight + w > shard_bytes):
-            shards.append((cur, weight))
-            cur, weight = [], 0
-        cur.append([i, a, b])
-        weight += w
-        cur_alone = alone
-    if cur:
-        shards.append((cur, weight))
-    return [{"index": k, "parts": p, "bytes": w} for k, (p, w) in enumerate(shards)]
-
-
-# ------------------------------------------------------------------ reading
 @dataclass
 class ShardStats:
     """What reading a shard saw: documents, bad records per reason, samples."""
@@ -286,110 +87,9 @@ class Batch:
         return len(self.texts)
 
 
-class _Source:
-    """A binary input stream and how far into the file it has read."""
+class _Reader:
+    """What the readers share: the read parameters, and what to do with a bad record."""
 
-    def __init__(self, inp: InputFile, start: int = 0):
-        self.inp = inp
-        self.raw = None
-        if inp.is_stdin:
-            self.stream = sys.stdin.buffer
-        elif inp.compression:
-            import pyarrow as pa
-
-            self.raw = pa.OSFile(inp.path, "rb")
-            self.stream = pa.CompressedInputStream(self.raw, inp.compression)
-        else:
-            self.stream = open(inp.path, "rb", buffering=0)
-            if start:
-                self.stream.seek(start)
-        self._last = start
-
-    def consumed(self) -> int:
-        """Input-file bytes read since the last call (compressed bytes for compressed files)."""
-        if self.inp.is_stdin:
-            return 0
-        pos = self.raw.tell() if self.raw is not None else self.stream.tell()
-        d, self._last = pos - self._last, pos
-        return d
-
-    def read(self, n: int) -> bytes:
-        return self.stream.read(n)
-
-    def close(self) -> None:
-        if not self.inp.is_stdin:
-            self.stream.close()
-            if self.raw is not None:
-                self.raw.close()
-
-
-def iter_line_blocks(read, start: int, end: int | None, block: int = READ_BLOCK) -> Iterator:
-    """Yield ``(offset, data)``: runs of whole lines of a stream.
-
-    ``read(n)`` reads from file offset ``start - 1`` when ``start > 0`` (the
-    byte before the range, to find where lines begin), else from 0. The lines
-    yielded are those whose first byte lies in ``[start, end)`` (``end`` None:
-    to the end); each ends with ``\\n`` except possibly the file's last. Reads
-    at most about ``block`` bytes at a time, and little past ``end``.
-    """
-    small = 1 << 16
-    if start > 0:
-        off = start - 1
-        while True:
-            chunk = read(small)
-            if not chunk:
-                return
-            i = chunk.find(b"\n")
-            if i >= 0:
-                off += i + 1
-                buf = chunk[i + 1:]
-                break
-            off += len(chunk)
-    else:
-        off, buf = 0, b""
-    eof = False
-    while True:
-        if end is not None and off >= end:
-            return
-        if end is not None and end - off <= len(buf):
-            i = buf.find(b"\n", end - off - 1)
-            if i >= 0:  # the last line that starts before `end` is complete
-                yield off, buf[:i + 1]
-                return
-        elif len(buf) >= block:
-            j = buf.rfind(b"\n")
-            if j >= 0:
-                yield off, buf[:j + 1]
-                off += j + 1
-                buf = buf[j + 1:]
-                continue
-        if eof:
-            if buf:
-                yield off, buf
-            return
-        want = block if end is None else max(small, min(block, end - off - len(buf) + 1))
-        chunk = read(want)
-        if chunk:
-            buf = buf + chunk if buf else chunk
-        else:
-            eof = True
-
-
-def _count_lines(path: str, offset: int) -> int:
-    """1-based number of the line starting at byte ``offset`` of a plain file."""
-    n = 1
-    with open(path, "rb") as f:
-        left = offset
-        while left > 0:
-            chunk = f.read(min(left, 16 << 20))
-            if not chunk:
-                break
-            n += chunk.count(b"\n")
-            left -= len(chunk)
-    return n
-
-
-class _ShardReader:
     def __init__(self, inputs, params: dict, on_error: str, stats: ShardStats, want_table: bool):
         self.inputs = inputs
         self.text_key = params.get("text_key", "text")
@@ -404,13 +104,16 @@ class _ShardReader:
             if err.line is None and err.offset is not None and err.path != "-":
                 inp = next((x for x in self.inputs if x.path == err.path), None)
                 if inp is not None and inp.compression is None:
-                    err = DataError(err.path, err.reason, err.detail, line=_count_lines(err.path, err.offset))
+                    err = DataError(err.path, err.reason, err.detail, line=count_lines(err.path, err.offset))
             raise err
         self.stats.skip(err)
 
-    # -- jsonl -------------------------------------------------------------
-    def jsonl(self, inp: InputFile, start: int, end: int) -> Iterator[Batch]:
-        src = _Source(inp, max(start - 1, 0))
+
+class _JsonlReader(_Reader):
+    """JSONL: one object per line, the text under ``text_key``; blank lines are counted."""
+
+    def batches(self, inp: InputFile, start: int, end: int) -> Iterator[Batch]:
+        src = Source(inp, max(start - 1, 0))
         count_lines = start == 0  # line numbers known from the top of the stream
         line_no = 0
         key = self.text_key
@@ -515,11 +218,14 @@ class _ShardReader:
         self.stats.docs += len(texts)
         return Batch(texts, table=table, input_bytes=consumed)
 
-    # -- text, one document per line ---------------------------------------
-    def text_lines(self, inp: InputFile, start: int, end: int) -> Iterator[Batch]:
+
+class _TextLinesReader(_Reader):
+    """Text, one document per line (without its ``\\n``)."""
+
+    def batches(self, inp: InputFile, start: int, end: int) -> Iterator[Batch]:
         import pyarrow as pa
 
-        src = _Source(inp, max(start - 1, 0))
+        src = Source(inp, max(start - 1, 0))
         count_lines = start == 0
         line_no = 1
         try:
@@ -565,26 +271,29 @@ class _ShardReader:
         finally:
             src.close()
 
-    # -- text, one document per file ---------------------------------------
-    def text_files(self, parts) -> Iterator[Batch]:
+
+class _TextFilesReader(_Reader):
+    """Text, one document per file; big ones in fragments cut at segment ends."""
+
+    def batches(self, parts) -> Iterator[Batch]:
         """Whole files as documents; big ones in fragments cut at segment ends."""
         pieces, starts, ends, size, consumed = [], [], [], 0, 0
         first_continues = abort = False
         doc_at = None  # index in `pieces` of the open document's first piece (None: an earlier batch)
         for inp in parts:
-            src = _Source(inp)
+            src = Source(inp)
             line_no, buf, eof, first = 1, b"", False, True
             try:
                 while True:
-                    while not eof and len(buf) <= TEXT_FRAGMENT_BYTES:
-                        chunk = src.read(READ_BLOCK)
+                    while not eof and len(buf) <= config.TEXT_FRAGMENT_BYTES:
+                        chunk = src.read(config.READ_BLOCK)
                         if chunk:
                             buf += chunk
                         else:
                             eof = True
-                    cut = _fragment_cut(buf, eof)
+                    cut = fragment_cut(buf, eof)
                     if cut is None:  # no segment end yet: read on
-                        chunk = src.read(READ_BLOCK)
+                        chunk = src.read(config.READ_BLOCK)
                         if chunk:
                             buf += chunk
                         else:
@@ -639,8 +348,11 @@ class _ShardReader:
                      last_open=bool(pieces) and not ends[-1], abort_open=abort, table=table,
                      input_bytes=consumed)
 
-    # -- parquet -------------------------------------------------------------
-    def parquet(self, inp: InputFile, rg_start: int, rg_end: int) -> Iterator[Batch]:
+
+class _ParquetReader(_Reader):
+    """Parquet: the string column ``text_key``, a range of row groups."""
+
+    def batches(self, inp: InputFile, rg_start: int, rg_end: int) -> Iterator[Batch]:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -684,7 +396,8 @@ class _ShardReader:
                 arr.validate(full=True)
             except pa.ArrowInvalid:
                 keep = np.ones(n, dtype=bool) if keep is None else keep
-                raw = arr.cast(pa.large_binary()) if not pa.types.is_large_string(arr.type) else arr.view(pa.large_binary())
+                raw = (arr.view(pa.large_binary()) if pa.types.is_large_string(arr.type)
+                       else arr.cast(pa.large_binary()))
                 for r in range(n):
                     if not keep[r]:
                         continue
@@ -708,54 +421,29 @@ class _ShardReader:
             yield Batch(arr, table=table, input_bytes=progress)
 
 
-_MISSING = object()
-_BLANK_START = b" \t\r\x0b\x0c"
-
-
-def _fragment_cut(buf: bytes, eof: bool) -> int | None:
-    """Where to end the next fragment of a one-document text: after a run of
-    ``\\n`` followed by another byte, at or past :data:`TEXT_FRAGMENT_BYTES`;
-    the whole buffer at the end of the file; None: need more bytes."""
-    if len(buf) <= TEXT_FRAGMENT_BYTES:
-        return len(buf) if eof else None
-    i = buf.find(b"\n", TEXT_FRAGMENT_BYTES - 1)
-    while i >= 0:
-        j = i
-        while j < len(buf) and buf[j] == 10:
-            j += 1
-        if j < len(buf):
-            return j
-        if eof:
-            return len(buf)
-        return None  # the run of \n may go on in the next block
-    return len(buf) if eof else None
+_READERS = {"jsonl": _JsonlReader, "text": _TextLinesReader, "parquet": _ParquetReader}
 
 
 def iter_shard(inputs: list, shard: dict, params: dict, on_error: str, stats: ShardStats,
                want_table: bool = False) -> Iterator[Batch]:
-    """Read one shard's documents as :class:`Batch` es (see :func:`plan_shards`).
+    """Read one shard's documents as :class:`Batch` es (see :func:`.inputs.plan_shards`).
 
-    Bad records raise :class:`DataError` (``on_error='fail'``) or are counted
-    in ``stats`` (``'skip'``).
+    ``params``: ``text_key``, ``split_lines``, ``batch_bytes``. Bad records
+    raise :class:`DataError` (``on_error='fail'``) or are counted in
+    ``stats`` (``'skip'``).
     """
-    reader = _ShardReader(inputs, params, on_error, stats, want_table)
-    whole_text = []
+    args = (inputs, params, on_error, stats, want_table)
+    whole_text = []  # consecutive one-document text files, read by one reader
     for i, a, b in shard["parts"]:
         inp = inputs[i]
         if inp.kind == "text" and not params.get("split_lines"):
             whole_text.append(inp)
             continue
         if whole_text:
-            yield from reader.text_files(whole_text)
+            yield from _TextFilesReader(*args).batches(whole_text)
             whole_text = []
-        if inp.kind == "jsonl":
-            yield from reader.jsonl(inp, a, b)
-        elif inp.kind == "text":
-            yield from reader.text_lines(inp, a, b)
-        elif inp.kind == "parquet":
-            yield from reader.parquet(inp, a, b)
-        else:  # pragma: no cover
+        if inp.kind not in _READERS:  # pragma: no cover
             raise PipelineError(f"unknown input kind {inp.kind!r}")
+        yield from _READERS[inp.kind](*args).batches(inp, a, b)
     if whole_text:
-        yield from reader.text_files(whole_text)
-
+        yield from _TextFilesReader(*args).batches(whole_text)

@@ -1,183 +1,31 @@
-"""Output formats: writing a shard, joining shards (``merge``), reading back.
+"""Writing datasets: one writer per output format (see :mod:`.formats`).
 
-Every format is a dataset named by a prefix; a shard is a dataset of the
-same format, so joining shards and ``gpu-bytepiece merge`` are one function.
+A writer takes batches of tokenized documents (``readers.Batch`` after
+tokenizing); a batch's last document may go on in the next batch
+(``last_open``/``first_continues``) and may then turn out bad
+(``abort_open``). Megatron and npy append ids to one flat file and keep the
+lengths (:class:`_FlatWriter`); JSONL and Parquet need whole documents and
+hold the open one back (:class:`_WholeDocWriter`).
 
-==========  ====================================  ==================================
-format      files                                 content
-==========  ====================================  ==================================
-megatron    ``PREFIX.bin``, ``PREFIX.idx``        Megatron-LM ``MMIDIDX`` version 1,
-                                                  one sequence per document; ids
-                                                  uint16 when vocab_size < 65500,
-                                                  else int32
-npy         ``PREFIX.ids.npy``,                   flat uint32 ids and int64 document
-            ``PREFIX.offsets.npy``                offsets (``n + 1``, from 0): what
-                                                  ``Tokenizer.encode_to_numpy`` returns
-parquet     ``PREFIX.parquet``                    the input's columns + ``ids``
-                                                  (``list<uint32>``)
-jsonl       ``PREFIX.jsonl``                      ``{"ids":[...]}`` per line
-==========  ====================================  ==================================
-
-Files are written under a temporary name, fsync'd and renamed when complete,
-so a file with a final name is always whole. Output bytes depend only on the
-documents (and, for Parquet, on :data:`PARQUET_ROW_GROUP_BYTES`), never on
-batch sizes, worker counts or devices.
+Files are written under temporary names and renamed when complete
+(:class:`gpu_bytepiece.files.Staged`), so a file with a final name is always
+whole. Output bytes depend only on the documents (and, for Parquet, on
+``config.PARQUET_ROW_GROUP_BYTES``), never on batch sizes, worker counts or
+devices.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import struct
-
 import numpy as np
 
+from .. import config
+from ..files import Staged
 from .errors import PipelineError
+from .formats import FORMATS, NPY_HEADER, megatron_dtype, megatron_header, npy_header, output_files
 
-__all__ = [
-    "FORMATS", "output_files", "shard_writer", "merge_datasets", "read_dataset", "iter_documents",
-    "read_megatron_index", "megatron_dtype", "PARQUET_ROW_GROUP_BYTES", "detect_format",
-]
-
-FORMATS = ("megatron", "npy", "parquet", "jsonl")
-
-#: Parquet row groups end after the row whose text brings the group to at
-#: least this many bytes (deterministic: independent of batch sizes).
-PARQUET_ROW_GROUP_BYTES = 64 << 20
-PARQUET_ROW_GROUP_ROWS = 1 << 20
-
-_SUFFIXES = {
-    "megatron": (".bin", ".idx"),
-    "npy": (".ids.npy", ".offsets.npy"),
-    "parquet": (".parquet",),
-    "jsonl": (".jsonl",),
-}
-
-# Megatron-LM's indexed dataset (megatron/core/datasets/indexed_dataset.py)
-MEGATRON_MAGIC = b"MMIDIDX\x00\x00"
-MEGATRON_VERSION = 1
-MEGATRON_DTYPES = {1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64,
-                   6: np.float64, 7: np.float32, 8: np.uint16}
-_MEGATRON_CODES = {np.dtype(v): k for k, v in MEGATRON_DTYPES.items()}
-
-_NPY_HEADER = 128  # fixed header size, so the shape can be written at the end
+__all__ = ["shard_writer", "ShardWriter", "JsonlWriter", "jsonl_lines", "ids_array", "conform"]
 
 
-def output_files(prefix: str, fmt: str) -> list:
-    """The files of a dataset: ``[PREFIX.bin, PREFIX.idx]`` etc."""
-    if fmt not in _SUFFIXES:
-        raise PipelineError(f"unknown format {fmt!r} (expected one of {', '.join(FORMATS)})")
-    return [prefix + s for s in _SUFFIXES[fmt]]
-
-
-def detect_format(prefix: str) -> str:
-    """The format of an existing dataset at ``prefix``."""
-    found = [f for f in FORMATS if all(os.path.exists(p) for p in output_files(prefix, f))]
-    if len(found) != 1:
-        raise PipelineError(f"{prefix}: {'no' if not found else 'more than one'} dataset "
-                            f"({', '.join(s for f in FORMATS for s in _SUFFIXES[f])}); pass --format")
-    return found[0]
-
-
-def megatron_dtype(vocab_size: int):
-    """Megatron's choice: uint16 when the vocabulary has < 65500 ids, else int32."""
-    return np.dtype(np.uint16) if vocab_size < 65500 else np.dtype(np.int32)
-
-
-# ------------------------------------------------------------ file helpers
-def fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(os.path.dirname(os.path.abspath(path)) or ".", os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def tmp_name(path: str) -> str:
-    return f"{path}.tmp-{os.getpid()}"
-
-
-class _Staged:
-    """Files written under temporary names, renamed together by ``commit``."""
-
-    def __init__(self, finals):
-        self.finals = list(finals)
-        self.tmps = [tmp_name(p) for p in self.finals]
-
-    def commit(self) -> dict:
-        sizes = {}
-        for tmp in self.tmps:
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        for tmp, final in zip(self.tmps, self.finals):
-            os.replace(tmp, final)
-            sizes[os.path.basename(final)] = os.path.getsize(final)
-        fsync_dir(self.finals[0])
-        return sizes
-
-    def discard(self) -> None:
-        for tmp in self.tmps:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-
-
-def _copy_file(src: str, dst_fd: int, skip: int = 0) -> int:
-    """Append ``src[skip:]`` to ``dst_fd`` (kernel copy where possible)."""
-    size = os.path.getsize(src) - skip
-    with open(src, "rb") as f:
-        fd = f.fileno()
-        left, pos = size, skip
-        if hasattr(os, "copy_file_range"):
-            try:
-                while left > 0:
-                    n = os.copy_file_range(fd, dst_fd, min(left, 1 << 30), pos)
-                    if n == 0:
-                        break
-                    left -= n
-                    pos += n
-            except OSError:
-                pass
-        if left > 0:
-            f.seek(pos)
-            with os.fdopen(os.dup(dst_fd), "wb", closefd=True) as out:
-                shutil.copyfileobj(f, out, 8 << 20)
-    return size
-
-
-def _npy_header(dtype, shape) -> bytes:
-    d = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": tuple(shape)}
-    body = repr(d).encode("latin1")
-    head = b"\x93NUMPY\x01\x00"
-    pad = _NPY_HEADER - len(head) - 2 - len(body) - 1
-    if pad < 0:  # pragma: no cover
-        raise PipelineError("npy header too long")
-    body = body + b" " * pad + b"\n"
-    return head + struct.pack("<H", len(body)) + body
-
-
-def _open_npy(path: str):
-    """``(dtype, shape, data offset)`` of an .npy file."""
-    with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read(f)
-        if fortran:  # pragma: no cover
-            raise PipelineError(f"{path}: Fortran-ordered arrays are not supported")
-        return dtype, shape, f.tell()
-
-
-# ------------------------------------------------------------ shard writers
 class _OpenDocs:
     """Joins the pieces of a document that spans batches (formats that need whole documents)."""
 
@@ -220,13 +68,14 @@ class _OpenDocs:
 
 
 class ShardWriter:
-    """Writes one dataset. ``write`` takes pieces of documents (see ``readers.Batch``)."""
+    """Writes one dataset at ``prefix`` (None: a stream with no files, see
+    :class:`JsonlWriter`). ``write`` takes pieces of documents (see ``readers.Batch``)."""
 
     fmt = ""
 
-    def __init__(self, prefix: str):
+    def __init__(self, prefix: str | None):
         self.prefix = prefix
-        self.staged = _Staged(output_files(prefix, self.fmt))
+        self.staged = Staged(output_files(prefix, self.fmt)) if prefix is not None else None
         self.docs = 0
         self.tokens = 0
 
@@ -237,143 +86,124 @@ class ShardWriter:
         raise NotImplementedError
 
     def close(self) -> dict:
+        """Finish the files and give them their final names; returns ``{name: size}``."""
         raise NotImplementedError
 
     def discard(self) -> None:
         self._close_files()
-        self.staged.discard()
+        if self.staged is not None:
+            self.staged.discard()
 
     def _close_files(self) -> None:
         pass
 
 
-class MegatronWriter(ShardWriter):
-    fmt = "megatron"
+class _FlatWriter(ShardWriter):
+    """Ids appended to one file of ``dtype`` items (after ``head``), and each
+    document's length; an open document's ids are cut off if it turns out bad."""
 
-    def __init__(self, prefix: str, vocab_size: int, **_):
+    length_dtype = np.int64
+
+    def __init__(self, prefix: str, dtype, head: bytes = b""):
         super().__init__(prefix)
-        self.dtype = megatron_dtype(vocab_size)
-        self.bin = open(self.staged.tmps[0], "wb", buffering=8 << 20)
-        self.lengths = []
-        self.open_len = 0
-
-    def write(self, ids, offsets, *, table=None, first_continues=False, last_open=False):
-        n = len(offsets) - 1
-        if n == 0:
-            return
-        if self.dtype != np.uint32:
-            if self.dtype == np.uint16 and len(ids) and int(ids.max()) > 0xFFFF:  # pragma: no cover
-                raise PipelineError("an id does not fit the Megatron uint16 dtype")
-            data = ids.astype(self.dtype)
-        else:  # pragma: no cover
-            data = ids
-        self.bin.write(memoryview(np.ascontiguousarray(data)).cast("B"))
-        lens = np.diff(offsets)
-        if first_continues:
-            lens[0] += self.open_len
-            self.open_len = 0
-        if last_open:
-            self.open_len = int(lens[-1])
-            lens = lens[:-1]
-        if len(lens) and int(lens.max()) > np.iinfo(np.int32).max:
-            raise PipelineError("a document has more than 2**31 - 1 tokens: too long for Megatron's int32 lengths")
-        self.lengths.append(lens.astype(np.int32))
-        self.docs += len(lens)
-        self.tokens += len(ids)
-
-    def abort_open(self):
-        if self.open_len:
-            self.bin.flush()
-            end = self.bin.tell() - self.open_len * self.dtype.itemsize
-            self.bin.truncate(end)
-            self.bin.seek(end)
-            self.tokens -= self.open_len
-            self.open_len = 0
-
-    def close(self) -> dict:
-        self.bin.close()
-        lengths = np.concatenate(self.lengths) if self.lengths else np.zeros(0, np.int32)
-        with open(self.staged.tmps[1], "wb") as f:
-            _write_megatron_index(f, self.dtype, [lengths], [np.arange(len(lengths) + 1, dtype=np.int64)])
-        return self.staged.commit()
-
-    def _close_files(self):
-        self.bin.close()
-
-
-def _write_megatron_index(f, dtype, lengths_parts, doc_parts) -> None:
-    """Write an ``.idx``: header, int32 lengths, int64 byte pointers, int64 doc indices."""
-    n_seq = sum(len(p) for p in lengths_parts)
-    n_doc = sum(len(p) for p in doc_parts)
-    f.write(MEGATRON_MAGIC)
-    f.write(struct.pack("<Q", MEGATRON_VERSION))
-    f.write(struct.pack("<B", _MEGATRON_CODES[np.dtype(dtype)]))
-    f.write(struct.pack("<Q", n_seq))
-    f.write(struct.pack("<Q", n_doc))
-    for p in lengths_parts:
-        f.write(np.ascontiguousarray(p, dtype="<i4").tobytes())
-    pos = 0
-    item = np.dtype(dtype).itemsize
-    for p in lengths_parts:
-        ptr = np.zeros(len(p), dtype="<i8")
-        if len(p):
-            np.cumsum(p[:-1].astype(np.int64) * item, out=ptr[1:])
-            ptr += pos
-            pos = int(ptr[-1]) + int(p[-1]) * item
-        f.write(ptr.tobytes())
-    for p in doc_parts:
-        f.write(np.ascontiguousarray(p, dtype="<i8").tobytes())
-
-
-class NpyWriter(ShardWriter):
-    fmt = "npy"
-
-    def __init__(self, prefix: str, **_):
-        super().__init__(prefix)
+        self.dtype = np.dtype(dtype)
         self.f = open(self.staged.tmps[0], "wb", buffering=8 << 20)
-        self.f.write(b"\0" * _NPY_HEADER)
+        self.f.write(head)
         self.lengths = []
         self.open_len = 0
+
+    def _check(self, ids, lens) -> None:
+        """Raise when the format cannot hold these ids or lengths."""
 
     def write(self, ids, offsets, *, table=None, first_continues=False, last_open=False):
         n = len(offsets) - 1
         if n == 0:
             return
-        self.f.write(memoryview(np.ascontiguousarray(ids, dtype="<u4")).cast("B"))
         lens = np.diff(offsets)
+        self._check(ids, lens)
+        self.f.write(memoryview(np.ascontiguousarray(ids, dtype=self.dtype)).cast("B"))
         if first_continues:
             lens[0] += self.open_len
             self.open_len = 0
         if last_open:
             self.open_len = int(lens[-1])
             lens = lens[:-1]
-        self.lengths.append(lens.astype(np.int64))
+        self.lengths.append(lens.astype(self.length_dtype))
         self.docs += len(lens)
         self.tokens += len(ids)
 
     def abort_open(self):
         if self.open_len:
             self.f.flush()
-            end = self.f.tell() - self.open_len * 4
+            end = self.f.tell() - self.open_len * self.dtype.itemsize
             self.f.truncate(end)
             self.f.seek(end)
             self.tokens -= self.open_len
             self.open_len = 0
 
-    def close(self) -> dict:
-        self.f.seek(0)
-        self.f.write(_npy_header("<u4", (self.tokens,)))
-        self.f.close()
-        lengths = np.concatenate(self.lengths) if self.lengths else np.zeros(0, np.int64)
-        offsets = np.zeros(len(lengths) + 1, dtype="<i8")
-        np.cumsum(lengths, out=offsets[1:])
-        with open(self.staged.tmps[1], "wb") as f:
-            f.write(_npy_header("<i8", offsets.shape))
-            f.write(offsets.tobytes())
-        return self.staged.commit()
+    def _all_lengths(self):
+        return np.concatenate(self.lengths) if self.lengths else np.zeros(0, self.length_dtype)
 
     def _close_files(self):
         self.f.close()
+
+
+class MegatronWriter(_FlatWriter):
+    fmt = "megatron"
+    length_dtype = np.int32
+
+    def __init__(self, prefix: str, vocab_size: int, **_):
+        super().__init__(prefix, megatron_dtype(vocab_size))
+
+    def _check(self, ids, lens):
+        if self.dtype == np.uint16 and len(ids) and int(ids.max()) > 0xFFFF:  # pragma: no cover
+            raise PipelineError("an id does not fit the Megatron uint16 dtype")
+        if len(lens) and int(lens.max()) > np.iinfo(np.int32).max:
+            raise PipelineError("a document has more than 2**31 - 1 tokens: too long for Megatron's int32 lengths")
+
+    def close(self) -> dict:
+        self.f.close()
+        lengths = self._all_lengths()
+        n = len(lengths)
+        pointers = np.zeros(n, dtype="<i8")
+        if n:
+            np.cumsum(lengths[:-1].astype(np.int64) * self.dtype.itemsize, out=pointers[1:])
+        with open(self.staged.tmps[1], "wb") as f:
+            f.write(megatron_header(self.dtype, n, n + 1))  # one sequence per document
+            f.write(np.ascontiguousarray(lengths, dtype="<i4").tobytes())
+            f.write(pointers.tobytes())
+            f.write(np.arange(n + 1, dtype="<i8").tobytes())
+        return self.staged.commit()
+
+
+class NpyWriter(_FlatWriter):
+    fmt = "npy"
+
+    def __init__(self, prefix: str, **_):
+        super().__init__(prefix, "<u4", head=b"\0" * NPY_HEADER)
+
+    def close(self) -> dict:
+        self.f.seek(0)
+        self.f.write(npy_header("<u4", (self.tokens,)))
+        self.f.close()
+        lengths = self._all_lengths()
+        offsets = np.zeros(len(lengths) + 1, dtype="<i8")
+        np.cumsum(lengths, out=offsets[1:])
+        with open(self.staged.tmps[1], "wb") as f:
+            f.write(npy_header("<i8", offsets.shape))
+            f.write(offsets.tobytes())
+        return self.staged.commit()
+
+
+class _WholeDocWriter(ShardWriter):
+    """Formats written a whole document at a time: the open one is held back."""
+
+    def __init__(self, prefix: str | None, text_key=None):
+        super().__init__(prefix)
+        self.open = _OpenDocs(text_key)
+
+    def abort_open(self):
+        self.open.abort()
 
 
 _DIGITS = np.array([10 ** k for k in range(1, 10)], dtype=np.uint64)
@@ -421,13 +251,15 @@ def jsonl_lines(ids, offsets) -> bytes:
     return buf.tobytes()
 
 
-class JsonlWriter(ShardWriter):
+class JsonlWriter(_WholeDocWriter):
+    """``{"ids":[...]}`` lines, to ``PREFIX.jsonl``, or to the binary stream
+    ``out`` (``--output -``; no files then, and ``close`` only flushes)."""
+
     fmt = "jsonl"
 
-    def __init__(self, prefix: str, **_):
-        super().__init__(prefix)
-        self.f = open(self.staged.tmps[0], "wb", buffering=8 << 20)
-        self.open = _OpenDocs()
+    def __init__(self, prefix: str | None, out=None, **_):
+        super().__init__(prefix if out is None else None)
+        self.f = open(self.staged.tmps[0], "wb", buffering=8 << 20) if out is None else out
 
     def write(self, ids, offsets, *, table=None, first_continues=False, last_open=False):
         ids, offsets, _ = self.open.feed(ids, offsets, None, first_continues, last_open)
@@ -435,15 +267,16 @@ class JsonlWriter(ShardWriter):
         self.docs += len(offsets) - 1
         self.tokens += len(ids)
 
-    def abort_open(self):
-        self.open.abort()
-
     def close(self) -> dict:
+        if self.staged is None:
+            self.f.flush()
+            return {}
         self.f.close()
         return self.staged.commit()
 
     def _close_files(self):
-        self.f.close()
+        if self.staged is not None:
+            self.f.close()
 
 
 def ids_array(ids, offsets):
@@ -474,13 +307,13 @@ def conform(table, schema):
     return pa.Table.from_arrays(cols, schema=schema)
 
 
-class ParquetWriter(ShardWriter):
+class ParquetWriter(_WholeDocWriter):
     fmt = "parquet"
 
     def __init__(self, prefix: str, schema=None, text_key: str = "text", **_):
         import pyarrow.parquet as pq
 
-        super().__init__(prefix)
+        super().__init__(prefix, text_key)
         if schema is None:
             raise PipelineError("Parquet output needs the output schema")
         self.schema = schema
@@ -489,7 +322,6 @@ class ParquetWriter(ShardWriter):
         self.pending = []
         self.pending_bytes = 0
         self.pending_rows = 0
-        self.open = _OpenDocs(text_key)
 
     def write(self, ids, offsets, *, table=None, first_continues=False, last_open=False):
         import pyarrow.compute as pc
@@ -510,14 +342,15 @@ class ParquetWriter(ShardWriter):
         start = 0
         while start < n:
             cum = self.pending_bytes + np.cumsum(lens[start:])
-            row_cap = PARQUET_ROW_GROUP_ROWS - self.pending_rows
-            hit = np.flatnonzero(cum >= PARQUET_ROW_GROUP_BYTES)
+            row_cap = config.PARQUET_ROW_GROUP_ROWS - self.pending_rows
+            hit = np.flatnonzero(cum >= config.PARQUET_ROW_GROUP_BYTES)
             stop = n if not len(hit) else start + int(hit[0]) + 1
             stop = min(stop, start + row_cap)
             self.pending.append(rows.slice(start, stop - start))
             self.pending_rows += stop - start
             self.pending_bytes = int(cum[stop - start - 1])
-            if self.pending_rows >= PARQUET_ROW_GROUP_ROWS or self.pending_bytes >= PARQUET_ROW_GROUP_BYTES:
+            if (self.pending_rows >= config.PARQUET_ROW_GROUP_ROWS
+                    or self.pending_bytes >= config.PARQUET_ROW_GROUP_BYTES):
                 self._flush()
             start = stop
 
@@ -529,9 +362,6 @@ class ParquetWriter(ShardWriter):
             if t.num_rows:
                 self.pw.write_table(t, row_group_size=t.num_rows)
         self.pending, self.pending_bytes, self.pending_rows = [], 0, 0
-
-    def abort_open(self):
-        self.open.abort()
 
     def close(self) -> dict:
         self._flush()
@@ -553,185 +383,3 @@ def shard_writer(fmt: str, prefix: str, *, vocab_size: int, schema=None, text_ke
     if fmt not in _WRITERS:
         raise PipelineError(f"unknown format {fmt!r} (expected one of {', '.join(FORMATS)})")
     return _WRITERS[fmt](prefix, vocab_size=vocab_size, schema=schema, text_key=text_key)
-
-
-# ---------------------------------------------------------------- reading
-def read_megatron_index(path: str) -> dict:
-    """Read a Megatron ``.idx``: dtype, sequence lengths, pointers, document indices."""
-    with open(path, "rb") as f:
-        magic = f.read(9)
-        if magic != MEGATRON_MAGIC:
-            raise PipelineError(f"{path}: not a Megatron index (magic {magic!r})")
-        version, = struct.unpack("<Q", f.read(8))
-        if version != MEGATRON_VERSION:
-            raise PipelineError(f"{path}: Megatron index version {version}, expected 1")
-        code, = struct.unpack("<B", f.read(1))
-        n_seq, = struct.unpack("<Q", f.read(8))
-        n_doc, = struct.unpack("<Q", f.read(8))
-        head = f.tell()
-    mm = np.memmap(path, dtype=np.uint8, mode="r")
-    lengths = np.frombuffer(mm, dtype="<i4", count=n_seq, offset=head)
-    pointers = np.frombuffer(mm, dtype="<i8", count=n_seq, offset=head + 4 * n_seq)
-    docs = np.frombuffer(mm, dtype="<i8", count=n_doc, offset=head + 12 * n_seq)
-    return {"dtype": np.dtype(MEGATRON_DTYPES[code]), "lengths": lengths, "pointers": pointers,
-            "document_indices": docs}
-
-
-def read_dataset(prefix: str, fmt: str | None = None):
-    """``(ids, offsets)`` of a whole dataset (memory-mapped where the format allows).
-
-    ``ids`` is uint32 for npy/parquet/jsonl and Megatron's dtype for megatron;
-    ``offsets`` int64, one per document plus one.
-    """
-    fmt = fmt or detect_format(prefix)
-    if fmt == "megatron":
-        idx = read_megatron_index(prefix + ".idx")
-        size = os.path.getsize(prefix + ".bin")
-        ids = np.memmap(prefix + ".bin", dtype=idx["dtype"], mode="r") if size else np.zeros(0, idx["dtype"])
-        offsets = np.zeros(len(idx["lengths"]) + 1, dtype=np.int64)
-        np.cumsum(idx["lengths"], out=offsets[1:])
-        return ids, offsets
-    if fmt == "npy":
-        return np.load(prefix + ".ids.npy", mmap_mode="r"), np.load(prefix + ".offsets.npy")
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        col = pq.read_table(prefix + ".parquet", columns=["ids"]).column("ids").combine_chunks()
-        offsets = np.asarray(col.offsets, dtype=np.int64)
-        ids = np.asarray(col.values, dtype=np.uint32)[offsets[0]:offsets[-1]]
-        return ids, offsets - offsets[0]
-    if fmt == "jsonl":
-        parts, lens = [], []
-        with open(prefix + ".jsonl", "rb") as f:
-            for line in f:
-                a = json.loads(line)["ids"]
-                parts.append(np.asarray(a, dtype=np.uint32))
-                lens.append(len(a))
-        offsets = np.zeros(len(lens) + 1, dtype=np.int64)
-        np.cumsum(lens, out=offsets[1:])
-        ids = np.concatenate(parts) if parts else np.zeros(0, np.uint32)
-        return ids, offsets
-    raise PipelineError(f"unknown format {fmt!r}")
-
-
-def iter_documents(prefix: str, fmt: str | None = None):
-    """Yield each document's ids (a NumPy array)."""
-    ids, offsets = read_dataset(prefix, fmt)
-    for i in range(len(offsets) - 1):
-        yield np.asarray(ids[offsets[i]:offsets[i + 1]])
-
-
-# ---------------------------------------------------------------- merging
-def merge_datasets(prefixes, out_prefix: str, fmt: str | None = None) -> dict:
-    """Join datasets (in order) into one at ``out_prefix``; returns file sizes.
-
-    Streams: memory holds one input's index at a time (Megatron, npy) or one
-    row group (Parquet). The output is written under temporary names and
-    renamed when complete.
-    """
-    prefixes = list(prefixes)
-    if not prefixes:
-        raise PipelineError("nothing to merge")
-    fmt = fmt or detect_format(prefixes[0])
-    for p in prefixes:
-        for f in output_files(p, fmt):
-            if not os.path.exists(f):
-                raise PipelineError(f"{f}: missing (not a complete {fmt} dataset)")
-    staged = _Staged(output_files(out_prefix, fmt))
-    try:
-        if fmt == "megatron":
-            _merge_megatron(prefixes, staged)
-        elif fmt == "npy":
-            _merge_npy(prefixes, staged)
-        elif fmt == "jsonl":
-            with open(staged.tmps[0], "wb") as out:
-                for p in prefixes:
-                    _copy_file(p + ".jsonl", out.fileno())
-        elif fmt == "parquet":
-            _merge_parquet(prefixes, staged)
-        else:  # pragma: no cover
-            raise PipelineError(f"unknown format {fmt!r}")
-        return staged.commit()
-    except BaseException:
-        staged.discard()
-        raise
-
-
-def _merge_megatron(prefixes, staged):
-    dtype = None
-    for p in prefixes:
-        d = read_megatron_index(p + ".idx")["dtype"]
-        if dtype is not None and d != dtype:
-            raise PipelineError(f"{p}.idx: dtype {d} differs from {dtype} of the first dataset")
-        dtype = d
-    with open(staged.tmps[0], "wb") as out:
-        for p in prefixes:
-            _copy_file(p + ".bin", out.fileno())
-    # header, then lengths, pointers and document indices: three passes, one index at a time
-    n_seq = n_doc = 0
-    for p in prefixes:
-        idx = read_megatron_index(p + ".idx")
-        n_seq += len(idx["lengths"])
-        n_doc += len(idx["document_indices"]) - 1
-    with open(staged.tmps[1], "wb", buffering=8 << 20) as f:
-        f.write(MEGATRON_MAGIC)
-        f.write(struct.pack("<QBQQ", MEGATRON_VERSION, _MEGATRON_CODES[dtype], n_seq, n_doc + 1))
-        for p in prefixes:
-            f.write(np.ascontiguousarray(read_megatron_index(p + ".idx")["lengths"]).tobytes())
-        pos = 0
-        for p in prefixes:
-            idx = read_megatron_index(p + ".idx")
-            f.write((idx["pointers"] + pos).astype("<i8").tobytes())
-            pos += os.path.getsize(p + ".bin")
-            del idx
-        f.write(np.zeros(1, "<i8").tobytes())
-        seq = 0
-        for p in prefixes:
-            idx = read_megatron_index(p + ".idx")
-            f.write((idx["document_indices"][1:] + seq).astype("<i8").tobytes())
-            seq += len(idx["lengths"])
-            del idx
-
-
-def _merge_npy(prefixes, staged):
-    total = 0
-    for p in prefixes:
-        dtype, shape, _ = _open_npy(p + ".ids.npy")
-        if dtype != np.dtype("<u4") or len(shape) != 1:
-            raise PipelineError(f"{p}.ids.npy: expected a flat uint32 array, got {dtype} {shape}")
-        total += shape[0]
-    with open(staged.tmps[0], "wb") as out:
-        out.write(_npy_header("<u4", (total,)))
-        out.flush()
-        for p in prefixes:
-            _, _, head = _open_npy(p + ".ids.npy")
-            _copy_file(p + ".ids.npy", out.fileno(), skip=head)
-    n_docs = sum(len(np.load(p + ".offsets.npy", mmap_mode="r")) - 1 for p in prefixes)
-    with open(staged.tmps[1], "wb", buffering=8 << 20) as f:
-        f.write(_npy_header("<i8", (n_docs + 1,)))
-        f.write(np.zeros(1, "<i8").tobytes())
-        base = 0
-        for p in prefixes:
-            off = np.load(p + ".offsets.npy", mmap_mode="r")
-            f.write((np.asarray(off[1:], dtype=np.int64) + base).astype("<i8").tobytes())
-            base += int(off[-1])
-
-
-def _merge_parquet(prefixes, staged):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schemas = [pq.read_schema(p + ".parquet") for p in prefixes]
-    try:
-        schema = pa.unify_schemas(schemas, promote_options="permissive")
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-        raise PipelineError(f"the Parquet datasets' columns cannot be joined: {e}") from None
-    pw = pq.ParquetWriter(staged.tmps[0], schema)
-    try:
-        for p in prefixes:
-            pf = pq.ParquetFile(p + ".parquet")
-            for g in range(pf.metadata.num_row_groups):
-                t = conform(pf.read_row_group(g), schema)
-                pw.write_table(t, row_group_size=max(1, t.num_rows))
-    finally:
-        pw.close()
