@@ -537,3 +537,19 @@ def test_fast_json_path_reads_exactly_what_json_reads(tmp_path_factory, monkeypa
         assert with_fast == json_only
 
     check()
+
+
+def test_device_strings_read_by_the_one_parser(tmp_path):
+    """Local workers and Ray read ``--device`` through gpu_bytepiece.device: a
+    bad string fails alike; Ray's ``auto`` follows the cluster's GPUs."""
+    from gpu_bytepiece.device import cluster_device
+
+    assert [cluster_device(d, 0) for d in (None, "auto", "cpu", " CPU ")] == ["cpu"] * 4
+    assert [cluster_device(d, 2) for d in ("auto", "cpu", "cuda", "cuda:1")] == ["cuda", "cpu", "cuda", "cuda"]
+    assert cluster_device("cuda", 0) == "cuda"  # the cluster may add GPU nodes: Ray places the actors
+    for bad in ("tpu", "cuda:x", ""):
+        with pytest.raises(ValueError):
+            cluster_device(bad, 2)
+    src = write_jsonl(tmp_path / "d.jsonl", ["a document"])
+    with pytest.raises(PipelineError, match=r"--device must be auto, cpu, cuda or cuda:N, got 'tpu'"):
+        run([src], tmp_path / "o", device="tpu")

@@ -16,7 +16,7 @@ ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'gpu-
 pytest.importorskip("ray.data", reason="Ray Data is not installed: pip install 'ray[data]'")
 
 from gpu_bytepiece import Tokenizer  # noqa: E402
-from gpu_bytepiece.pipeline import EncodeOptions, encode, read_dataset  # noqa: E402
+from gpu_bytepiece.pipeline import EncodeOptions, PipelineError, encode, read_dataset  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +67,11 @@ def test_encode_on_ray_equals_single_process(local_ray, tmp_path, docs):
     want = Tokenizer(device="cpu").encode_to_numpy(docs, add_eos=True)
     np.testing.assert_array_equal(np.asarray(ids), want[0])
     np.testing.assert_array_equal(offsets, want[1])
+
+
+def test_encode_on_ray_refuses_a_bad_device_as_locally(local_ray, tmp_path):
+    src = tmp_path / "d.jsonl"
+    src.write_text('{"text": "a document"}\n', encoding="utf-8")
+    with pytest.raises(PipelineError, match=r"--device must be auto, cpu, cuda or cuda:N, got 'tpu'"):
+        encode(EncodeOptions(inputs=[str(src)], output=str(tmp_path / "o"), device="tpu", ray="auto",
+                             progress=False))

@@ -93,7 +93,6 @@ class _Reader:
     def __init__(self, inputs, params: dict, on_error: str, stats: ShardStats, want_table: bool):
         self.inputs = inputs
         self.text_key = params.get("text_key", "text")
-        self.split_lines = bool(params.get("split_lines"))
         self.batch_bytes = int(params.get("batch_bytes") or (16 << 20))
         self.on_error = on_error
         self.stats = stats
@@ -114,7 +113,7 @@ class _JsonlReader(_Reader):
 
     def batches(self, inp: InputFile, start: int, end: int) -> Iterator[Batch]:
         src = Source(inp, max(start - 1, 0))
-        count_lines = start == 0  # line numbers known from the top of the stream
+        numbered = start == 0  # line numbers known from the top of the stream
         line_no = 0
         key = self.text_key
         # The fast parser only takes the common case: a line that it parses to
@@ -150,7 +149,7 @@ class _JsonlReader(_Reader):
                             if type(text) is not str:
                                 text = None
                     if text is None:
-                        where = dict(line=line_no) if count_lines else dict(offset=here)
+                        where = dict(line=line_no) if numbered else dict(offset=here)
                         record = self._json_record(inp, raw, where)
                         if record is None:
                             continue
@@ -226,7 +225,7 @@ class _TextLinesReader(_Reader):
         import pyarrow as pa
 
         src = Source(inp, max(start - 1, 0))
-        count_lines = start == 0
+        numbered = start == 0
         line_no = 1
         try:
             for off, data in iter_line_blocks(src.read, start, None if end < 0 or inp.compression else end,
@@ -247,7 +246,7 @@ class _TextLinesReader(_Reader):
                         try:
                             seg.decode("utf-8")
                         except UnicodeDecodeError as e:
-                            where = dict(line=line_no + k) if count_lines else dict(offset=off + int(starts[k]))
+                            where = dict(line=line_no + k) if numbered else dict(offset=off + int(starts[k]))
                             self.bad(DataError(inp.path, "invalid_utf8",
                                                f"byte {e.start} of the line is {seg[e.start:e.start + 1]!r}", **where))
                             keep[k] = False
