@@ -9,7 +9,6 @@ over a queue. :mod:`.ray` runs the same shards on Ray actors instead.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import sys
 import time
