@@ -148,11 +148,12 @@ class ShardActor:
 
 def run_shards_ray(ctx, pending, model, device, workers, threads, address, on_done, on_progress) -> None:
     """Run ``pending`` shards on Ray actors; ``on_done(index, record)`` as each ends."""
-    ray = _init(address)
     try:
-        gpu = cluster_device(device, _cluster_gpus(ray)) == "cuda"
+        cluster_device(device, 0)  # a bad string fails before Ray starts
     except ValueError:
         raise device_error(device) from None
+    ray = _init(address)
+    gpu = cluster_device(device, _cluster_gpus(ray)) == "cuda"
     threads = threads or 1
     if workers is None:
         res = ray.cluster_resources()
