@@ -106,23 +106,14 @@ def train_segments(data, doc_offsets, max_chars, max_newlines, isolate_digits, d
 
 
 # ------------------------------------------------------------------ n-gram counts
-@numba.njit(cache=True, nogil=True, parallel=True)
-def position_keys(data, seg_start, seg_end, order, chunk_bounds, out, out_off):
-    """``out[p - out_off] = position_key(p)`` for every byte of the segments.
-
-    CPU twin of ``kernels.train.gpu_position_keys``: ``prange`` over chunks of
-    consecutive segments.
-    """
-    for c in prange(chunk_bounds.shape[0] - 1):
-        for s in range(chunk_bounds[c], chunk_bounds[c + 1]):
-            e = seg_end[s]
-            for p in range(seg_start[s], e):
-                out[p - out_off] = position_key(data, p, e, order)
-
-
 @numba.njit(cache=True, nogil=True)
-def position_keys_serial(data, seg_start, seg_end, order, out, out_off):
-    """``position_keys`` on one thread (for callers that run several at once)."""
+def position_keys(data, seg_start, seg_end, order, out, out_off):
+    """``out[p - out_off] = position_key(p)`` for every byte of the segments, on one thread.
+
+    CPU twin of ``kernels.train.count_position_keys`` (with numpy's sort and
+    :func:`run_lengths` after it); the engine runs one per sub-batch on each
+    of its threads.
+    """
     for s in range(seg_start.shape[0]):
         e = seg_end[s]
         for p in range(seg_start[s], e):

@@ -16,6 +16,8 @@ from numba import prange
 from gpu_bytepiece.core import lattice as _lat
 from gpu_bytepiece.core.ngram import HASH_MUL as _HASH_MUL
 
+from .train import position_key
+
 # The one lattice body, compiled for the CPU (no fastmath: ids depend on it).
 _lattice = numba.njit(cache=True, nogil=True)(_lat.lattice)
 _backtrack = numba.njit(cache=True, nogil=True)(_lat.backtrack)
@@ -25,6 +27,14 @@ _FNV_MUL = np.uint64(0x100000001B3)
 
 
 # ------------------------------------------------------------------ piece counts
+@numba.njit(cache=True, nogil=True)
+def _next_start(flags, i, b):
+    """The first ``j >= i`` below ``b`` where a piece starts (``flags[j] == 1``), or ``b``."""
+    while i < b and flags[i] == 0:
+        i += 1
+    return i
+
+
 @numba.njit(cache=True, nogil=True, parallel=True)
 def piece_spans(flags, seg_start, seg_end, chunk_bounds, n_short, n_long):
     """Per chunk of segments: how many pieces hold <= 7 bytes and how many more."""
@@ -33,13 +43,9 @@ def piece_spans(flags, seg_start, seg_end, chunk_bounds, n_short, n_long):
         nl = 0
         for s in range(chunk_bounds[c], chunk_bounds[c + 1]):
             b = seg_end[s]
-            i = seg_start[s]
-            while i < b and flags[i] == 0:
-                i += 1
+            i = _next_start(flags, seg_start[s], b)
             while i < b:
-                j = i + 1
-                while j < b and flags[j] == 0:
-                    j += 1
+                j = _next_start(flags, i + 1, b)
                 if j - i <= 7:
                     ns += 1
                 else:
@@ -57,25 +63,19 @@ def extract_pieces(data, flags, seg_start, seg_end, chunk_bounds, short_at, long
     In a segment a piece runs from a byte flagged 1 to the next flagged byte
     or the segment end (as the reference; bytes before the first flag would
     be dropped, but the first byte of a segment is always flagged). A short
-    piece's key packs it like :func:`gpu_bytepiece.core.ngram.position_key`.
+    piece's key is :func:`gpu_bytepiece.core.ngram.position_key` of its first
+    byte with the piece's end as the segment end.
     """
     for c in prange(chunk_bounds.shape[0] - 1):
         ps = short_at[c]
         pl = long_at[c]
         for s in range(chunk_bounds[c], chunk_bounds[c + 1]):
             b = seg_end[s]
-            i = seg_start[s]
-            while i < b and flags[i] == 0:
-                i += 1
+            i = _next_start(flags, seg_start[s], b)
             while i < b:
-                j = i + 1
-                while j < b and flags[j] == 0:
-                    j += 1
+                j = _next_start(flags, i + 1, b)
                 if j - i <= 7:
-                    k = np.uint64(0)
-                    for t in range(j - i):
-                        k |= np.uint64(data[i + t]) << np.uint64(56 - 8 * t)
-                    short_keys[ps] = k | np.uint64(j - i)
+                    short_keys[ps] = position_key(data, i, j, 7)  # all j - i bytes
                     ps += 1
                 else:
                     long_start[pl] = i

@@ -15,16 +15,7 @@ One file per job, imports going down:
 - ``inputs``: ``FileTexts`` (text, JSONL, Parquet files); ``cli``: the
   ``train`` subcommand.
 
-``Trainer`` loads on first use, so that the command line can register its
-subcommand without importing Numba.
+This package's ``__init__`` imports nothing: the command line registers its
+subcommand without importing Numba, and no submodule's import of a sibling
+goes through here. The public name is ``gpu_bytepiece.Trainer``.
 """
-
-__all__ = ["Trainer"]
-
-
-def __getattr__(name):
-    if name == "Trainer":
-        from .trainer import Trainer
-
-        return Trainer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

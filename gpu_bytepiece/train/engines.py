@@ -99,7 +99,7 @@ class CPUEngine:
             s0, s1 = r
             off = int(seg_start[s0])
             keys = np.empty(int(seg_end[s1 - 1]) - off, dtype=np.uint64)
-            ct.position_keys_serial(data, seg_start[s0:s1], seg_end[s0:s1], order, keys, off)
+            ct.position_keys(data, seg_start[s0:s1], seg_end[s0:s1], order, keys, off)
             keys.sort()
             return ct.run_lengths(keys)
 
