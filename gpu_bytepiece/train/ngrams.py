@@ -42,6 +42,7 @@ class LevelCounts:
         self.counts = [[] for _ in range(order + 1)]
 
     def feed(self, keys, counts, final=False):
+        """Add one sorted block of distinct position keys and their counts (``final``: the last)."""
         self.total += int(counts.sum())
         no_k, no_c = np.zeros(0, np.uint64), np.zeros(0, np.int64)
         for k in range(1, self.order + 1):
@@ -54,6 +55,7 @@ class LevelCounts:
                 self.counts[k].append(oc)
 
     def finish(self):
+        """Close the open groups: ``[(k-grams, counts)]`` for ``k = 1..order``, sorted."""
         self.feed(np.zeros(0, np.uint64), np.zeros(0, np.int64), final=True)
         out = []
         for k in range(1, self.order + 1):

@@ -64,7 +64,7 @@ import numpy as np
 from .. import config
 from ..core.ngram import MAX_ORDER
 from ..device import resolve_device
-from ..model import Model, save_model
+from ..model import Model, model_to_json_obj, save_model
 from .corpus import Corpus
 from .engines import make_engine
 from .memory import tune_malloc
@@ -189,11 +189,23 @@ class Trainer:
             runs on the CPU).
         memory_budget : int or str, optional
             Bytes of n-gram count runs kept in memory before they are merged
-            and spilled to disk (``'512M'``, ``'2G'``; default 1 GiB).
+            and spilled to disk (``'512M'``, ``'2G'``; default
+            ``config.TRAIN_MEMORY_BUDGET``, 1 GiB).
         tmp_dir : str, optional
             Where spills go (default: the system temporary directory).
         progress : bool
             Show a progress bar per stage.
+        batch_bytes : int or str, optional
+            Texts are packed in batches of about this many UTF-8 bytes
+            (default ``config.TRAIN_BATCH_BYTES``, 8 MiB). Never changes the
+            model.
+
+        Returns
+        -------
+        Trainer
+            ``self``; ``models`` (one :class:`~gpu_bytepiece.model.Model` per
+            size), ``pieces`` (``{piece bytes: count}`` per size) and
+            ``stats`` are set.
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
@@ -244,8 +256,6 @@ class Trainer:
     # ------------------------------------------------------------ output
     def dump(self, pieces: dict) -> dict:
         """BytePiece's model mapping of ``{piece bytes: count}`` (sorted by length, bytes)."""
-        from ..model import model_to_json_obj
-
         items = sorted(pieces.items(), key=lambda t: (len(t[0]), t[0]))
         return model_to_json_obj([k for k, _ in items], [v for _, v in items])
 
