@@ -53,7 +53,7 @@ def child(args) -> int:
     texts = load_mix(int(args.mb * 1e6))
     kw = dict(order=args.order, max_vocab_size=args.vocab_size, min_count=args.min_count)
     if args.child == "ours":
-        from gpu_bytepiece.trainer import Trainer
+        from gpu_bytepiece.train.trainer import Trainer
 
         t = time.perf_counter()
         tr = Trainer(**kw)

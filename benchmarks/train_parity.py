@@ -100,7 +100,7 @@ def main(argv=None) -> int:
 
     import bytepiece
 
-    from gpu_bytepiece.trainer import Trainer
+    from gpu_bytepiece.train.trainer import Trainer
 
     texts = load_mix(int(args.mb * 1e6))
     size = args.vocab_size if len(args.vocab_size) > 1 else args.vocab_size[0]

@@ -24,14 +24,14 @@ if _TYPE_CHECKING:  # pragma: no cover
     from .model import Model, ModelError, load_model, save_model
     from .text import TextError
     from .tokenizer import Tokenizer
-    from .trainer import Trainer
+    from .train.trainer import Trainer
 
 # The public names load on first use (PEP 562): ``import gpu_bytepiece`` and
 # the CLI's argument parsing stay cheap, and a job that only tokenizes never
 # imports the trainer.
 _LAZY = {
     "Tokenizer": ".tokenizer",
-    "Trainer": ".trainer",
+    "Trainer": ".train.trainer",
     "Model": ".model",
     "ModelError": ".model",
     "load_model": ".model",

@@ -2,7 +2,7 @@
 
 Each subcommand lives with its feature and registers itself here:
 ``encode``/``merge`` in :mod:`gpu_bytepiece.pipeline.cli`, ``train`` in
-:mod:`gpu_bytepiece.train_cli`.
+:mod:`gpu_bytepiece.train.cli`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     if add_pipeline is not None:
         add_pipeline(sub)
     try:
-        from .train_cli import add_subcommands as add_train
+        from .train.cli import add_subcommands as add_train
     except ImportError:  # pragma: no cover - during development
         add_train = None
     if add_train is not None:

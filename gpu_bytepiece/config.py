@@ -77,3 +77,44 @@ MIN_AUTO_SHARD_BYTES = 8 << 20
 #: independent of batch sizes).
 PARQUET_ROW_GROUP_BYTES = 64 << 20
 PARQUET_ROW_GROUP_ROWS = 1 << 20
+
+# --- trainer ---
+
+#: Trainer: texts are packed (NFC UTF-8) in batches of about this many bytes.
+TRAIN_BATCH_BYTES = 8 << 20
+
+#: Trainer, CPU: position keys are sorted in sub-batches of this many text
+#: bytes (8 bytes of key each), one sub-batch per thread at a time.
+TRAIN_KEY_CHUNK_BYTES = 2 << 20
+
+#: Trainer: default memory budget of the n-gram and piece count runs, in
+#: bytes; past it the runs are merged and spilled to disk.
+TRAIN_MEMORY_BUDGET = 1 << 30
+
+#: Trainer: pieces are split (re-tokenized) in batches of this many bytes.
+TRAIN_SPLIT_BATCH_BYTES = 8 << 20
+
+#: Trainer: allocations from this size on get their own mapping (glibc
+#: ``M_MMAP_THRESHOLD``), so that freeing one gives it back to the OS.
+TRAIN_MMAP_THRESHOLD = 1 << 20
+
+#: Trainer: a spilled count run keeps every this-many-th key in memory, to
+#: find key ranges in it without reading it.
+TRAIN_SPILL_SAMPLE = 1 << 14
+
+#: Trainer: small count runs are folded into the main run when they reach
+#: ``1 / this`` of its size ...
+TRAIN_FOLD_FRACTION = 4
+
+#: ... or this many bytes.
+TRAIN_FOLD_MIN_BYTES = 16 << 20
+
+#: Trainer: spilled runs are merged back in key ranges of about
+#: ``memory budget / this`` bytes of entries from all runs together.
+TRAIN_MERGE_BLOCK_DIVISOR = 64
+
+#: Trainer: the long-piece hash table starts with ``2 ** this`` slots (it grows).
+TRAIN_PIECE_TABLE_BITS = 12
+
+#: Trainer CLI: a ``.txt`` input is read in chunks of about this many characters.
+TRAIN_TXT_CHUNK_CHARS = 1 << 20

@@ -141,13 +141,14 @@ def _pack_arrow(arr, first_index: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return np.frombuffer(b"".join(pieces), dtype=np.uint8), new_offsets
 
 
-def _as_documents(texts):
+def _as_documents(texts, lazy=False):
+    """A list, tuple or Arrow array as is; another iterable as a list (an iterator when ``lazy``)."""
     if isinstance(texts, (str, bytes, bytearray, memoryview)):
         return [texts]
     if _is_arrow(texts) or isinstance(texts, (list, tuple)):
         return texts
     try:
-        return list(texts)
+        return iter(texts) if lazy else list(texts)
     except TypeError:
         raise TextError(
             f"expected str, bytes, a sequence of them or a pyarrow array, got {type(texts).__name__}"
@@ -158,8 +159,10 @@ def iter_packed(texts, batch_bytes: int) -> Iterator[tuple[int, np.ndarray, np.n
     """Yield ``(first_doc_index, data, offsets)`` batches of about ``batch_bytes``.
 
     A document is never split; one larger than ``batch_bytes`` is a batch alone.
+    An iterable other than a list, tuple or Arrow array is read as the batches
+    are asked for (a stream of any length packs in one batch's memory).
     """
-    docs = _as_documents(texts)
+    docs = _as_documents(texts, lazy=True)
     if _is_arrow(docs):
         import pyarrow as pa
 

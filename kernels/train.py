@@ -1,16 +1,16 @@
 """Numba CUDA kernels of the trainer: n-gram counting and the n-gram Viterbi.
 
 The per-position key and the per-segment Viterbi are the plain functions of
-:mod:`gpu_bytepiece.trainer` compiled with ``numba.cuda.jit(device=True)``
+:mod:`gpu_bytepiece.core.ngram` compiled with ``numba.cuda.jit(device=True)``
 (float64 additions only, no fastmath; no multiply to contract into an FMA),
 exactly as ``cpu_fallback.train`` compiles them with ``numba.njit``. The
 kernels differ from their CPU twins only in how they loop and in how equal
 keys meet (a hash table with atomics here, a sort there): both give the same
 sorted ``(key, count)`` runs and the same segmentations.
 
-:class:`CUDAEngine` runs the trainer's counting and Viterbi stages with these
-kernels (piece counting and pruning stay on the CPU). Importing this module
-needs numba-cuda but no GPU; kernels compile on first launch.
+The host side that launches them is ``gpu_bytepiece.train.cuda_engine``.
+Importing this module needs numba-cuda but no GPU; kernels compile on first
+launch.
 """
 
 from __future__ import annotations
@@ -18,19 +18,17 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from gpu_bytepiece import config
-from gpu_bytepiece import trainer as _tr
+from gpu_bytepiece.core import ngram as _ng
+from gpu_bytepiece.core.ngram import HASH_MUL as _HASH_MUL
 
-__all__ = ["count_position_keys", "compact_counts", "ngram_viterbi_segments", "fill_u64",
-           "CUDAEngine", "SIGNATURES"]
+__all__ = ["count_position_keys", "compact_counts", "ngram_viterbi_segments", "fill_u64", "SIGNATURES"]
 
 # The shared bodies, compiled for the GPU.
-position_key = cuda.jit(device=True)(_tr.position_key)
-ngram_viterbi = cuda.jit(device=True)(_tr.ngram_viterbi)
+position_key = cuda.jit(device=True)(_ng.position_key)
+ngram_viterbi = cuda.jit(device=True)(_ng.ngram_viterbi)
 
-_HASH_MUL = np.uint64(0x9E3779B97F4A7C15)
 #: Local scratch per thread: one float64 per tag (``order <= MAX_ORDER``).
-_LOCAL = _tr.MAX_ORDER + 1
+_LOCAL = _ng.MAX_ORDER + 1
 
 
 @cuda.jit
@@ -49,7 +47,7 @@ def count_position_keys(data, seg_start, seg_end, pos0, n_pos, order, table, cou
 
     Grid-stride over positions, one per thread: the thread finds its segment
     (binary search in ``seg_end``; segments tile the positions), computes
-    :func:`gpu_bytepiece.trainer.position_key` and inserts it in an
+    :func:`gpu_bytepiece.core.ngram.position_key` and inserts it in an
     open-addressing table (``atomic.cas`` on the key, linear probing) whose
     slot count it bumps with ``atomic.add``. ``table`` starts all 0 (no key is
     0) and holds at least ``2 * n_pos`` slots.
@@ -108,7 +106,7 @@ def compact_counts(table, counts, out_keys, out_counts, n_out):
 @cuda.jit
 def ngram_viterbi_segments(data, seg_start, seg_end, seg_order, order, ensure_unicode,
                            lp1, lp2, ht, htf, ht_shift, ht_mask, routes, flags):
-    """Run :func:`gpu_bytepiece.trainer.ngram_viterbi` over every segment.
+    """Run :func:`gpu_bytepiece.core.ngram.ngram_viterbi` over every segment.
 
     One thread per segment, grid-stride over ``seg_order`` (a permutation of
     the segments, longest first so that a warp's threads get segments of about
@@ -144,109 +142,3 @@ SIGNATURES = {
                               "float64[::1], float64[::1], uint64[::1], float64[::1], uint64, uint64, "
                               "uint8[::1], uint8[::1])",
 }
-
-
-def _grid(n):
-    tpb = config.THREADS_PER_BLOCK
-    blocks = max(1, min((n + tpb - 1) // tpb, config.CUDA_MAX_BLOCKS))
-    return blocks, tpb
-
-
-def gpu_count_keys(data, seg_start, seg_end, order):
-    """Sorted ``(distinct position keys, counts)`` of the positions of ``seg_start..seg_end``.
-
-    The GPU twin of ``cpu_fallback.train``'s position keys + sort +
-    ``run_lengths`` (the host sorts the distinct keys the GPU counted).
-    ``data`` may be a host or device array.
-    """
-    pos0 = int(seg_start[0])
-    n_pos = int(seg_end[-1]) - pos0
-    bits = max(4, int(2 * n_pos - 1).bit_length())
-    cap = 1 << bits
-    d_data = data if hasattr(data, "copy_to_host") else cuda.to_device(data)
-    d_start = cuda.to_device(np.ascontiguousarray(seg_start, dtype=np.int64))
-    d_end = cuda.to_device(np.ascontiguousarray(seg_end, dtype=np.int64))
-    table = cuda.device_array(cap, dtype=np.uint64)
-    counts = cuda.device_array(cap, dtype=np.int64)
-    fill_u64[_grid(cap)](table, np.uint64(0))
-    fill_u64[_grid(cap)](counts.view(np.uint64), np.uint64(0))
-    count_position_keys[_grid(n_pos)](d_data, d_start, d_end, pos0, n_pos, order, table, counts,
-                                      np.uint64(64 - bits), np.uint64(cap - 1))
-    n_out = cuda.to_device(np.zeros(1, dtype=np.int64))
-    out_keys = cuda.device_array(min(cap, n_pos), dtype=np.uint64)
-    out_counts = cuda.device_array(min(cap, n_pos), dtype=np.int64)
-    compact_counts[_grid(cap)](table, counts, out_keys, out_counts, n_out)
-    n = int(n_out.copy_to_host()[0])
-    keys = out_keys[:n].copy_to_host()
-    cnts = out_counts[:n].copy_to_host()
-    order_ = np.argsort(keys, kind="stable")
-    return keys[order_], cnts[order_]
-
-
-class GPUNgramModel:
-    """An :class:`~gpu_bytepiece.trainer.NgramModel`'s arrays on the device."""
-
-    def __init__(self, ng):
-        self.order = ng.order
-        self.lp1 = cuda.to_device(ng.lp1)
-        self.lp2 = cuda.to_device(ng.lp2)
-        self.ht = cuda.to_device(ng.ht)
-        self.htf = self.ht.view(np.float64)
-        self.ht_shift = ng.ht_shift
-        self.ht_mask = ng.ht_mask
-
-
-def gpu_ngram_viterbi(data, seg_start, seg_end, gm, ensure_unicode):
-    """Piece-start flags (uint8 per byte, host) of the segments, on the GPU."""
-    n = int(data.shape[0])
-    flags = np.zeros(n, dtype=np.uint8)
-    if seg_start.shape[0] == 0:
-        return flags
-    seg_len = np.asarray(seg_end) - np.asarray(seg_start)
-    seg_order = np.argsort(-seg_len, kind="stable").astype(np.int64)
-    d_data = cuda.to_device(data)
-    d_start = cuda.to_device(np.ascontiguousarray(seg_start, dtype=np.int64))
-    d_end = cuda.to_device(np.ascontiguousarray(seg_end, dtype=np.int64))
-    d_order = cuda.to_device(seg_order)
-    routes = cuda.device_array(max(1, n * gm.order), dtype=np.uint8)
-    d_flags = cuda.to_device(flags)
-    ngram_viterbi_segments[_grid(seg_order.shape[0])](
-        d_data, d_start, d_end, d_order, gm.order, bool(ensure_unicode), gm.lp1, gm.lp2,
-        gm.ht, gm.htf, gm.ht_shift, gm.ht_mask, routes, d_flags)
-    return d_flags.copy_to_host()
-
-
-class CUDAEngine:
-    """The trainer's stages with n-gram counting and the Viterbi on a GPU.
-
-    Wraps the CPU engine (``gpu_bytepiece.trainer._CPUEngine``): segmenting,
-    piece counting and pruning run there.
-    """
-
-    def __init__(self, cpu, index=0):
-        self.cpu = cpu
-        self.index = index
-        cuda.select_device(index)
-        self.name = f"cuda:{index}"
-
-    def __getattr__(self, name):
-        return getattr(self.cpu, name)
-
-    def count_keys(self, data, seg_start, seg_end):
-        d_data = cuda.to_device(data)
-        out = []
-        for s0, s1 in self.cpu._sub_batches(seg_start, seg_end, config.CUDA_BATCH_BYTES):
-            out.append(gpu_count_keys(d_data, seg_start[s0:s1], seg_end[s0:s1], self.cpu.t.order))
-        return out
-
-    def viterbi(self, ng):
-        gm = GPUNgramModel(ng)
-        ensure_unicode = self.cpu.t.ensure_unicode
-
-        def run(data, seg_start, seg_end):
-            return gpu_ngram_viterbi(data, seg_start, seg_end, gm, ensure_unicode)
-
-        return run
-
-    def close(self):
-        self.cpu.close()

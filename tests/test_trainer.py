@@ -20,9 +20,13 @@ import numpy as np
 import pytest
 from conftest import corpus_docs
 
-from gpu_bytepiece import Tokenizer, TextError
-from gpu_bytepiece import trainer as T
-from gpu_bytepiece.trainer import Trainer
+from gpu_bytepiece import Tokenizer, TextError, config
+from gpu_bytepiece.cpu_fallback import train as ct
+from gpu_bytepiece.train.corpus import Corpus
+from gpu_bytepiece.train.engines import CPUEngine, make_engine
+from gpu_bytepiece.train.ngrams import count_ngrams
+from gpu_bytepiece.train.pieces import count_pieces
+from gpu_bytepiece.train.trainer import Trainer
 
 
 def _ref():
@@ -125,8 +129,8 @@ def test_segments_match_reference_regex(slice_texts, isolate):
     bp = _ref()
     texts = EDGE_TEXTS + slice_texts[::5]
     tr = Trainer(isolate_digits=isolate)
-    eng = T._CPUEngine(tr, T._engine(tr, False, 0).ct)
-    for data, offsets in T._Corpus(texts, 1 << 30, None).first_pass():
+    eng = CPUEngine(tr)
+    for data, offsets in Corpus(texts, 1 << 30, None).first_pass():
         seg_start, seg_end = eng.segments(data, offsets)
         ours = [data[a:b].tobytes() for a, b in zip(seg_start, seg_end)]
     ref = [s for t in texts for s in bp.bytepiece.normalize(t, 10000, isolate)]
@@ -143,10 +147,10 @@ def test_ngram_counts_and_pieces_match_reference(slice_texts):
         ref.ngrams = ref.prune_ngrams(ref.count_ngrams(ref.norm(texts)))
         ref_pieces = ref.count_pieces(ref.norm(texts))
     tr = Trainer(min_count=3)
-    corpus = T._Corpus(texts, 1 << 16, None)
-    eng = T._engine(tr, False, 0)
-    ng = tr._count_ngrams(corpus, eng, 1 << 30, None, False)
-    lookup = eng.ct.ngram_lookup
+    corpus = Corpus(texts, 1 << 16, None)
+    eng = make_engine(tr, False, 0)
+    ng = count_ngrams(tr, corpus, eng, 1 << 30, None, False)
+    lookup = ct.ngram_lookup
     for k in range(1, 7):
         assert len(ref.ngrams[k]) == ng.n_kept[k - 1]
         for gram, lp in ref.ngrams[k].items():
@@ -158,7 +162,7 @@ def test_ngram_counts_and_pieces_match_reference(slice_texts):
                 key = np.uint64(int.from_bytes(gram, "big") << 8 | k)
                 ours = lookup(key, ng.ht, ng.htf, ng.ht_shift, ng.ht_mask)
             assert ours == lp, (gram, ours, lp)
-    pieces = tr._count_pieces(corpus, eng, ng, 1 << 30, None, False)
+    pieces = count_pieces(tr, corpus, eng, ng, 1 << 30, None, False)
     ours = dict(zip(pieces.bytes_of(np.arange(pieces.ln.shape[0])), pieces.cnt.tolist()))
     for i in range(256):
         ref_pieces.setdefault(bytes([i]), 1)
@@ -182,9 +186,9 @@ def test_ngram_tables_do_not_depend_on_budget_or_batches(slice_texts, tmp_path):
     models = []
     for budget, batch in [(1 << 30, 1 << 30), (1 << 12, 1 << 13)]:
         tr = Trainer()
-        eng = T._engine(tr, False, 0)
-        corpus = T._Corpus(texts, batch, lambda: str(tmp_path))
-        models.append(tr._count_ngrams(corpus, eng, budget, lambda: str(tmp_path), False))
+        eng = make_engine(tr, False, 0)
+        corpus = Corpus(texts, batch, lambda: str(tmp_path))
+        models.append(count_ngrams(tr, corpus, eng, budget, lambda: str(tmp_path), False))
     a, b = models
     assert a.total == b.total and a.n_kept == b.n_kept
     for name in ("lp1", "lp2", "ht"):
@@ -291,14 +295,14 @@ def test_cli_train_files(slice_texts, tmp_path):
     want = Trainer(max_vocab_size=900, min_count=3).train(docs[:6] + docs[6:] + [txt], progress=False)
     assert _read(out) == _read(want.save(tmp_path / "want.model")[0])
     # small txt chunks: still the same segments as the whole file
-    from gpu_bytepiece import train_cli
+    from gpu_bytepiece.train.inputs import FileTexts
 
-    old = train_cli.TXT_CHUNK_CHARS
-    train_cli.TXT_CHUNK_CHARS = 100
+    old = config.TRAIN_TXT_CHUNK_CHARS
+    config.TRAIN_TXT_CHUNK_CHARS = 100
     try:
-        chunks = list(train_cli.FileTexts([tmp_path / "c.txt"]))
+        chunks = list(FileTexts([tmp_path / "c.txt"]))
     finally:
-        train_cli.TXT_CHUNK_CHARS = old
+        config.TRAIN_TXT_CHUNK_CHARS = old
     assert len(chunks) > 3 and "".join(chunks) == txt
     a = Trainer(max_vocab_size=500, min_count=1).train(chunks, progress=False).pieces
     b = Trainer(max_vocab_size=500, min_count=1).train([txt], progress=False).pieces

@@ -22,8 +22,10 @@ if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
 from conftest import corpus_docs  # noqa: E402
 
 from gpu_bytepiece import config  # noqa: E402
-from gpu_bytepiece import trainer as T  # noqa: E402
-from gpu_bytepiece.cpu_fallback import train as ct  # noqa: E402
+from gpu_bytepiece.train.corpus import Corpus  # noqa: E402
+from gpu_bytepiece.train.engines import CPUEngine  # noqa: E402
+from gpu_bytepiece.train.ngrams import count_ngrams  # noqa: E402
+from gpu_bytepiece.train.trainer import Trainer  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -42,8 +44,8 @@ def _texts():
 
 
 def _packed(texts, trainer):
-    corpus = T._Corpus(texts, 1 << 20, None)
-    eng = T._CPUEngine(trainer, ct)
+    corpus = Corpus(texts, 1 << 20, None)
+    eng = CPUEngine(trainer)
     batches = list(corpus.first_pass())
     assert len(batches) == 1
     data, offsets = batches[0]
@@ -53,15 +55,15 @@ def _packed(texts, trainer):
 
 @pytest.mark.parametrize("order", [6, 3])
 def test_count_keys_gpu_equals_cpu(order):
-    from gpu_bytepiece.kernels import train as kt
+    from gpu_bytepiece.train import cuda_engine as ce
 
-    tr = T.Trainer(order=order, max_vocab_size=300)
+    tr = Trainer(order=order, max_vocab_size=300)
     eng, _, data, seg_start, seg_end = _packed(_texts(), tr)
     assert data.shape[0] > 300
     runs = eng.count_keys(data, seg_start, seg_end)
     assert len(runs) == 1
     (ck, cc), = runs
-    gk, gc = kt.gpu_count_keys(data, seg_start, seg_end, order)
+    gk, gc = ce.gpu_count_keys(data, seg_start, seg_end, order)
     np.testing.assert_array_equal(gk, ck)
     np.testing.assert_array_equal(gc, cc)
     assert int(gc.sum()) == data.shape[0]
@@ -69,21 +71,21 @@ def test_count_keys_gpu_equals_cpu(order):
 
 @pytest.mark.parametrize("kw", [dict(), dict(ensure_unicode=False, order=4), dict(isolate_digits=True, min_count=1)])
 def test_ngram_viterbi_gpu_equals_cpu(kw):
-    from gpu_bytepiece.kernels import train as kt
+    from gpu_bytepiece.train import cuda_engine as ce
 
-    tr = T.Trainer(max_vocab_size=300, **kw)
+    tr = Trainer(max_vocab_size=300, **kw)
     texts = _texts()
     eng, corpus, data, seg_start, seg_end = _packed(texts, tr)
-    ng = tr._count_ngrams(T._Corpus(texts, 1 << 20, None), eng, 1 << 30, None, False)
+    ng = count_ngrams(tr, Corpus(texts, 1 << 20, None), eng, 1 << 30, None, False)
     cpu = eng.viterbi(ng)(data, seg_start, seg_end)
-    gpu = kt.gpu_ngram_viterbi(data, seg_start, seg_end, kt.GPUNgramModel(ng), tr.ensure_unicode)
+    gpu = ce.gpu_ngram_viterbi(data, seg_start, seg_end, ce.GPUNgramModel(ng), tr.ensure_unicode)
     np.testing.assert_array_equal(gpu, cpu)
     assert cpu[seg_start].all()  # every segment starts a piece
 
 
 def test_train_on_cuda_sim_equals_cpu():
     texts = _texts()[:4]
-    cpu = T.Trainer(max_vocab_size=300, min_count=1).train(texts, device="cpu", progress=False)
-    gpu = T.Trainer(max_vocab_size=300, min_count=1).train(texts, device="cuda", progress=False)
+    cpu = Trainer(max_vocab_size=300, min_count=1).train(texts, device="cpu", progress=False)
+    gpu = Trainer(max_vocab_size=300, min_count=1).train(texts, device="cuda", progress=False)
     assert gpu.stats["device"] == "cuda:0"
     assert cpu.pieces == gpu.pieces

@@ -1,0 +1,96 @@
+"""``gpu-bytepiece train``: train a BytePiece model from files, streamed.
+
+The documents come from :class:`~gpu_bytepiece.train.inputs.FileTexts`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from .inputs import FileTexts
+
+__all__ = ["add_subcommands", "run_train"]
+
+_EPILOG = """\
+inputs (streamed, never loaded whole; read twice, once per counting pass):
+  FILE.txt       one document per file (its text as is; read in chunks cut
+                 after runs of newlines, which gives the same training
+                 segments as the whole file)
+  FILE.jsonl     one JSON object per line, the document under --text-key;
+                 also .json/.ndjson; blank lines are skipped
+  FILE.parquet   the string column --text-key
+  *.gz *.bz2 *.xz   compressed text or JSONL
+
+With one --vocab-size the model goes to --output; with several, one model per
+size goes to OUTPUT.SIZE (as BytePiece's Trainer.save). The models equal
+bytepiece 0.6.3's Trainer on the same documents and parameters.
+"""
+
+
+def _size(text):
+    from .trainer import _parse_bytes
+
+    try:
+        return _parse_bytes(text, "--memory-budget")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_subcommands(sub) -> None:
+    """Register ``train`` on an argparse subparsers object."""
+    p = sub.add_parser(
+        "train",
+        help="train a BytePiece model (exactly bytepiece 0.6.3's Trainer, fast)",
+        description="Train a BytePiece model from text, JSONL or Parquet files: an n-gram language "
+                    "model segments the text, then Unigram pruning picks the vocabulary.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", metavar="FILE", help="input files (see below)")
+    p.add_argument("-o", "--output", required=True, help="model path (with several sizes: OUTPUT.SIZE each)")
+    p.add_argument("--text-key", default="text", help="JSON field / Parquet column of the text (default: text)")
+    p.add_argument("--vocab-size", type=int, nargs="+", default=[10000], metavar="N",
+                   help="vocabulary size(s), >= 259 (default: 10000)")
+    p.add_argument("--order", type=int, default=6, help="n-gram order, 1..7 (default: 6)")
+    p.add_argument("--max-piece-length", type=int, default=36, help="longest piece in bytes (default: 36)")
+    p.add_argument("--min-count", type=int, default=2, help="prune n-grams and pieces seen fewer times (default: 2)")
+    p.add_argument("--isolate-digits", action="store_true", help="every digit is a segment of its own")
+    p.add_argument("--no-ensure-unicode", dest="ensure_unicode", action="store_false",
+                   help="allow pieces that start inside a UTF-8 character")
+    p.add_argument("--workers", type=int, default=None, help="CPU threads (default: all)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--memory-budget", type=_size, default=None, metavar="SIZE",
+                   help="memory for n-gram and piece count runs before they spill to disk, e.g. 512M, 2G "
+                        "(default: 1G)")
+    p.add_argument("--tmp-dir", default=None, help="where spills go (default: the system temporary folder)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_train)
+
+
+def run_train(args) -> int:
+    from .. import _gc
+    from .trainer import Trainer
+
+    _gc.release()  # startup is over: the training allocates and frees a lot
+
+    try:
+        texts = FileTexts(args.inputs, args.text_key)
+        sizes = args.vocab_size if len(args.vocab_size) > 1 else args.vocab_size[0]
+        trainer = Trainer(order=args.order, max_vocab_size=sizes, max_piece_length=args.max_piece_length,
+                          min_count=args.min_count, isolate_digits=args.isolate_digits,
+                          ensure_unicode=args.ensure_unicode)
+        t0 = time.perf_counter()
+        trainer.train(texts, workers=args.workers, device=args.device, memory_budget=args.memory_budget,
+                      tmp_dir=args.tmp_dir, progress=not args.quiet)
+        paths = trainer.save(args.output)
+    except (OSError, ValueError, TypeError, RuntimeError) as e:
+        print(f"gpu-bytepiece train: error: {e}", file=sys.stderr)
+        return 2
+    st = trainer.stats
+    print(f"trained on {st['n_docs']:,} documents, {st['n_bytes']:,} bytes in {time.perf_counter() - t0:.1f} s "
+          f"({st['device']})", file=sys.stderr)
+    for m, path in zip(trainer.models, paths):
+        print(f"{path}: {m.vocab_size} ids ({len(m.pieces)} pieces)", file=sys.stderr)
+    return 0

@@ -1,0 +1,138 @@
+"""The piece side of training: counting the pieces the n-gram Viterbi cuts, then pruning them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..cpu_fallback.train_pieces import unpack_keys
+from .memory import release_memory
+from .progress import progress_bar
+from .runs import RunStore
+
+__all__ = ["Pieces", "count_pieces", "prune_pieces"]
+
+
+class Pieces:
+    """Distinct pieces: bytes in ``pool`` at ``off`` with ``ln``, raw ``cnt``.
+
+    ``rank`` (set by :func:`prune_pieces`): a kept piece's place in byte
+    order, -1 for the others.
+    """
+
+    def __init__(self, pool, off, ln, cnt):
+        self.pool = pool
+        self.off = off
+        self.ln = ln
+        self.cnt = cnt
+        self.rank = None
+
+    def bytes_of(self, idx):
+        """The bytes of pieces ``idx``, a list of ``bytes``."""
+        pool = self.pool
+        return [pool[o:o + n].tobytes() for o, n in zip(self.off[idx].tolist(), self.ln[idx].tolist())]
+
+
+def count_pieces(trainer, corpus, engine, ngrams, budget, tmp, progress):
+    """The second pass: segment with the n-gram model and count the distinct pieces.
+
+    Pieces of up to 7 bytes are counted as packed keys (sorted runs merged by
+    a :class:`~.runs.RunStore`, spilled over ``budget``), longer ones in the
+    engine's hash table of byte strings; bytes never seen get count 1.
+    ``trainer.stats`` gets the pass's figures.
+
+    Returns
+    -------
+    Pieces
+    """
+    bar = progress_bar(progress, desc="Count Pieces", unit="B", unit_scale=True, total=corpus.total_bytes)
+    short = RunStore(budget, tmp, "pieces")
+    table = engine.new_piece_table()
+    viterbi = engine.viterbi(ngrams)
+    for data, offsets in corpus.second_pass():
+        seg_start, seg_end = engine.segments(data, offsets)
+        flags = viterbi(data, seg_start, seg_end)
+        keys, counts, table = engine.count_pieces(data, flags, seg_start, seg_end, table)
+        short.add(keys, counts)
+        del data, offsets, seg_start, seg_end, flags, keys, counts
+        release_memory()
+        bar.update(corpus.last_bytes)
+    bar.close()
+    # short pieces (<= 7 bytes, packed keys) then long ones (the table)
+    blocks = list(short.blocks()) or [(np.zeros(0, np.uint64), np.zeros(0, np.int64))]
+    keys = np.concatenate([k for k, _ in blocks]) if len(blocks) != 1 else blocks[0][0]
+    cnt_s = np.concatenate([c for _, c in blocks]) if len(blocks) != 1 else blocks[0][1]
+    del blocks
+    pool_s, off_s, ln_s = unpack_keys(keys)
+    del keys
+    _, _, p_off, p_len, p_cnt, pool_l, sizes = table
+    n, pool_n = int(sizes[0]), int(sizes[1])
+    pool = np.concatenate((pool_s, pool_l[:pool_n]))
+    off = np.concatenate((off_s, p_off[:n] + pool_s.shape[0]))
+    ln = np.concatenate((ln_s, p_len[:n].astype(np.int64)))
+    cnt = np.concatenate((cnt_s, p_cnt[:n]))
+    del table, pool_s, off_s, ln_s, cnt_s, p_off, p_len, p_cnt, pool_l
+    # complete all bytes (count 1 if missing)
+    have = np.zeros(256, dtype=bool)
+    have[pool[off[ln == 1]]] = True
+    missing = np.flatnonzero(~have).astype(np.uint8)
+    if missing.shape[0]:
+        off = np.concatenate((off, pool.shape[0] + np.arange(missing.shape[0], dtype=np.int64)))
+        pool = np.concatenate((pool, missing))
+        ln = np.concatenate((ln, np.ones(missing.shape[0], np.int64)))
+        cnt = np.concatenate((cnt, np.ones(missing.shape[0], np.int64)))
+    trainer.stats.update(n_pieces_counted=int(cnt.shape[0]), n_piece_spills=short.n_spilled)
+    return Pieces(pool, off, ln, cnt)
+
+
+def prune_pieces(trainer, pieces, engine, progress):
+    """The reference's piece pruning, once per vocabulary size (largest first).
+
+    Pieces longer than ``max_piece_length`` or below ``min_count`` (bytes
+    excepted) are split by the Unigram tokenizer of the kept ones, wasted
+    pieces are dropped until the set is stable, then the set is cut to each
+    size in ``trainer.max_vocab_size`` the same way.
+
+    Returns
+    -------
+    list of (idx, counts)
+        Per size: kept piece indices (in byte order) and their counts.
+    """
+    bar = progress_bar(progress, desc="Prune Pieces", unit=" splits")
+    ln, cnt = pieces.ln, pieces.cnt
+    keep = (ln == 1) | ((ln <= trainer.max_piece_length) & (cnt >= trainer.min_count))
+    # kept pieces in byte order (the trie wants it; dropped ones need no order)
+    K = engine.lex_sorted(pieces, np.flatnonzero(keep))
+    rank = np.full(ln.shape[0], -1, dtype=np.int64)
+    rank[K] = np.arange(K.shape[0], dtype=np.int64)
+    pieces.rank = rank
+    drop = np.flatnonzero(~keep)
+    cK = cnt[K] + engine.split(pieces, K, cnt[K], drop, cnt[drop])
+    bar.update(1)
+    K, cK = _wasted(pieces, engine, K, cK, bar)
+    out = []
+    for size in trainer.max_vocab_size:
+        if K.shape[0] <= size - 3:
+            out.append((K, cK))
+            continue
+        order = np.lexsort((rank[K], -ln[K], -cK, (ln[K] > 1).astype(np.int8)))
+        top = np.sort(order[: size - 3])  # K is in byte order: so is K[sorted positions]
+        rest = order[size - 3:]
+        K2, c2 = K[top], cK[top]
+        c2 = c2 + engine.split(pieces, K2, c2, K[rest], cK[rest])
+        bar.update(1)
+        K, cK = _wasted(pieces, engine, K2, c2, bar)
+        out.append((K, cK))
+    bar.close()
+    return out
+
+
+def _wasted(pieces, engine, K, cK, bar):
+    """Re-tokenize the kept pieces with their own tokenizer until the set is stable."""
+    while True:
+        res = engine.split(pieces, K, cK, K, cK)
+        bar.update(1)
+        m = res > 0
+        n_before = K.shape[0]
+        K, cK = K[m], res[m]
+        if K.shape[0] == n_before:
+            return K, cK

@@ -1,0 +1,155 @@
+"""Exact merging of sorted ``(key, count)`` runs in bounded memory, spilling to disk."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .. import config
+from ..cpu_fallback.train import merge_into, merge_runs
+from .memory import release_memory
+
+__all__ = ["RunStore"]
+
+
+class RunStore:
+    """Sorted ``(key, count)`` runs merged exactly; spilled to disk over a budget.
+
+    New runs merge among themselves like a binary counter (a run merges into
+    the previous one while that is at most twice its size); once they hold
+    ``1 / config.TRAIN_FOLD_FRACTION`` of the main run (or
+    ``config.TRAIN_FOLD_MIN_BYTES``) they are folded into it, in place, in a buffer
+    that grows with ``ndarray.resize`` (``realloc``: no second copy). When
+    main and small runs outgrow ``budget`` bytes, the main run is written to
+    ``tmp`` with a sparse index; at the end :meth:`blocks` merges everything
+    in key ranges that fit the budget and yields sorted blocks of distinct
+    keys with their total counts.
+
+    Parameters
+    ----------
+    budget : int
+        Bytes of runs (16 per entry) held before the main run is spilled.
+    tmp : callable
+        Returns the folder for spills (made on first use).
+    name : str
+        Prefix of the spill files.
+    """
+
+    def __init__(self, budget, tmp, name):
+        self.budget = budget
+        self.tmp = tmp
+        self.name = name
+        self.sample = config.TRAIN_SPILL_SAMPLE
+        self.runs = []
+        self.main_k = None
+        self.main_c = None
+        self.m = 0
+        self.spills = []  # (path, n, sample keys)
+        self.n_spilled = 0
+
+    @staticmethod
+    def _bytes(runs):
+        return sum(16 * int(k.shape[0]) for k, _ in runs)
+
+    def _main_bytes(self):
+        return 0 if self.main_k is None else 16 * int(self.main_k.shape[0])
+
+    def add(self, keys, counts):
+        """Add one sorted run of distinct ``keys`` (uint64) with their ``counts`` (int64)."""
+        self.runs.append((keys, counts))
+        while len(self.runs) >= 2 and self.runs[-2][0].shape[0] <= 2 * self.runs[-1][0].shape[0]:
+            kb, cb = self.runs.pop()
+            ka, ca = self.runs.pop()
+            self.runs.append(merge_runs(ka, ca, kb, cb))
+        small = self._bytes(self.runs)
+        if small * config.TRAIN_FOLD_FRACTION >= max(16 * self.m, config.TRAIN_FOLD_MIN_BYTES):
+            self._fold()
+        if self._bytes(self.runs) + self._main_bytes() > self.budget:
+            self._fold()
+            self._spill()
+
+    def _merge_all(self, runs):
+        runs = list(runs)
+        while len(runs) > 1:
+            nxt = []
+            for i in range(0, len(runs) - 1, 2):
+                nxt.append(merge_runs(*runs[i], *runs[i + 1]))
+            if len(runs) % 2:
+                nxt.append(runs[-1])
+            runs = nxt
+        return runs[0] if runs else (np.zeros(0, np.uint64), np.zeros(0, np.int64))
+
+    def _fold(self):
+        """Merge the small runs into the main run, in place."""
+        if not self.runs:
+            return
+        kb, cb = self._merge_all(self.runs)
+        self.runs = []
+        need = self.m + int(kb.shape[0])
+        if self.main_k is None:
+            self.main_k = np.empty(max(need, 1), np.uint64)
+            self.main_c = np.empty(max(need, 1), np.int64)
+        elif need > self.main_k.shape[0]:
+            cap = max(need, self.m + self.m // 4)
+            self.main_k.resize(cap, refcheck=False)
+            self.main_c.resize(cap, refcheck=False)
+        self.m = int(merge_into(self.main_k, self.main_c, self.m, kb, cb))
+
+    def _spill(self):
+        if self.m == 0:
+            return
+        keys, counts = self.main_k[: self.m], self.main_c[: self.m]
+        path = os.path.join(self.tmp(), f"{self.name}{self.n_spilled}.bin")
+        self.n_spilled += 1
+        with open(path, "wb") as f:
+            f.write(keys.tobytes())
+            f.write(counts.tobytes())
+        self.spills.append((path, self.m, keys[:: self.sample].copy()))
+        self.main_k = self.main_c = None
+        self.m = 0
+        release_memory()
+
+    def _read(self, spill, a, b):
+        path, n, _ = spill
+        keys = np.fromfile(path, dtype=np.uint64, count=b - a, offset=8 * a)
+        counts = np.fromfile(path, dtype=np.int64, count=b - a, offset=8 * n + 8 * a)
+        return keys, counts
+
+    def _lower_bound(self, spill, key):
+        path, n, sample = spill
+        j = int(np.searchsorted(sample, key, side="left"))
+        if j == 0:
+            return 0
+        a = (j - 1) * self.sample
+        b = min(n, j * self.sample + 1)
+        keys = np.fromfile(path, dtype=np.uint64, count=b - a, offset=8 * a)
+        return a + int(np.searchsorted(keys, key, side="left"))
+
+    def blocks(self):
+        """Yield the merged result: sorted blocks of distinct keys and their total counts."""
+        self._fold()
+        if not self.spills:
+            if self.m:
+                yield self.main_k[: self.m], self.main_c[: self.m]
+            self.main_k = self.main_c = None
+            self.m = 0
+            return
+        self._spill()
+        # key ranges of about budget / TRAIN_MERGE_BLOCK_DIVISOR bytes of entries from all runs together
+        samples = np.sort(np.concatenate([s[2] for s in self.spills]))
+        per_block = max(1, (self.budget // config.TRAIN_MERGE_BLOCK_DIVISOR) // self.sample)
+        bounds = np.unique(samples[per_block::per_block])
+        lo_idx = [0] * len(self.spills)
+        for r in range(len(bounds) + 1):
+            parts = []
+            for i, sp in enumerate(self.spills):
+                hi = sp[1] if r == len(bounds) else self._lower_bound(sp, bounds[r])
+                if hi > lo_idx[i]:
+                    parts.append(self._read(sp, lo_idx[i], hi))
+                lo_idx[i] = hi
+            if parts:
+                yield self._merge_all(parts)
+        for path, _, _ in self.spills:
+            os.remove(path)
+        self.spills = []
