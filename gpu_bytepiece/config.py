@@ -115,6 +115,3 @@ TRAIN_MERGE_BLOCK_DIVISOR = 64
 
 #: Trainer: the long-piece hash table starts with ``2 ** this`` slots (it grows).
 TRAIN_PIECE_TABLE_BITS = 12
-
-#: Trainer CLI: a ``.txt`` input is read in chunks of about this many characters.
-TRAIN_TXT_CHUNK_CHARS = 1 << 20

@@ -294,19 +294,51 @@ def test_cli_train_files(slice_texts, tmp_path):
     assert rc == 0
     want = Trainer(max_vocab_size=900, min_count=3).train(docs[:6] + docs[6:] + [txt], progress=False)
     assert _read(out) == _read(want.save(tmp_path / "want.model")[0])
-    # small txt chunks: still the same segments as the whole file
-    from gpu_bytepiece.train.inputs import FileTexts
+    # small txt fragments: still the same segments as the whole file
+    from gpu_bytepiece.pipeline import InputTexts
 
-    old = config.TRAIN_TXT_CHUNK_CHARS
-    config.TRAIN_TXT_CHUNK_CHARS = 100
+    old = config.TEXT_FRAGMENT_BYTES, config.READ_BLOCK
+    config.TEXT_FRAGMENT_BYTES, config.READ_BLOCK = 40, 64
     try:
-        chunks = list(FileTexts([tmp_path / "c.txt"]))
+        chunks = list(InputTexts([tmp_path / "c.txt"]))
     finally:
-        config.TRAIN_TXT_CHUNK_CHARS = old
+        config.TEXT_FRAGMENT_BYTES, config.READ_BLOCK = old
     assert len(chunks) > 3 and "".join(chunks) == txt
     a = Trainer(max_vocab_size=500, min_count=1).train(chunks, progress=False).pieces
     b = Trainer(max_vocab_size=500, min_count=1).train([txt], progress=False).pieces
     assert a == b
+
+
+def test_cli_train_takes_what_encode_takes(slice_texts, tmp_path, capsys):
+    """A folder, a quoted glob and .zst/.xz inputs (encode's inputs) give the
+    model of the same documents; a bad record fails with encode's message."""
+    import lzma
+
+    pa = pytest.importorskip("pyarrow")
+    from gpu_bytepiece.cli import main
+    from gpu_bytepiece.pipeline import EncodeOptions, encode
+
+    docs = slice_texts[::4]
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    lines = "".join(json.dumps({"text": d}) + "\n" for d in docs[:5]).encode()
+    with pa.CompressedOutputStream(str(folder / "a.jsonl.zst"), "zstd") as f:
+        f.write(lines)
+    (folder / "sub" / "b.jsonl.xz").write_bytes(lzma.compress(
+        "".join(json.dumps({"text": d}) + "\n" for d in docs[5:]).encode()))
+    want = Trainer(max_vocab_size=700, min_count=2).train(docs, progress=False)
+    want_bytes = _read(want.save(tmp_path / "want.model")[0])
+    for arg in (str(folder), str(folder / "**" / "*.jsonl.*")):
+        out = tmp_path / "m.model"
+        assert main(["train", arg, "-o", str(out), "--vocab-size", "700", "--min-count", "2", "-q"]) == 0
+        assert _read(out) == want_bytes
+    # the same bad record: the same message from train and encode
+    (folder / "c.jsonl").write_text('{"text": "ok"}\n{"text": 3}\n')
+    assert main(["train", str(folder), "-o", str(tmp_path / "x.model"), "-q"]) == 2
+    train_err = capsys.readouterr().err.strip().splitlines()[-1]
+    with pytest.raises(Exception) as e:
+        encode(EncodeOptions(inputs=[str(folder)], output=str(tmp_path / "o"), format="npy", device="cpu"))
+    assert str(e.value) in train_err and "c.jsonl:2" in train_err
 
 
 def test_cli_errors(tmp_path, capsys):

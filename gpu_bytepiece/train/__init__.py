@@ -12,8 +12,8 @@ One file per job, imports going down:
   (``cpu_fallback.train``, ``cpu_fallback.train_pieces``) or the GPU kernels
   (``kernels.train``);
 - ``memory``: glibc heap settings; ``progress``: progress bars;
-- ``inputs``: ``FileTexts`` (text, JSONL, Parquet files); ``cli``: the
-  ``train`` subcommand.
+- ``cli``: the ``train`` subcommand (its inputs are read by the pipeline's
+  one reader, :class:`gpu_bytepiece.pipeline.InputTexts`).
 
 This package's ``__init__`` imports nothing: the command line registers its
 subcommand without importing Numba, and no submodule's import of a sibling

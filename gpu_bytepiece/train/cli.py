@@ -1,6 +1,9 @@
 """``gpu-bytepiece train``: train a BytePiece model from files, streamed.
 
-The documents come from :class:`~gpu_bytepiece.train.inputs.FileTexts`.
+The documents come from :class:`gpu_bytepiece.pipeline.InputTexts`: ``train``
+finds and reads its inputs exactly as ``encode`` does (files, directories,
+globs, compressions, ``--text-key``, ``--input-format``, ``--split-lines``,
+``--on-error``) and reports bad records with the same errors.
 """
 
 from __future__ import annotations
@@ -9,19 +12,20 @@ import argparse
 import sys
 import time
 
-from .inputs import FileTexts
 
 __all__ = ["add_subcommands", "run_train"]
 
 _EPILOG = """\
-inputs (streamed, never loaded whole; read twice, once per counting pass):
-  FILE.txt       one document per file (its text as is; read in chunks cut
-                 after runs of newlines, which gives the same training
-                 segments as the whole file)
+inputs (streamed, never loaded whole; read twice, once per counting pass),
+found and read exactly as `gpu-bytepiece encode` does:
+  FILE.txt       one document per file (or per line with --split-lines); a
+                 big file is read in fragments cut after runs of newlines,
+                 which gives the same training segments as the whole file
   FILE.jsonl     one JSON object per line, the document under --text-key;
                  also .json/.ndjson; blank lines are skipped
   FILE.parquet   the string column --text-key
-  *.gz *.bz2 *.xz   compressed text or JSONL
+  DIR, 'GLOB'    every input below a folder / matching a quoted glob
+  *.gz *.zst *.bz2 *.xz   compressed text or JSONL
 
 With one --vocab-size the model goes to --output; with several, one model per
 size goes to OUTPUT.SIZE (as BytePiece's Trainer.save). The models equal
@@ -48,9 +52,14 @@ def add_subcommands(sub) -> None:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("inputs", nargs="+", metavar="FILE", help="input files (see below)")
+    p.add_argument("inputs", nargs="+", metavar="FILE", help="input files, folders or quoted globs (see below)")
     p.add_argument("-o", "--output", required=True, help="model path (with several sizes: OUTPUT.SIZE each)")
     p.add_argument("--text-key", default="text", help="JSON field / Parquet column of the text (default: text)")
+    p.add_argument("--input-format", choices=("auto", "text", "jsonl", "parquet"), default="auto",
+                   help="how to read the inputs (default: from each name)")
+    p.add_argument("--split-lines", action="store_true", help="text files: one document per line")
+    p.add_argument("--on-error", choices=("fail", "skip"), default="fail",
+                   help="a bad record stops the run (fail, the default) or is skipped and counted (skip)")
     p.add_argument("--vocab-size", type=int, nargs="+", default=[10000], metavar="N",
                    help="vocabulary size(s), >= 259 (default: 10000)")
     p.add_argument("--order", type=int, default=6, help="n-gram order, 1..7 (default: 6)")
@@ -71,12 +80,14 @@ def add_subcommands(sub) -> None:
 
 def run_train(args) -> int:
     from .. import _gc
+    from ..pipeline.documents import InputTexts
     from .trainer import Trainer
 
     _gc.release()  # startup is over: the training allocates and frees a lot
 
     try:
-        texts = FileTexts(args.inputs, args.text_key)
+        texts = InputTexts(args.inputs, text_key=args.text_key, input_format=args.input_format,
+                           split_lines=args.split_lines, on_error=args.on_error)
         sizes = args.vocab_size if len(args.vocab_size) > 1 else args.vocab_size[0]
         trainer = Trainer(order=args.order, max_vocab_size=sizes, max_piece_length=args.max_piece_length,
                           min_count=args.min_count, isolate_digits=args.isolate_digits,

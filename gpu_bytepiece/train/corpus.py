@@ -24,7 +24,7 @@ class Corpus:
 
     Packing is :func:`gpu_bytepiece.text.iter_packed` (the tokenizer's), on
     ``str`` documents only. A re-iterable (list, dataset,
-    ``train.inputs.FileTexts``) is iterated twice, as the reference does; a
+    ``pipeline.InputTexts``) is iterated twice, as the reference does; a
     one-shot iterator (generator, open file) is packed once and its batches
     spilled to ``tmp()`` for the second pass.
 

@@ -177,7 +177,7 @@ class Trainer:
         Parameters
         ----------
         texts : iterable of str
-            Documents. A re-iterable (list, ``train.inputs.FileTexts``, ...) is read
+            Documents. A re-iterable (list, ``pipeline.InputTexts``, ...) is read
             twice; a one-shot iterator is read once and spilled to ``tmp_dir``.
         workers : int, optional
             CPU threads (default: Numba's setting, all cores).
