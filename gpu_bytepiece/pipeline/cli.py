@@ -6,7 +6,6 @@ import argparse
 import glob
 import json
 import os
-import re
 import sys
 
 from .errors import DataError, PipelineError
@@ -47,19 +46,17 @@ with file and line (--on-error fail) or are skipped and counted per reason
 (--on-error skip); none is dropped silently.
 """
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(i?[bB])?\s*$")
 
 
 def parse_size(text: str) -> int:
-    """``'16M'`` -> 16 MiB; plain digits are bytes."""
-    m = _SIZE.match(str(text))
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 16M, 1G, 65536)")
-    scale = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[m.group(2).lower()]
-    value = int(float(m.group(1)) * scale)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
-    return value
+    """``'16M'`` -> 16 MiB; plain digits are bytes (an argparse type over
+    :func:`gpu_bytepiece.sizes.parse_size`)."""
+    from ..sizes import parse_size as _parse
+
+    try:
+        return _parse(text, "size")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_subcommands(sub) -> None:

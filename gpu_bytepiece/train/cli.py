@@ -34,10 +34,10 @@ bytepiece 0.6.3's Trainer on the same documents and parameters.
 
 
 def _size(text):
-    from .trainer import _parse_bytes
+    from ..sizes import parse_size
 
     try:
-        return _parse_bytes(text, "--memory-budget")
+        return parse_size(text, "--memory-budget")
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 

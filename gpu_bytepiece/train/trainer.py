@@ -65,6 +65,7 @@ from .. import config
 from ..core.ngram import MAX_ORDER
 from ..device import resolve_device
 from ..model import Model, model_to_json_obj, save_model
+from ..sizes import parse_size
 from .corpus import Corpus
 from .engines import make_engine
 from .memory import tune_malloc
@@ -86,27 +87,6 @@ def _threads(workers):
         yield
     finally:
         numba.set_num_threads(old)
-
-
-def _parse_bytes(value, name="memory_budget") -> int:
-    """``1073741824``, ``'512M'``, ``'2G'``, ``'64k'`` -> bytes."""
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a size in bytes, got {value!r}")
-    if isinstance(value, (int, np.integer)):
-        n = int(value)
-    elif isinstance(value, str):
-        s = value.strip().upper().removesuffix("B").removesuffix("I")
-        mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(s[-1:], 1)
-        num = s[:-1] if s[-1:] in "KMGT" and s else s
-        try:
-            n = int(float(num) * mult)
-        except ValueError:
-            raise ValueError(f"{name}: cannot read {value!r} as a size (e.g. 512M, 2G)") from None
-    else:
-        raise ValueError(f"{name} must be a size in bytes, got {value!r}")
-    if n <= 0:
-        raise ValueError(f"{name} must be positive, got {value!r}")
-    return n
 
 
 def _validate_sizes(max_vocab_size):
@@ -212,8 +192,8 @@ class Trainer:
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, (int, np.integer))
                                     or workers < 1):
             raise ValueError(f"workers must be an int >= 1, got {workers!r}")
-        budget = config.TRAIN_MEMORY_BUDGET if memory_budget is None else _parse_bytes(memory_budget)
-        batch_bytes = config.TRAIN_BATCH_BYTES if batch_bytes is None else _parse_bytes(batch_bytes, "batch_bytes")
+        budget = config.TRAIN_MEMORY_BUDGET if memory_budget is None else parse_size(memory_budget, "memory_budget")
+        batch_bytes = config.TRAIN_BATCH_BYTES if batch_bytes is None else parse_size(batch_bytes, "batch_bytes")
         use_cuda, dev_index, _ = resolve_device(device)
         tmp_holder = {}
 
