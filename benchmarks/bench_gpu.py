@@ -11,7 +11,7 @@ For each model in ../shared/models and each corpus part (zh, en, code):
 - the CPU backend (Numba, all cores) on the same documents, end to end, and
   the GPU/CPU ratio;
 - **device input**: the same documents packed (NFC) and uploaded once, then
-  ``cuda_backend.encode_device`` (segmentation, lattice and layout on the GPU,
+  ``Tokenizer.encode_device`` (segmentation, lattice and layout on the GPU,
   device arrays out), median of ``--repeat``; ids checked against the host
   path;
 - **pipelining**: end to end again with ``config.CUDA_PIPELINE_BYTES`` off
@@ -77,8 +77,7 @@ def kernel_breakdown(tok, docs, batch_bytes):
         batches = list(iter_packed(docs, batch_bytes))
         pack = time.perf_counter() - t0
         for _, data, doc_off in batches:
-            keys = np.zeros(len(doc_off) - 1, dtype=np.uint64)
-            backend.encode_packed(data, doc_off, keys, -1.0)
+            backend.encode_packed(data, doc_off, -1.0)
             for k, v in backend.last_timings.items():
                 total[k] += v
     finally:
@@ -103,16 +102,15 @@ def device_input(tok, docs, repeat, host_result):
     """Seconds of ``encode_device`` on already uploaded NFC text, and whether it equals ``host_result``."""
     from numba import cuda
 
-    from gpu_bytepiece.cuda_backend import encode_device
     from gpu_bytepiece.text import pack_texts
 
     data, offsets = pack_texts(docs)
     d_data, d_off = cuda.to_device(data), cuda.to_device(offsets)
-    encode_device(tok, d_data, d_off)  # warm up (compiles the layout kernels)
+    tok.encode_device(d_data, d_off)  # warm up (compiles the layout kernels)
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        ids, offs = encode_device(tok, d_data, d_off)  # synchronizes before returning
+        ids, offs = tok.encode_device(d_data, d_off)  # synchronizes before returning
         times.append(time.perf_counter() - t0)
     same = mismatches((ids.copy_to_host(), offs.copy_to_host()), host_result) == 0
     return float(np.median(times)), same

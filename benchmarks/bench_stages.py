@@ -7,7 +7,7 @@ Numba thread):
 - ``segments``: cutting documents into line segments (``find_segments``);
 - ``lattice``: the lattice and backtrack of every segment, alone
   (``cpu_fallback.tokenize.encode_chunk`` over all segments at once);
-- ``encode_packed``: the backend call (lattice, id layout);
+- ``encode_packed``: the backend call (segments, lattice, id layout);
 - ``total``: ``Tokenizer.encode_to_numpy(docs, num_threads=1)``.
 
 For work on the lattice's inner loop: ``lattice`` is the figure to watch.
@@ -71,14 +71,13 @@ def main():
         counts = np.zeros(n, np.int64)
         keys = np.zeros(n, np.uint64)
         pos = np.zeros(n, np.int64)
-        no_keys = np.zeros(len(doc_off) - 1, np.uint64)
         t = {
             "pack": best_of(lambda: pack_texts(docs), args.repeat),
             "segments": best_of(lambda: find_segments(data, doc_off), args.repeat),
             "lattice": best_of(lambda: encode_chunk(data, seg_start, seg_end, keys, pos, 0, n, trie.cells,
                                                     trie.node_id, trie.node_len, backend.node_score,
                                                     trie.max_len, np.float64(-1), out, counts), args.repeat),
-            "encode_packed": best_of(lambda: backend.encode_packed(data, doc_off, no_keys, -1.0, segments=segs),
+            "encode_packed": best_of(lambda: backend.encode_packed(data, doc_off, -1.0),
                                      args.repeat),
             "total": best_of(lambda: tok.encode_to_numpy(docs, num_threads=1), args.repeat),
         }

@@ -12,8 +12,8 @@ import numba
 import numpy as np
 
 from . import config
-from .backend import select_backend
-from .core.lattice import document_keys
+from .backends import select_backend
+from .device import DeviceError
 from .model import Model, ModelError, load_model, parse_pieces, save_model
 from .text import iter_packed
 from .trie import build_trie
@@ -166,21 +166,21 @@ class Tokenizer:
         return [self.id_to_piece(i) for i in ids]
 
     # --------------------------------------------------------------- encode
-    def _keys(self, n_docs, first, alpha):
-        if alpha < 0:
-            return np.zeros(n_docs, dtype=np.uint64)
-        return document_keys(self._stream, np.arange(first, first + n_docs, dtype=np.uint64))
-
     def _start_call(self, alpha, seed):
+        """Check ``alpha``; the stream key of this call's samples (``None`` for the best path).
+
+        Without ``seed`` the key is (the tokenizer's seed, the call number),
+        and the call number advances.
+        """
         if not isinstance(alpha, (int, float, np.floating, np.integer)) or alpha != alpha:
             raise ValueError(f"alpha must be a number (< 0 for the best path), got {alpha!r}")
         if alpha < 0:
-            return
+            return None
         if seed is None:
-            self._stream = (self._seed * 0x100000001B3 + self._calls) & 0xFFFFFFFFFFFFFFFF
+            stream = (self._seed * 0x100000001B3 + self._calls) & 0xFFFFFFFFFFFFFFFF
             self._calls += 1
-        else:
-            self._stream = (int(seed) * 0x100000001B3 + 0xFFFFFFFF) & 0xFFFFFFFFFFFFFFFF
+            return stream
+        return (int(seed) * 0x100000001B3 + 0xFFFFFFFF) & 0xFFFFFFFFFFFFFFFF
 
     def encode_to_numpy(self, texts, *, add_bos: bool = False, add_eos: bool = False,
                         alpha: float = -1, seed: int | None = None,
@@ -211,7 +211,7 @@ class Tokenizer:
         offsets : numpy.ndarray of int64, ``len(texts) + 1``
             Document ``i``'s ids are ``ids[offsets[i]:offsets[i + 1]]``.
         """
-        self._start_call(alpha, seed)
+        stream = self._start_call(alpha, seed)
         if batch_bytes is None:
             batch_bytes = config.CUDA_BATCH_BYTES if self.device.startswith("cuda") else config.BATCH_BYTES
         if batch_bytes < 1:
@@ -220,21 +220,16 @@ class Tokenizer:
         with _threads(num_threads):
             n_threads = numba.get_num_threads()
             if n_threads > 1 and self._backend.name == "cpu" and _concurrent_numba_ok():
-                results = self._encode_batches_in_threads(texts, batch_bytes, n_threads, alpha, add_bos, add_eos)
+                results = self._encode_batches_in_threads(texts, batch_bytes, n_threads, alpha, stream,
+                                                          add_bos, add_eos)
             else:
                 for first, data, doc_off in iter_packed(texts, batch_bytes):
-                    ids, offs = self._encode_one_batch(first, data, doc_off, alpha, add_bos, add_eos)
+                    ids, offs = self._backend.encode_packed(data, doc_off, float(alpha), add_bos, add_eos,
+                                                            stream_key=stream, first_doc=first)
                     results.append((first, ids, offs))
         return _join_batches(results)
 
-    def _encode_one_batch(self, first, data, doc_off, alpha, add_bos, add_eos):
-        from .cpu_fallback import find_segments
-
-        keys = self._keys(len(doc_off) - 1, first, alpha)
-        return self._backend.encode_packed(data, doc_off, keys, float(alpha), add_bos, add_eos,
-                                           segments=find_segments(data, doc_off))
-
-    def _encode_batches_in_threads(self, texts, batch_bytes, n_threads, alpha, add_bos, add_eos):
+    def _encode_batches_in_threads(self, texts, batch_bytes, n_threads, alpha, stream, add_bos, add_eos):
         """CPU, several threads: each thread packs a small batch (Python, under
         the GIL) then tokenizes it with a one-thread lattice (Numba, GIL
         released), so packing and tokenizing overlap with exactly
@@ -255,7 +250,8 @@ class Tokenizer:
                         return
                     first, data, doc_off = item
                     numba.set_num_threads(n_threads if len(data) > 4 * small else 1)
-                    ids, offs = self._encode_one_batch(first, data, doc_off, alpha, add_bos, add_eos)
+                    ids, offs = self._backend.encode_packed(data, doc_off, float(alpha), add_bos, add_eos,
+                                                            stream_key=stream, first_doc=first)
                     results.append((first, ids, offs))
             except BaseException as e:  # re-raised in the calling thread
                 errors.append(e)
@@ -284,29 +280,49 @@ class Tokenizer:
         n = len(offsets) - 1
         if n < 0 or offsets[0] != 0 or offsets[-1] != len(data) or (np.diff(offsets) < 0).any():
             raise ValueError("offsets must start at 0, end at len(data) and never decrease")
-        if alpha < 0:
-            keys = np.zeros(n, dtype=np.uint64)
-        else:
-            if sample_stream is None:
-                self._start_call(alpha, None)
-                sample_stream = self._stream
-            keys = document_keys(sample_stream, np.arange(first_index, first_index + n, dtype=np.uint64))
-        return self._backend.encode_packed(data, offsets, keys, float(alpha), add_bos, add_eos)
+        stream = None
+        if not alpha < 0:
+            stream = self._start_call(alpha, None) if sample_stream is None else sample_stream
+        return self._backend.encode_packed(data, offsets, float(alpha), add_bos, add_eos,
+                                           stream_key=stream, first_doc=first_index)
 
     def encode_device(self, data, offsets, *, add_bos: bool = False, add_eos: bool = False,
                       alpha: float = -1, seed: int | None = None, output: str = "auto"):
-        """Encode text already on the GPU; device arrays in, device arrays out.
+        """Encode documents that are already on the GPU into ids on the GPU.
 
-        ``data`` is NFC-normalized UTF-8 (uint8) and ``offsets`` int64 document
-        offsets, both on the GPU (Numba device arrays, CuPy, or anything with
-        ``__cuda_array_interface__``). Returns device ``(ids, offsets)``
-        (CuPy when the input is CuPy or ``output="cupy"``). Needs
-        ``device="cuda"``; see :func:`gpu_bytepiece.cuda_backend.encode_device`.
+        The device twin of ``encode_to_numpy``: the same ids and offsets
+        (sampling included: same seed, same call sequence), with no round
+        trip of the text or the ids through the host. Needs
+        ``device='cuda'`` or ``'cuda:N'``.
+
+        Parameters
+        ----------
+        data : uint8 device array
+            UTF-8 bytes of the documents, **already NFC-normalized** (the host
+            path normalizes; the device path does not). A Numba device array or
+            anything with ``__cuda_array_interface__`` (CuPy, PyTorch, ...).
+        offsets : int64 device array, ``n_docs + 1``
+            Document ``i`` is ``data[offsets[i]:offsets[i + 1]]``.
+        add_bos, add_eos, alpha, seed
+            As ``encode_to_numpy``.
+        output : {'auto', 'numba', 'cupy'}
+            Kind of the returned arrays: ``auto`` gives CuPy arrays when
+            ``data`` is a CuPy array, Numba device arrays otherwise (both views
+            of the same device memory, no copy).
+
+        Returns
+        -------
+        ids : uint32 device array
+        offsets : int64 device array, ``n_docs + 1``
         """
-        from .cuda_backend import encode_device
-
-        return encode_device(self, data, offsets, add_bos=add_bos, add_eos=add_eos,
-                             alpha=alpha, seed=seed, output=output)
+        if not hasattr(self._backend, "encode_device"):
+            raise DeviceError(f"encode_device needs a Tokenizer on a CUDA device (device='cuda'); "
+                              f"this one runs on {self.device!r}")
+        if output not in ("auto", "numba", "cupy"):
+            raise ValueError(f"output must be 'auto', 'numba' or 'cupy', got {output!r}")
+        stream = self._start_call(alpha, seed)
+        return self._backend.encode_device(data, offsets, float(alpha), add_bos, add_eos,
+                                           stream_key=stream, output=output)
 
     def encode_batch(self, texts, *, add_bos: bool = False, add_eos: bool = False,
                      alpha: float = -1, seed: int | None = None,

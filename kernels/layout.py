@@ -1,79 +1,36 @@
-"""Device-side segmentation, prefix sums and output layout (device input and output).
+"""Device-side segmentation and output layout (device input and output).
 
-For text that is already on the GPU (``CUDABackend.encode_device``) nothing
-may go back to the host but a few scalars, so the host steps of
-``CUDABackend.encode_packed`` have device twins here:
+For text that is already on the GPU (``backends.cuda_device``) nothing may
+go back to the host but a few scalars, so the host steps of the host-input
+path have device twins here:
 
 - segmentation, twin of ``cpu_fallback.find_segments``: ``newline_ends``
   and ``document_ends`` flag the last byte of every segment, a prefix sum
-  over the flags numbers them and ``compact_tiles`` writes their ends in
-  text order; ``segment_starts`` and ``segment_docs`` finish the segment
+  over the flags numbers them and ``scan.compact_tiles`` writes their ends
+  in text order; ``segment_starts`` and ``segment_docs`` finish the segment
   table (start, document, key, position in the document);
-- prefix sums: ``tile_sums`` (one block per tile), ``scan_in_place`` (one
-  block over the tile sums) and ``scan_tiles`` / ``compact_tiles`` /
-  ``partition_tiles`` (one block per tile again, adding the tile's offset;
-  each thread takes ``ITEMS`` consecutive elements per block-scan step):
-  a plain two-level block scan. Integer sums, so any order gives the same
-  result;
-- the output layout, twins of ``backend.segment_layout`` and
-  ``backend.finish_specials``: ``document_tokens``, ``segment_dest`` and
-  ``put_specials``; sampling keys, twin of ``lattice.document_keys``:
-  ``document_keys``.
+- sampling keys, twin of ``core.rng.document_keys``: ``document_keys``;
+- chunks and long segments: ``chunk_cuts``, ``rebase``, ``long_flags``;
+- the output layout, twins of ``backends.layout.segment_layout`` and
+  ``backends.layout.put_specials``: ``document_tokens``, ``segment_dest``
+  and ``put_specials``.
 
-Every kernel loops grid-stride (over elements, or over tiles for the
-block-per-tile kernels), so any launch size gives the same result; the
-backend caps grids at ``config.CUDA_MAX_BLOCKS``. Kernels that scan with a
-block use a static shared array of ``MAX_THREADS`` cells: launch them with
-at most that many threads per block.
+The prefix sums these steps need are in ``kernels.scan``. Every kernel
+loops grid-stride, so any launch size gives the same result; the backend
+caps grids at ``config.CUDA_MAX_BLOCKS``.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import cuda, int64
+from numba import cuda
 
-from gpu_bytepiece.core import lattice as _lat
+from gpu_bytepiece.core.rng import splitmix
 
 __all__ = [
-    "newline_ends", "document_ends", "tile_sums", "scan_in_place", "scan_tiles", "compact_tiles",
-    "partition_tiles", "segment_starts", "segment_docs", "document_keys", "long_flags", "rebase",
-    "chunk_cuts", "document_tokens", "segment_dest", "put_specials", "SIGNATURES", "MAX_THREADS",
+    "newline_ends", "document_ends", "segment_starts", "segment_docs", "document_keys", "long_flags", "rebase",
+    "chunk_cuts", "document_tokens", "segment_dest", "put_specials", "SIGNATURES",
 ]
-
-#: Largest block the scanning kernels accept (their shared arrays' size).
-MAX_THREADS = 1024
-#: Consecutive elements one thread takes per block-scan step.
-ITEMS = 8
-
-_GOLDEN = _lat._GOLDEN
-_MIX1 = _lat._MIX1
-_MIX2 = _lat._MIX2
-_S30 = _lat._S30
-_S27 = _lat._S27
-_S31 = _lat._S31
-
-
-@cuda.jit(device=True)
-def _block_scan(sh, tid, nthr, v):
-    """Exclusive scan of ``v`` over the block (Hillis-Steele in ``sh``).
-
-    Returns ``(exclusive, block total)``; every thread of the block must call.
-    """
-    sh[tid] = v
-    cuda.syncthreads()
-    d = 1
-    while d < nthr:
-        u = 0
-        if tid >= d:
-            u = sh[tid - d]
-        cuda.syncthreads()
-        sh[tid] += u
-        cuda.syncthreads()
-        d *= 2
-    incl = sh[tid]
-    total = sh[nthr - 1]
-    cuda.syncthreads()
-    return incl - v, total
 
 
 @cuda.jit
@@ -121,212 +78,6 @@ def document_ends(doc_off, flags):
         if b > doc_off[d]:
             flags[b - 1 - a0] = 1
         d += stride
-
-
-@cuda.jit
-def tile_sums(x, tile, sums):
-    """``sums[t] = x[t * tile : (t + 1) * tile].sum()`` for every tile ``t``.
-
-    One block per tile (grid-stride over tiles); thread ``j`` adds
-    elements ``j, j + blockDim, ...`` of the tile, then a block scan adds
-    the threads' sums. ``sums`` has at least ``ceil(len(x) / tile)`` cells.
-
-    See Also
-    --------
-    numpy.add.reduceat : what it computes, on the host.
-    """
-    sh = cuda.shared.array(MAX_THREADS, dtype=int64)
-    tid = cuda.threadIdx.x
-    nthr = cuda.blockDim.x
-    n = x.shape[0]
-    n_tiles = (n + tile - 1) // tile
-    t = cuda.blockIdx.x
-    while t < n_tiles:
-        lo = t * tile
-        hi = lo + tile
-        if hi > n:
-            hi = n
-        acc = 0
-        j = lo + tid
-        while j < hi:
-            acc += x[j]
-            j += nthr
-        _, total = _block_scan(sh, tid, nthr, acc)
-        if tid == 0:
-            sums[t] = total
-        t += cuda.gridDim.x
-
-
-@cuda.jit
-def scan_in_place(sums, n):
-    """Exclusive prefix sum of ``sums[:n]`` in place, and ``sums[n]`` = the total.
-
-    One block (launch ``[1, threads]``): chunks of ``blockDim`` cells, each
-    scanned by the block, with a running carry.
-
-    See Also
-    --------
-    numpy.cumsum : what it computes (shifted by one), on the host.
-    """
-    sh = cuda.shared.array(MAX_THREADS, dtype=int64)
-    tid = cuda.threadIdx.x
-    nthr = cuda.blockDim.x
-    if cuda.blockIdx.x != 0:
-        return
-    carry = 0
-    j0 = 0
-    while j0 < n:
-        j = j0 + tid
-        v = 0
-        if j < n:
-            v = sums[j]
-        excl, total = _block_scan(sh, tid, nthr, v)
-        if j < n:
-            sums[j] = carry + excl
-        carry += total
-        j0 += nthr
-    if tid == 0:
-        sums[n] = carry
-
-
-@cuda.jit
-def scan_tiles(x, tile, tile_off, out):
-    """``out[i] = x[:i].sum()`` for ``i <= len(x)`` (exclusive scan plus the total).
-
-    One block per tile (grid-stride over tiles); the tile's offset comes
-    from ``tile_off`` (``tile_sums`` then ``scan_in_place``), then chunks
-    of ``blockDim * ITEMS`` elements are scanned with a running carry:
-    thread ``j`` adds ``ITEMS`` consecutive elements, a block scan of those
-    sums gives each thread its start, and it writes its elements' prefixes.
-
-    See Also
-    --------
-    numpy.cumsum : what it computes (with a leading 0), on the host;
-        ``backend.segment_layout`` uses it for the same offsets.
-    """
-    sh = cuda.shared.array(MAX_THREADS, dtype=int64)
-    tid = cuda.threadIdx.x
-    nthr = cuda.blockDim.x
-    n = x.shape[0]
-    n_tiles = (n + tile - 1) // tile
-    if cuda.blockIdx.x == 0 and tid == 0:
-        out[n] = tile_off[n_tiles]
-    t = cuda.blockIdx.x
-    while t < n_tiles:
-        lo = t * tile
-        hi = lo + tile
-        if hi > n:
-            hi = n
-        carry = tile_off[t]
-        j0 = lo
-        while j0 < hi:
-            # thread tid takes ITEMS consecutive elements of the chunk
-            j = j0 + tid * ITEMS
-            v = 0
-            for q in range(ITEMS):
-                if j + q < hi:
-                    v += x[j + q]
-            excl, total = _block_scan(sh, tid, nthr, v)
-            acc = carry + excl
-            for q in range(ITEMS):
-                if j + q < hi:
-                    out[j + q] = acc
-                    acc += x[j + q]
-            carry += total
-            j0 += nthr * ITEMS
-        t += cuda.gridDim.x
-
-
-@cuda.jit
-def compact_tiles(flags, tile, tile_off, base, out):
-    """``out[r] = i + base`` for the ``r``-th ``i`` (in order) with ``flags[i] != 0``.
-
-    Stream compaction: one block per tile as ``scan_tiles``, the scan of
-    the flags giving each set flag its place. With ``flags`` from
-    ``newline_ends`` + ``document_ends`` and ``base = 1`` it writes the
-    segment ends.
-
-    See Also
-    --------
-    gpu_bytepiece.cpu_fallback.find_segments : the CPU twin for segments
-        (``numpy.flatnonzero(flags) + base`` in general).
-    """
-    sh = cuda.shared.array(MAX_THREADS, dtype=int64)
-    tid = cuda.threadIdx.x
-    nthr = cuda.blockDim.x
-    n = flags.shape[0]
-    n_tiles = (n + tile - 1) // tile
-    t = cuda.blockIdx.x
-    while t < n_tiles:
-        lo = t * tile
-        hi = lo + tile
-        if hi > n:
-            hi = n
-        carry = tile_off[t]
-        j0 = lo
-        while j0 < hi:
-            j = j0 + tid * ITEMS
-            v = 0
-            for q in range(ITEMS):
-                if j + q < hi and flags[j + q] != 0:
-                    v += 1
-            excl, total = _block_scan(sh, tid, nthr, v)
-            r = carry + excl
-            for q in range(ITEMS):
-                if j + q < hi and flags[j + q] != 0:
-                    out[r] = j + q + base
-                    r += 1
-            carry += total
-            j0 += nthr * ITEMS
-        t += cuda.gridDim.x
-
-
-@cuda.jit
-def partition_tiles(flags, tile, tile_off, out):
-    """Stable partition of ``0 .. len(flags) - 1``: flagged indices first.
-
-    ``out[:n_set]`` are the ``i`` with ``flags[i] != 0`` in order,
-    ``out[n_set:]`` the others in order (``n_set = tile_off[n_tiles]``).
-    One block per tile, as ``compact_tiles``. The backend uses it to hand
-    long segments to ``encode_long_segments`` and the rest to
-    ``encode_segments``.
-
-    See Also
-    --------
-    numpy.argsort : ``argsort(flags == 0, kind="stable")`` on the host.
-    """
-    sh = cuda.shared.array(MAX_THREADS, dtype=int64)
-    tid = cuda.threadIdx.x
-    nthr = cuda.blockDim.x
-    n = flags.shape[0]
-    n_tiles = (n + tile - 1) // tile
-    n_set = tile_off[n_tiles]
-    t = cuda.blockIdx.x
-    while t < n_tiles:
-        lo = t * tile
-        hi = lo + tile
-        if hi > n:
-            hi = n
-        carry = tile_off[t]
-        j0 = lo
-        while j0 < hi:
-            j = j0 + tid * ITEMS
-            v = 0
-            for q in range(ITEMS):
-                if j + q < hi and flags[j + q] != 0:
-                    v += 1
-            excl, total = _block_scan(sh, tid, nthr, v)
-            r = carry + excl  # flagged before element j + q
-            for q in range(ITEMS):
-                if j + q < hi:
-                    if flags[j + q] != 0:
-                        out[r] = j + q
-                        r += 1
-                    else:
-                        out[n_set + j + q - r] = j + q
-            carry += total
-            j0 += nthr * ITEMS
-        t += cuda.gridDim.x
 
 
 @cuda.jit
@@ -390,22 +141,18 @@ def segment_docs(seg_start, doc_off, doc_keys, use_keys, seg_doc, seg_key, seg_p
 
 @cuda.jit
 def document_keys(k0, first, keys):
-    """``keys[d] = mix64(k0 ^ (first + d))`` with ``k0 = mix64(stream key)``.
+    """``keys[d] = splitmix(k0 ^ (first + d))`` with ``k0 = rng.stream_root(stream key)``.
 
     One thread per document, grid-stride.
 
     See Also
     --------
-    gpu_bytepiece.core.lattice.document_keys : the host twin (numpy).
+    gpu_bytepiece.core.rng.document_keys : the host twin (numpy).
     """
     d = cuda.grid(1)
     stride = cuda.gridsize(1)
     while d < keys.shape[0]:
-        z = k0 ^ np.uint64(first + d)
-        z = z + _GOLDEN
-        z = (z ^ (z >> _S30)) * _MIX1
-        z = (z ^ (z >> _S27)) * _MIX2
-        keys[d] = z ^ (z >> _S31)
+        keys[d] = splitmix(k0 ^ np.uint64(first + d))
         d += stride
 
 
@@ -417,7 +164,7 @@ def long_flags(seg_start, seg_end, threshold, flags):
 
     See Also
     --------
-    gpu_bytepiece.cuda_backend.CUDABackend : the host path's
+    gpu_bytepiece.backends.cuda.CUDABackend : the host path's
         ``seg_len > threshold`` in numpy.
     """
     k = cuda.grid(1)
@@ -438,7 +185,7 @@ def rebase(src, k0, shift, dst):
 
     See Also
     --------
-    gpu_bytepiece.cuda_backend.CUDABackend : ``seg_start[k0:k1] - a0`` on
+    gpu_bytepiece.backends.cuda.CUDABackend : ``seg_start[k0:k1] - a0`` on
         the host path.
     """
     j = cuda.grid(1)
@@ -462,7 +209,7 @@ def chunk_cuts(seg_end, step, cuts, byte_cuts):
 
     See Also
     --------
-    gpu_bytepiece.cuda_backend.plan_chunks : the host path's planner.
+    gpu_bytepiece.backends.cuda.plan_chunks : the host path's planner.
     """
     j = cuda.grid(1)
     stride = cuda.gridsize(1)
@@ -501,7 +248,7 @@ def document_tokens(doc_off, seg_end, cum, extra, tokens):
 
     See Also
     --------
-    gpu_bytepiece.backend.segment_layout : the host twin (``bincount`` of
+    gpu_bytepiece.backends.layout.segment_layout : the host twin (``bincount`` of
         the counts by document).
     """
     d = cuda.grid(1)
@@ -538,7 +285,7 @@ def segment_dest(cum, seg_doc, extra, bos, dest):
 
     See Also
     --------
-    gpu_bytepiece.backend.segment_layout : the host twin.
+    gpu_bytepiece.backends.layout.segment_layout : the host twin.
     """
     k = cuda.grid(1)
     stride = cuda.gridsize(1)
@@ -555,7 +302,7 @@ def put_specials(offsets, bos, eos, ids):
 
     See Also
     --------
-    gpu_bytepiece.backend.finish_specials : the host twin.
+    gpu_bytepiece.backends.layout.put_specials : the host twin.
     """
     d = cuda.grid(1)
     stride = cuda.gridsize(1)
@@ -567,15 +314,9 @@ def put_specials(offsets, bos, eos, ids):
         d += stride
 
 
-_I64 = "int64[::1]"
 SIGNATURES = {
     "newline_ends": "void(uint8[::1], uint8[::1])",
     "document_ends": "void(int64[::1], uint8[::1])",
-    "tile_sums": ("void(uint8[::1], int64, int64[::1])", "void(int64[::1], int64, int64[::1])"),
-    "scan_in_place": "void(int64[::1], int64)",
-    "scan_tiles": "void(int64[::1], int64, int64[::1], int64[::1])",
-    "compact_tiles": "void(uint8[::1], int64, int64[::1], int64, int64[::1])",
-    "partition_tiles": "void(uint8[::1], int64, int64[::1], int64[::1])",
     "segment_starts": "void(int64[::1], int64, int64[::1])",
     "segment_docs": "void(int64[::1], int64[::1], uint64[::1], int64, int64[::1], uint64[::1], int64[::1])",
     "document_keys": "void(uint64, int64, uint64[::1])",

@@ -31,126 +31,32 @@ right to left, window after window, writing ids right-aligned; the block
 then moves them to ``out[seg_start[k]:]``, the place the one-thread kernel
 writes them.
 
-``walk_matches`` and ``relax_rows`` are plain functions in the style of
-``gpu_bytepiece.core.lattice`` (no allocation, no Python objects): compiled here
-with ``cuda.jit(device=True)``, and with ``numba.njit`` by the tests, which
-check that walking then relaxing tile by tile reproduces ``lattice.lattice``
-exactly.
+``walk_matches`` and ``relax_rows`` are the plain functions of
+``gpu_bytepiece.core.long`` (no allocation, no Python objects, no CUDA),
+compiled here with ``cuda.jit(device=True)``; the tests compile them with
+``numba.njit`` and check that walking then relaxing tile by tile reproduces
+``lattice.lattice`` exactly. What stays here is CUDA: the shared-memory
+tiles, the barriers, the windowed backtrack and ``long_layout``, the tile
+geometry the host launches with.
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 from numba import cuda, float64, int32, uint8
 
 from gpu_bytepiece.core import lattice as _lat
+from gpu_bytepiece.core.long import relax_rows, walk_matches
 
-__all__ = ["encode_long_segments", "walk_matches", "relax_rows", "long_layout", "SIGNATURES"]
+__all__ = ["encode_long_segments", "long_layout", "SIGNATURES"]
 
-_POS_MUL = _lat._POS_MUL
-_LEN_MUL = _lat._LEN_MUL
-_GOLDEN = _lat._GOLDEN
-_MIX1 = _lat._MIX1
-_MIX2 = _lat._MIX2
-_S30 = _lat._S30
-_S27 = _lat._S27
-_S31 = _lat._S31
-_S11 = _lat._S11
-_INV_2_53 = _lat._INV_2_53
-_LOW32 = _lat._LOW32
-_S32 = _lat._S32
-CELL_BITS = _lat.CELL_BITS
 _CELL_MASK = _lat._CELL_MASK
-_LEN_ESCAPE = _lat._LEN_ESCAPE
 
 #: Most walker rows per tile (a warp of walkers keeps up with the relaxing thread).
 MAX_ROWS = 32
 #: Longest piece the tiles can hold (lengths are stored as uint8).
 MAX_PIECE = 255
-
-
-def walk_matches(data, start, i, lim, cells, node_score,
-                 row_score, row_cell, row_len, row_off):
-    """The pieces that start at ``data[start + i]``, shortest first.
-
-    Walks the double-array trie (``cells``: ``check << 32 | base`` per
-    cell, as ``lattice.lattice`` walks it) for at most ``lim`` bytes and
-    writes each piece found (a cell whose score is not ``-inf``) as
-    ``row_score``, ``row_cell`` (the trie cell where it ends), ``row_len``
-    at ``row_off``, ``row_off + 1``, ...; returns how many. A cell where no
-    piece ends is skipped: in the lattice it scores ``-inf`` and can never
-    win (Viterbi) or is skipped (sampling).
-    """
-    s = np.int64(0)
-    count = 0
-    for j in range(lim):
-        t = (cells[s] & _LOW32) + data[start + i + j]
-        if (cells[t] >> _S32) != s:
-            break
-        s = t
-        sc = node_score[s]
-        if sc > -math.inf:
-            row_score[row_off + count] = sc
-            row_cell[row_off + count] = s
-            row_len[row_off + count] = j + 1
-            count += 1
-    return count
-
-
-def relax_rows(i0, rows, row_score, row_cell, row_len, row_cnt, cnt_off, row_off, row_stride,
-               ring, ring_mask, alpha, key, pos0, back, off):
-    """Apply the matches of starts ``i0 .. i0 + rows - 1`` in lattice order.
-
-    Row ``r`` (start ``i0 + r``) holds ``row_cnt[cnt_off + r]`` matches at
-    ``row_off + r * row_stride`` (from ``walk_matches``). ``ring`` holds
-    ``best`` of the live positions: position ``p`` in ``ring[p & ring_mask]``
-    (``ring_mask + 1 > max_len``); the slot of a start is reset to ``-inf``
-    once its matches are applied, ready for position ``start + ring size``.
-    Back pointers (trie cell and length, packed) go to ``back[off + e]`` as
-    in ``lattice.lattice``, whose arithmetic this repeats exactly.
-    """
-    if alpha < 0:
-        for r in range(rows):
-            i = i0 + r
-            bs = ring[i & ring_mask]
-            ro = row_off + r * row_stride
-            for m in range(row_cnt[cnt_off + r]):
-                ln = np.int64(row_len[ro + m])
-                e = i + ln
-                slot = e & ring_mask
-                cand = bs + row_score[ro + m]
-                if cand > ring[slot]:
-                    ring[slot] = cand
-                    back[off + e] = row_cell[ro + m] | (min(ln, _LEN_ESCAPE) << CELL_BITS)
-            ring[i & ring_mask] = -math.inf
-    else:
-        for r in range(rows):
-            i = i0 + r
-            bs = ring[i & ring_mask]
-            ro = row_off + r * row_stride
-            for m in range(row_cnt[cnt_off + r]):
-                ln = np.int64(row_len[ro + m])
-                e = i + ln
-                slot = e & ring_mask
-                cand = bs + alpha * row_score[ro + m]
-                x = ring[slot]
-                if x < cand:
-                    tot = cand + math.log(1.0 + math.exp(x - cand))
-                else:
-                    tot = x + math.log(1.0 + math.exp(cand - x))
-                ring[slot] = tot
-                # lattice.lattice's counter-based uniform: splitmix64 of (key, end, length)
-                z = key ^ (np.uint64(pos0 + e) * _POS_MUL) ^ (np.uint64(ln) * _LEN_MUL)
-                z = z + _GOLDEN
-                z = (z ^ (z >> _S30)) * _MIX1
-                z = (z ^ (z >> _S27)) * _MIX2
-                z = z ^ (z >> _S31)
-                u = np.float64(z >> _S11) * _INV_2_53
-                if u < math.exp(cand - tot):
-                    back[off + e] = row_cell[ro + m] | (min(ln, _LEN_ESCAPE) << CELL_BITS)
-            ring[i & ring_mask] = -math.inf
 
 
 def long_layout(max_len, threads, shared_bytes):

@@ -1,9 +1,10 @@
 """Device input and output under Numba's CUDA simulator: device == CPU, exactly.
 
-``cuda_backend.encode_device`` takes UTF-8 bytes and int64 document offsets
-that are already on the GPU and returns device arrays; segmentation, prefix
-sums and the output layout run on the device (``kernels.layout``). These
-tests feed it real NFC text from ``../shared/corpus`` and compare with
+``Tokenizer.encode_device`` (``backends.cuda_device``) takes UTF-8 bytes and
+int64 document offsets that are already on the GPU and returns device
+arrays; segmentation, prefix sums and the output layout run on the device
+(``kernels.layout``, ``kernels.scan``). These tests feed it real NFC text
+from ``../shared/corpus`` and compare with
 ``Tokenizer(..., device="cpu").encode_to_numpy``; the building blocks
 (scans, compaction, segmentation) are also checked one by one against
 numpy and ``cpu_fallback.find_segments``.
@@ -29,7 +30,6 @@ from numba import cuda  # noqa: E402
 
 from gpu_bytepiece import Tokenizer, config  # noqa: E402
 from gpu_bytepiece.device import DeviceError  # noqa: E402
-from gpu_bytepiece.cuda_backend import encode_device  # noqa: E402
 
 pytestmark = [
     pytest.mark.sim,
@@ -86,7 +86,7 @@ def pack(docs, pad=0):
 
 def assert_device_same(gpu, cpu, docs, pad=0, **kw):
     data, offsets = pack(docs, pad)
-    ids_d, off_d = encode_device(gpu, cuda.to_device(data), cuda.to_device(offsets), **kw)
+    ids_d, off_d = gpu.encode_device(cuda.to_device(data), cuda.to_device(offsets), **kw)
     assert getattr(ids_d, "__cuda_ndarray__", False) and getattr(off_d, "__cuda_ndarray__", False)
     ids, off = ids_d.copy_to_host(), off_d.copy_to_host()
     want_ids, want_off = cpu.encode_to_numpy(docs, **kw)
@@ -118,7 +118,7 @@ def test_device_input_unseeded_sequence(plus40k_path):
     dev = Tokenizer(plus40k_path, device="cuda", seed=99)
     host = Tokenizer(plus40k_path, device="cpu", seed=99)
     for _ in range(2):
-        ids, off = encode_device(dev, cuda.to_device(data), cuda.to_device(offsets), alpha=0.2)
+        ids, off = dev.encode_device(cuda.to_device(data), cuda.to_device(offsets), alpha=0.2)
         want, want_off = host.encode_to_numpy(docs, alpha=0.2)
         np.testing.assert_array_equal(ids.copy_to_host(), want)
         np.testing.assert_array_equal(off.copy_to_host(), want_off)
@@ -137,7 +137,7 @@ def test_device_input_edge_cases(plus40k_path):
     ids, off = assert_device_same(gpu, cpu, ["", ""])
     assert len(ids) == 0 and list(off) == [0, 0, 0]
     assert_device_same(gpu, cpu, ["\n", "\n\n\n", "z"])
-    ids, off = encode_device(gpu, cuda.to_device(np.zeros(3, np.uint8)), cuda.to_device(np.zeros(1, np.int64)))
+    ids, off = gpu.encode_device(cuda.to_device(np.zeros(3, np.uint8)), cuda.to_device(np.zeros(1, np.int64)))
     assert len(ids.copy_to_host()) == 0 and list(off.copy_to_host()) == [0]
 
 
@@ -165,21 +165,21 @@ def test_device_input_chunked_and_long(plus40k_path, monkeypatch):
 def test_device_input_rejects_host_and_cpu(plus40k_path):
     data, offsets = pack(["abc"])
     with pytest.raises(TypeError, match="CUDA device array"):
-        encode_device(gpu_tokenizer(plus40k_path), data, cuda.to_device(offsets))
+        gpu_tokenizer(plus40k_path).encode_device(data, cuda.to_device(offsets))
     with pytest.raises(TypeError, match="int64"):
-        encode_device(gpu_tokenizer(plus40k_path), cuda.to_device(data), cuda.to_device(offsets.astype(np.int32)))
+        gpu_tokenizer(plus40k_path).encode_device(cuda.to_device(data), cuda.to_device(offsets.astype(np.int32)))
     with pytest.raises(DeviceError, match="CUDA device"):
-        encode_device(cpu_tokenizer(plus40k_path), cuda.to_device(data), cuda.to_device(offsets))
+        cpu_tokenizer(plus40k_path).encode_device(cuda.to_device(data), cuda.to_device(offsets))
 
 
 def test_device_buffers_reused(plus40k_path):
     tok = Tokenizer(plus40k_path, device="cuda")
     data, offsets = pack(nfc_docs())
-    encode_device(tok, cuda.to_device(data), cuda.to_device(offsets))
+    tok.encode_device(cuda.to_device(data), cuda.to_device(offsets))
     bufs = {k: id(v) for k, v in tok._backend._pool.buffers.items()}
     assert {"dv_flags", "dv_seg_end", "dv_out", "dv_cum"} <= set(bufs)
     data, offsets = pack(nfc_docs()[:5])
-    encode_device(tok, cuda.to_device(data), cuda.to_device(offsets))
+    tok.encode_device(cuda.to_device(data), cuda.to_device(offsets))
     assert {k: id(v) for k, v in tok._backend._pool.buffers.items()} == bufs
 
 
@@ -228,8 +228,8 @@ def test_device_segmentation_matches_find_segments(plus40k_path):
     from gpu_bytepiece.cpu_fallback import find_segments
     from gpu_bytepiece.kernels import (compact_tiles, document_ends, document_keys, newline_ends, scan_in_place,
                                        segment_docs, segment_starts, tile_sums)
-    from gpu_bytepiece.core.lattice import document_keys as host_keys
-    from gpu_bytepiece.core.lattice import mix64
+    from gpu_bytepiece.core.rng import document_keys as host_keys
+    from gpu_bytepiece.core.rng import mix64
 
     data, offsets = pack(nfc_docs(), pad=4)
     a0 = int(offsets[0])

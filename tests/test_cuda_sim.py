@@ -144,7 +144,7 @@ def test_several_packed_batches(plus40k_path):
 @pytest.mark.parametrize("budget", [2_000, 12_000])
 def test_chunked_batch_matches_whole(plus40k_path, monkeypatch, budget):
     """A batch bigger than ``MAX_DEVICE_BYTES`` runs in chunks (one segment alone beyond it)."""
-    from gpu_bytepiece.cuda_backend import BYTES_PER_BYTE, plan_chunks
+    from gpu_bytepiece.backends.cuda import BYTES_PER_BYTE, plan_chunks
 
     docs = ragged_docs()
     assert len(max(docs, key=len)) * BYTES_PER_BYTE > 2_000  # the long line is a chunk of its own
@@ -157,7 +157,7 @@ def test_chunked_batch_matches_whole(plus40k_path, monkeypatch, budget):
 
 
 def test_plan_chunks():
-    from gpu_bytepiece.cuda_backend import BYTES_PER_BYTE, BYTES_PER_SEGMENT, plan_chunks
+    from gpu_bytepiece.backends.cuda import BYTES_PER_BYTE, BYTES_PER_SEGMENT, plan_chunks
 
     seg_len = np.array([10, 10, 500, 10, 10, 10], dtype=np.int64)
     cost = seg_len * BYTES_PER_BYTE + BYTES_PER_SEGMENT
@@ -177,7 +177,7 @@ def test_unsorted_segments_same_ids(plus40k_path, monkeypatch):
 
 
 def test_segment_order_longest_first():
-    from gpu_bytepiece.cuda_backend import segment_order
+    from gpu_bytepiece.backends.cuda import segment_order
 
     seg_len = np.array([3, 70000, 5, 3, 80000, 5], dtype=np.int64)
     assert list(segment_order(seg_len)) == [1, 4, 2, 5, 0, 3]  # capped at 65535, then stable
@@ -282,7 +282,7 @@ def _tiled_lattice():
     walk ``rows`` starts, relax them, next tile; ``best`` lives in a ring."""
     import numba
 
-    from gpu_bytepiece.kernels.long_segments import relax_rows, walk_matches
+    from gpu_bytepiece.core.long import relax_rows, walk_matches
 
     walk = numba.njit(walk_matches)
     relax = numba.njit(relax_rows)
@@ -428,7 +428,7 @@ def test_long_kernel_matches_cpu_twin(plus40k_path):
 
 def test_pipelined_chunks_match_cpu(plus40k_path, monkeypatch):
     """Batches cut into chunks of ~400 bytes alternate between two streams and their buffers."""
-    from gpu_bytepiece.cuda_backend import plan_chunks
+    from gpu_bytepiece.backends.cuda import plan_chunks
 
     monkeypatch.setattr(config, "CUDA_PIPELINE_BYTES", 400)
     docs = ragged_docs()
@@ -445,7 +445,7 @@ def test_pipelined_chunks_match_cpu(plus40k_path, monkeypatch):
 
 
 def test_plan_chunks_max_bytes():
-    from gpu_bytepiece.cuda_backend import plan_chunks
+    from gpu_bytepiece.backends.cuda import plan_chunks
 
     seg_len = np.array([100, 100, 100, 500, 100, 50, 50], dtype=np.int64)
     b = plan_chunks(seg_len, 10**9, 250)

@@ -70,11 +70,11 @@ def entries(ptx):
 
 def test_every_kernel_has_a_signature():
     from gpu_bytepiece import kernels
-    from gpu_bytepiece.kernels import layout, long_segments, tokenize
+    from gpu_bytepiece.kernels import layout, long_segments, scan, tokenize
 
     exported = set(kernels.__all__) - {"SIGNATURES"}
     assert set(kernels.SIGNATURES) == set(KERNELS) == exported
-    for mod in (tokenize, layout, long_segments):
+    for mod in (tokenize, layout, long_segments, scan):
         defined = {k for k, v in vars(mod).items()
                    if hasattr(v, "py_func") and not getattr(v, "targetoptions", {}).get("device", True)}
         assert defined <= exported, f"{mod.__name__}: kernels without a signature: {defined - exported}"
@@ -110,7 +110,7 @@ def test_long_kernel_tiles_in_shared_memory(no_driver):
 
 def test_device_functions_compile(no_driver):
     from gpu_bytepiece.core import lattice as lat
-    from gpu_bytepiece.kernels import long_segments as ls
+    from gpu_bytepiece.core import long as ls
 
     sig = ("void(uint8[::1], int64, int64, int64[::1], float64[::1], int64, "
            "float64, uint64, int64, float64[::1], int32[::1], int64)")

@@ -14,8 +14,9 @@ reached. The comparison is strict (``>``): on an exact tie the longer piece
 stays, as in the reference.
 
 Sampling (``alpha >= 0``) uses the same walk in log-sum-exp form; its random
-numbers come from a counter-based generator keyed by (``key``, end position,
-piece length), so a seeded sample does not depend on threads, batch or device.
+numbers come from the counter-based generator ``core.rng.uniform`` keyed by
+(``key``, end position, piece length), so a seeded sample does not depend on
+threads, batch or device.
 """
 
 from __future__ import annotations
@@ -23,37 +24,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba.extending import register_jitable
 
-# splitmix64 constants
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
-_S30 = np.uint64(30)
-_S27 = np.uint64(27)
-_S31 = np.uint64(31)
-_S11 = np.uint64(11)
-_POS_MUL = np.uint64(0xD6E8FEB86659FD93)
-_LEN_MUL = np.uint64(0xA0761D6478BD642F)
-_INV_2_53 = 1.0 / 9007199254740992.0
-
-
-def mix64(z):
-    """splitmix64's finalizer on a uint64 array (host side: document keys)."""
-    z = np.asarray(z, dtype=np.uint64) + _GOLDEN
-    z = (z ^ (z >> _S30)) * _MIX1
-    z = (z ^ (z >> _S27)) * _MIX2
-    return z ^ (z >> _S31)
-
-
-def document_keys(stream_key: int, doc_index) -> np.ndarray:
-    """Per-document random keys: ``mix64(mix64(stream_key) ^ doc_index)``.
-
-    ``stream_key`` is a Python int (the seed, and the call number when the
-    tokenizer draws fresh samples per call); ``doc_index`` an int array.
-    """
-    k = mix64(np.array([stream_key & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
-    return mix64(k ^ np.asarray(doc_index, dtype=np.uint64))
-
+from .rng import uniform
 
 _LOW32 = np.int64(0xFFFFFFFF)
 _S32 = np.int64(32)
@@ -69,6 +42,18 @@ LEN_ESCAPE = 127
 _CELL_MASK = np.int64(CELL_MASK)
 _LEN_ESCAPE = np.int64(LEN_ESCAPE)
 _ONE_LEN = np.int64(1 << CELL_BITS)
+
+
+@register_jitable
+def log_add(x, y):
+    """``log(exp(x) + exp(y))``, from the larger: the sampling lattice's one sum.
+
+    Plain and registered like ``core.rng.uniform``: the lattice and the
+    long-segment kernel's ``core.long.relax_rows`` add in exactly this way.
+    """
+    if x < y:
+        return y + math.log(1.0 + math.exp(x - y))
+    return x + math.log(1.0 + math.exp(y - x))
 
 
 def lattice(data, start, end, cells, node_score, max_len,
@@ -170,20 +155,9 @@ def lattice(data, start, end, cells, node_score, max_len,
                 if sc > -math.inf:
                     e = off + i + j + 1
                     cand = bs + alpha * sc
-                    x = best[e]
-                    if x < cand:
-                        tot = cand + math.log(1.0 + math.exp(x - cand))
-                    else:
-                        tot = x + math.log(1.0 + math.exp(cand - x))
+                    tot = log_add(best[e], cand)
                     best[e] = tot
-                    # counter-based uniform in [0, 1): splitmix64 of (key, end, length)
-                    z = key ^ (np.uint64(pos0 + i + j + 1) * _POS_MUL) ^ (np.uint64(j + 1) * _LEN_MUL)
-                    z = z + _GOLDEN
-                    z = (z ^ (z >> _S30)) * _MIX1
-                    z = (z ^ (z >> _S27)) * _MIX2
-                    z = z ^ (z >> _S31)
-                    u = np.float64(z >> _S11) * _INV_2_53
-                    if u < math.exp(cand - tot):
+                    if uniform(key, pos0 + i + j + 1, j + 1) < math.exp(cand - tot):
                         back[e] = s | (min(np.int64(j + 1), _LEN_ESCAPE) << CELL_BITS)
 
 

@@ -1,0 +1,86 @@
+"""The CPU backend: the lattice compiled with ``numba.njit``, ``prange`` over chunks of segments."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from ..cpu_fallback import chunk_bounds, encode_segments, scatter_tokens
+from ..trie import Trie
+from .layout import put_specials, segment_layout, segment_table
+
+__all__ = ["CPUBackend"]
+
+
+class CPUBackend:
+    """Numba CPU: ``prange`` over chunks of segments.
+
+    Parameters
+    ----------
+    trie : Trie
+    node_score : float64 numpy array
+        The lattice's scores per trie cell (``Trie.node_scores``).
+    """
+
+    name = "cpu"
+
+    def __init__(self, trie: Trie, node_score: np.ndarray):
+        self.trie = trie
+        self.node_score = node_score
+
+    def encode_packed(self, data, doc_offsets, alpha, add_bos=False, add_eos=False, *,
+                      stream_key=None, first_doc=0):
+        """Encode a packed batch: the backends' one contract.
+
+        Parameters
+        ----------
+        data : uint8 array
+            NFC UTF-8 of all documents, joined.
+        doc_offsets : int64 array, ``n_docs + 1``
+            Document ``d`` is ``data[doc_offsets[d]:doc_offsets[d + 1]]``.
+        alpha : float
+            ``< 0``: best path; ``>= 0``: sample.
+        add_bos, add_eos : bool
+        stream_key : int, optional
+            Sampling: the stream (seed and call number) the document keys
+            come from (``core.rng.document_keys``); ``None`` for the best path.
+        first_doc : int
+            Index of document 0 in the stream.
+
+        Returns
+        -------
+        ids : uint32 array
+        offsets : int64 array, ``n_docs + 1``
+        """
+        n_docs = len(doc_offsets) - 1
+        seg = segment_table(data, doc_offsets, stream_key, first_doc)
+        seg_start, seg_end = seg.start, seg.end
+        n_seg = len(seg_start)
+        out = np.empty(len(data), dtype=np.uint32)
+        counts = np.zeros(n_seg, dtype=np.int64)
+        if n_seg:
+            chunks = chunk_bounds(seg_end - seg_start, numba.get_num_threads())
+            t = self.trie
+            # chunks are handed to threads one at a time (not split up front),
+            # so a thread slowed by other work on its core does not stall the rest
+            with numba.parallel_chunksize(1):
+                encode_segments(data, seg_start, seg_end, seg.key, seg.pos, chunks,
+                                t.cells, t.node_id, t.node_len, self.node_score, t.max_len,
+                                np.float64(alpha), out, counts)
+        dest, offsets = segment_layout(seg.doc, counts, n_docs, add_bos, add_eos)
+        if not n_seg:
+            ids = np.empty(int(offsets[-1]), dtype=np.uint32)
+        elif not (add_bos or add_eos):
+            # chunks wrote their ids back to back: join the chunk runs
+            first = seg_start[chunks[:-1]]
+            cum = np.concatenate(([0], np.cumsum(counts)))
+            totals = cum[chunks[1:]] - cum[chunks[:-1]]
+            ids = np.concatenate([out[a:a + t] for a, t in zip(first.tolist(), totals.tolist())])
+        else:
+            cum = np.concatenate(([0], np.cumsum(counts)))
+            chunk_of = np.repeat(np.arange(len(chunks) - 1), np.diff(chunks))
+            src = seg_start[chunks[:-1]][chunk_of] + cum[:-1] - cum[chunks[:-1]][chunk_of]
+            ids = np.empty(int(offsets[-1]), dtype=np.uint32)
+            scatter_tokens(out, src, counts, dest, ids)
+        put_specials(ids, offsets, add_bos, add_eos)
+        return ids, offsets

@@ -1,0 +1,162 @@
+"""Host steps around the lattice that every backend shares: segments in, layout out.
+
+- ``segment_table``: cut a packed batch into segments and give each its
+  sampling key and its position in its document;
+- ``segment_layout``: where each segment's ids go in the flat result, and
+  the document offsets, leaving room for ``<bos>`` / ``<eos>``;
+- ``put_specials``: write ``<bos>`` (1) / ``<eos>`` (2) into that room;
+- ``insert_specials``: the same for documents already encoded without them
+  (the pipeline's pieces of documents split across batches).
+
+``<bos>`` and ``<eos>`` are a bool for every document or a boolean mask
+per document. The device twins, for text already on the GPU, are in
+``kernels.layout`` (side by side by name: ``segment_docs`` and
+``document_keys`` for the table, ``document_tokens`` and ``segment_dest``
+for the layout, ``put_specials`` for the specials).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ..core.rng import document_keys
+from ..cpu_fallback import find_segments, scatter_tokens
+
+__all__ = ["Segments", "segment_table", "segment_layout", "put_specials", "insert_specials"]
+
+#: Ids of the special tokens.
+BOS_ID = 1
+EOS_ID = 2
+
+
+class Segments(NamedTuple):
+    """The segments of a packed batch, in text order (int64 arrays, ``key`` uint64)."""
+
+    start: np.ndarray
+    end: np.ndarray
+    doc: np.ndarray
+    key: np.ndarray  #: sampling key of the segment's document
+    pos: np.ndarray  #: byte position of ``start`` in its document
+
+
+def segment_table(data, doc_offsets, stream_key=None, first_doc=0) -> Segments:
+    """Segments of documents ``data[doc_offsets[d]:doc_offsets[d + 1]]`` and their keys.
+
+    Parameters
+    ----------
+    data : uint8 array
+    doc_offsets : int64 array, ``n_docs + 1``
+    stream_key : int, optional
+        Sampling: document ``d`` gets key
+        ``core.rng.document_keys(stream_key, first_doc + d)``. ``None`` (the
+        best path): keys are 0, and unused.
+    first_doc : int
+        Index of the batch's first document in the call (or stream).
+
+    See Also
+    --------
+    gpu_bytepiece.cpu_fallback.find_segments : the segmentation.
+    gpu_bytepiece.kernels.layout.segment_docs : the device twin (after the
+        device segmentation, ``newline_ends`` ... ``segment_starts``).
+    """
+    start, end, doc = find_segments(data, doc_offsets)
+    if stream_key is None:
+        key = np.zeros(len(start), dtype=np.uint64)
+    else:
+        n_docs = len(doc_offsets) - 1
+        key = document_keys(stream_key, np.arange(first_doc, first_doc + n_docs, dtype=np.uint64))[doc]
+    pos = start - doc_offsets[doc]
+    return Segments(start, end, doc, key, pos)
+
+
+def _per_doc(flag, n_docs):
+    """``0`` / ``1`` for a bool; an int64 array of ``n_docs`` for a per-document mask."""
+    if np.ndim(flag) == 0:
+        return int(bool(flag))
+    mask = np.asarray(flag, dtype=bool)
+    if mask.shape != (n_docs,):
+        raise ValueError(f"a per-document mask needs {n_docs} values, got shape {mask.shape}")
+    return mask.astype(np.int64)
+
+
+def segment_layout(seg_doc, counts, n_docs, bos=False, eos=False):
+    """Where each segment's ids go, and the document offsets of the result.
+
+    Parameters
+    ----------
+    seg_doc : int64 array
+        Document of each segment (non-decreasing).
+    counts : int64 array
+        Ids of each segment.
+    n_docs : int
+    bos, eos : bool or boolean array of ``n_docs``
+        Room for ``<bos>`` before / ``<eos>`` after every document, or the
+        documents flagged.
+
+    Returns
+    -------
+    dest : int64 array
+        ``dest[k]``: position of segment ``k``'s first id.
+    offsets : int64 array, ``n_docs + 1``
+
+    See Also
+    --------
+    gpu_bytepiece.kernels.layout.document_tokens,
+    gpu_bytepiece.kernels.layout.segment_dest : the device twins.
+    """
+    b = _per_doc(bos, n_docs)
+    extra = b + _per_doc(eos, n_docs)
+    per_doc = np.bincount(seg_doc, weights=counts, minlength=n_docs).astype(np.int64) + extra
+    offsets = np.zeros(n_docs + 1, dtype=np.int64)
+    np.cumsum(per_doc, out=offsets[1:])
+    # dest[k] = tokens before segment k + the bos/eos of the documents before it (+ its own bos)
+    dest = np.zeros(len(counts), dtype=np.int64)
+    if len(counts):
+        np.cumsum(counts[:-1], out=dest[1:])
+        if np.ndim(extra) == 0:
+            dest += seg_doc * extra + b
+        else:
+            before = np.zeros(n_docs + 1, dtype=np.int64)
+            np.cumsum(extra, out=before[1:])
+            dest += (before[:-1] + b)[seg_doc]
+    return dest, offsets
+
+
+def put_specials(ids, offsets, bos=False, eos=False):
+    """Write ``<bos>`` (1) at the start / ``<eos>`` (2) at the end of the documents flagged.
+
+    ``ids`` has the room for them (``segment_layout``); ``bos`` and
+    ``eos`` are a bool for every document or a boolean mask per document.
+
+    See Also
+    --------
+    gpu_bytepiece.kernels.layout.put_specials : the device twin.
+    """
+    if np.ndim(bos):
+        ids[offsets[:-1][np.asarray(bos, dtype=bool)]] = BOS_ID
+    elif bos:
+        ids[offsets[:-1]] = BOS_ID
+    if np.ndim(eos):
+        ids[offsets[1:][np.asarray(eos, dtype=bool)] - 1] = EOS_ID
+    elif eos:
+        ids[offsets[1:] - 1] = EOS_ID
+
+
+def insert_specials(ids, offsets, bos=False, eos=False):
+    """Ids and offsets of documents encoded without specials, with ``<bos>`` / ``<eos>`` added.
+
+    ``bos`` and ``eos`` as in ``put_specials``. Each document is laid out
+    as one segment (``segment_layout``), its ids copied in
+    (``cpu_fallback.scatter_tokens``), the specials put around them.
+    Returns new ``(ids, offsets)``.
+    """
+    offsets = np.asarray(offsets, dtype=np.int64)
+    n_docs = len(offsets) - 1
+    counts = np.diff(offsets)
+    dest, new_off = segment_layout(np.arange(n_docs, dtype=np.int64), counts, n_docs, bos, eos)
+    out = np.empty(int(new_off[-1]), dtype=np.uint32)
+    scatter_tokens(np.ascontiguousarray(ids, dtype=np.uint32), offsets[:-1], counts, dest, out)
+    put_specials(out, new_off, bos, eos)
+    return out, new_off
