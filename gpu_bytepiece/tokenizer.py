@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import secrets
 import threading
-from contextlib import contextmanager
 from typing import Iterable, Sequence
 
 import numba
@@ -13,6 +12,7 @@ import numpy as np
 
 from . import config
 from .backends import select_backend
+from .backends.cpu import numba_threads
 from .device import DeviceError
 from .model import Model, ModelError, load_model, parse_pieces, save_model
 from .text import iter_packed
@@ -52,23 +52,6 @@ def _join_batches(results):
         total += int(offs[-1])
     ids = id_parts[0] if len(id_parts) == 1 else np.concatenate(id_parts) if id_parts else np.zeros(0, np.uint32)
     return ids, np.concatenate(off_parts)
-
-
-@contextmanager
-def _threads(num_threads):
-    if num_threads is None:
-        yield
-        return
-    if num_threads < 0:
-        num_threads = numba.config.NUMBA_NUM_THREADS
-    if num_threads < 1:
-        raise ValueError(f"num_threads must be >= 1 or -1 (all), got {num_threads}")
-    old = numba.get_num_threads()
-    numba.set_num_threads(min(num_threads, numba.config.NUMBA_NUM_THREADS))
-    try:
-        yield
-    finally:
-        numba.set_num_threads(old)
 
 
 class Tokenizer:
@@ -217,7 +200,7 @@ class Tokenizer:
         if batch_bytes < 1:
             raise ValueError(f"batch_bytes must be >= 1, got {batch_bytes}")
         results = []  # (first document index, ids, offsets) per batch
-        with _threads(num_threads):
+        with numba_threads(num_threads):
             n_threads = numba.get_num_threads()
             if n_threads > 1 and self._backend.name == "cpu" and _concurrent_numba_ok():
                 results = self._encode_batches_in_threads(texts, batch_bytes, n_threads, alpha, stream,

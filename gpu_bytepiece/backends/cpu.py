@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numba
 import numpy as np
 
@@ -9,7 +11,7 @@ from ..cpu_fallback import chunk_bounds, encode_segments, scatter_tokens
 from ..trie import Trie
 from .layout import put_specials, segment_layout, segment_table
 
-__all__ = ["CPUBackend"]
+__all__ = ["CPUBackend", "numba_threads"]
 
 
 class CPUBackend:
@@ -84,3 +86,26 @@ class CPUBackend:
             scatter_tokens(out, src, counts, dest, ids)
         put_specials(ids, offsets, add_bos, add_eos)
         return ids, offsets
+
+
+@contextmanager
+def numba_threads(num_threads):
+    """Numba's parallel regions run on ``num_threads`` threads inside the block.
+
+    ``None`` leaves the count as it is; ``-1`` (any negative) means every
+    thread Numba started; more than that is capped. The tokenizer's
+    ``num_threads`` and the trainer's ``workers`` both go through here.
+    """
+    if num_threads is None:
+        yield
+        return
+    if num_threads < 0:
+        num_threads = numba.config.NUMBA_NUM_THREADS
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1 or -1 (all), got {num_threads}")
+    old = numba.get_num_threads()
+    numba.set_num_threads(min(int(num_threads), numba.config.NUMBA_NUM_THREADS))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(old)

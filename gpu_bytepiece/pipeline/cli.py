@@ -9,6 +9,7 @@ import os
 import sys
 
 from .errors import DataError, PipelineError
+from ..sizes import size_option
 from .formats import FORMATS, strip_suffix
 
 __all__ = ["add_subcommands", "parse_size"]
@@ -48,15 +49,8 @@ with file and line (--on-error fail) or are skipped and counted per reason
 
 
 
-def parse_size(text: str) -> int:
-    """``'16M'`` -> 16 MiB; plain digits are bytes (an argparse type over
-    :func:`gpu_bytepiece.sizes.parse_size`)."""
-    from ..sizes import parse_size as _parse
-
-    try:
-        return _parse(text, "size")
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+#: ``'16M'`` -> 16 MiB; plain digits are bytes (argparse type).
+parse_size = size_option
 
 
 def add_subcommands(sub) -> None:

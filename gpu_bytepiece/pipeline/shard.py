@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..backends.layout import insert_specials
 from .readers import ShardStats, iter_shard
 from .writers import shard_writer
 
-__all__ = ["JobContext", "encode_shard", "shard_prefix", "add_specials", "TEST_SLEEP_ENV"]
+__all__ = ["JobContext", "encode_shard", "shard_prefix", "TEST_SLEEP_ENV"]
 
 #: TEST ONLY: seconds to sleep after each batch a shard writes, so that tests
 #: can kill a job in the middle (documented in tests/test_pipeline_resume.py).
@@ -52,22 +53,6 @@ def _stream_key(seed: int, shard_index: int) -> int:
     return int.from_bytes(h, "little")
 
 
-def add_specials(ids, offsets, bos_mask, eos_mask):
-    """Insert ``<bos>`` (1) / ``<eos>`` (2) around the pieces flagged."""
-    n = len(offsets) - 1
-    counts = np.diff(offsets)
-    bos = bos_mask.astype(np.int64)
-    eos = eos_mask.astype(np.int64)
-    new_off = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(counts + bos + eos, out=new_off[1:])
-    out = np.empty(int(new_off[-1]), dtype=np.uint32)
-    shift = np.repeat(new_off[:-1] + bos - offsets[:-1], counts)
-    out[np.arange(len(ids), dtype=np.int64) + shift] = ids
-    out[new_off[:-1][bos_mask]] = 1
-    out[new_off[1:][eos_mask] - 1] = 2
-    return out, new_off
-
-
 class _Encoder:
     """Tokenizes a shard's batches; sampling keys follow the piece's rank in the shard."""
 
@@ -92,7 +77,7 @@ class _Encoder:
         table = batch.table
         if not whole:
             if self.bos or self.eos:
-                ids, offsets = add_specials(ids, offsets, batch.starts & self.bos, batch.ends & self.eos)
+                ids, offsets = insert_specials(ids, offsets, batch.starts & self.bos, batch.ends & self.eos)
             ids, offsets, table = _join_pieces(batch, ids, offsets)
         return ids, offsets, table, len(data)
 

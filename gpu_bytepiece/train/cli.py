@@ -12,6 +12,8 @@ import argparse
 import sys
 import time
 
+from ..sizes import size_option
+
 
 __all__ = ["add_subcommands", "run_train"]
 
@@ -31,15 +33,6 @@ With one --vocab-size the model goes to --output; with several, one model per
 size goes to OUTPUT.SIZE (as BytePiece's Trainer.save). The models equal
 bytepiece 0.6.3's Trainer on the same documents and parameters.
 """
-
-
-def _size(text):
-    from ..sizes import parse_size
-
-    try:
-        return parse_size(text, "--memory-budget")
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_subcommands(sub) -> None:
@@ -70,7 +63,7 @@ def add_subcommands(sub) -> None:
                    help="allow pieces that start inside a UTF-8 character")
     p.add_argument("--workers", type=int, default=None, help="CPU threads (default: all)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--memory-budget", type=_size, default=None, metavar="SIZE",
+    p.add_argument("--memory-budget", type=size_option, default=None, metavar="SIZE",
                    help="memory for n-gram and piece count runs before they spill to disk, e.g. 512M, 2G "
                         "(default: 1G)")
     p.add_argument("--tmp-dir", default=None, help="where spills go (default: the system temporary folder)")

@@ -56,12 +56,11 @@ import os
 import shutil
 import tempfile
 import time
-from contextlib import contextmanager
 
-import numba
 import numpy as np
 
 from .. import config
+from ..backends.cpu import numba_threads
 from ..core.ngram import MAX_ORDER
 from ..device import resolve_device
 from ..model import Model, model_to_json_obj, save_model
@@ -73,20 +72,6 @@ from .ngrams import count_ngrams
 from .pieces import count_pieces, prune_pieces
 
 __all__ = ["Trainer", "MAX_ORDER"]
-
-
-@contextmanager
-def _threads(workers):
-    """Numba runs on ``workers`` threads inside the block (unchanged for ``None``)."""
-    if workers is None:
-        yield
-        return
-    old = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(int(workers), numba.config.NUMBA_NUM_THREADS)))
-    try:
-        yield
-    finally:
-        numba.set_num_threads(old)
 
 
 def _validate_sizes(max_vocab_size):
@@ -207,7 +192,7 @@ class Trainer:
         self.models, self.pieces, self.stats = [], [], {}
         engine = None
         try:
-            with _threads(workers):
+            with numba_threads(workers):
                 engine = make_engine(self, use_cuda, dev_index)
                 t0 = time.perf_counter()
                 ngrams = count_ngrams(self, corpus, engine, budget, tmp, progress)
