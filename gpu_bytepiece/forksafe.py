@@ -18,8 +18,9 @@ installs ``libtbb.so.12`` under ``sys.prefix/lib``, which the dynamic loader
 does not search, so Numba's TBB layer fails to load and Numba silently falls
 back to OpenMP. :func:`load_tbb` loads that library by its full path before
 Numba chooses; Numba's own search (by soname) then finds it loaded and picks
-TBB. An explicit ``NUMBA_THREADING_LAYER`` is left alone, as is a process
-whose threading layer is already chosen.
+TBB. An explicit ``NUMBA_THREADING_LAYER`` still decides (``omp`` gives the
+old behaviour; ``tbb`` now finds its library); a process whose threading
+layer is already chosen is left alone.
 """
 
 from __future__ import annotations
@@ -51,11 +52,10 @@ def _candidates(name: str):
 def load_tbb() -> str | None:
     """Load the ``tbb`` wheel's library so that Numba can use TBB; its path, or ``None``.
 
-    Does nothing when ``NUMBA_THREADING_LAYER`` is set, when Numba's layer is
-    already chosen, or when no TBB library is installed.
+    Does nothing when Numba's layer is already chosen or no TBB library is
+    installed. Loading it does not choose it: ``NUMBA_THREADING_LAYER`` does,
+    when set.
     """
-    if os.environ.get("NUMBA_THREADING_LAYER"):
-        return None
     name = _LIB.get(sys.platform)
     if name is None:
         return None
