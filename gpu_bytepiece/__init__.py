@@ -17,6 +17,13 @@ import os as _os
 # explicit OMP_WAIT_POLICY in the environment wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+# Fork safety (issue 10): make the tbb wheel's library loadable, so that
+# Numba picks its TBB threading layer (thread- and fork-safe) over GNU OpenMP
+# (not fork-safe). See gpu_bytepiece.forksafe.
+from .forksafe import load_tbb as _load_tbb
+
+_load_tbb()
+
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 if _TYPE_CHECKING:  # pragma: no cover

@@ -1,8 +1,8 @@
-"""``gpu-bytepiece`` command line: ``encode``, ``merge``, ``train``.
+"""``gpu-bytepiece`` command line: ``encode``, ``merge``, ``train``, ``export``.
 
 Each subcommand lives with its feature and registers itself here:
 ``encode``/``merge`` in :mod:`gpu_bytepiece.pipeline.cli`, ``train`` in
-:mod:`gpu_bytepiece.train.cli`.
+:mod:`gpu_bytepiece.train.cli`, ``export`` in :mod:`gpu_bytepiece.hf_cli`.
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
         add_train = None
     if add_train is not None:
         add_train(sub)
+    from .hf_cli import add_subcommands as add_hf  # issue 10: gpu-bytepiece export
+
+    add_hf(sub)
     return parser
 
 

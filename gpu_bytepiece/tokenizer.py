@@ -13,8 +13,11 @@ import numpy as np
 from . import config
 from .backends import select_backend
 from .backends.cpu import numba_threads
+from .backends.layout import put_specials
 from .device import DeviceError
 from .model import Model, ModelError, load_model, parse_pieces, save_model
+from .offsets import token_spans
+from .specials import SpecialTokens
 from .text import iter_packed
 from .trie import build_trie
 
@@ -71,6 +74,11 @@ class Tokenizer:
     seed : int, optional
         Seed of the sampling (``alpha >= 0``) random numbers. ``None`` draws
         one from the OS.
+    special_tokens : list of str, optional
+        Special tokens (e.g. ``["<|endoftext|>"]``), given the ids
+        ``model.vocab_size, model.vocab_size + 1, ...`` in order
+        (``vocab_size`` counts them). The text holds them only where
+        ``allowed_special`` says so (see :mod:`gpu_bytepiece.specials`).
 
     Notes
     -----
@@ -82,7 +90,7 @@ class Tokenizer:
     sequence; a call given ``seed=`` is stateless.
     """
 
-    def __init__(self, model=None, *, device: str = "auto", seed: int | None = None):
+    def __init__(self, model=None, *, special_tokens=None, device: str = "auto", seed: int | None = None):
         if isinstance(model, Model):
             self._model = model
         elif isinstance(model, dict):
@@ -100,6 +108,7 @@ class Tokenizer:
         self._piece_bytes = np.frombuffer(b"".join(m.pieces), dtype=np.uint8)
         self._piece_off = np.zeros(self.vocab_size + 1, dtype=np.int64)
         np.cumsum([0, 0, 0] + [len(p) for p in m.pieces], out=self._piece_off[1:])
+        self._add_special_tokens(special_tokens)
         self._backend = select_backend(device, self._trie, self._scores)
         self.set_seed(seed)
 
@@ -168,7 +177,9 @@ class Tokenizer:
     def encode_to_numpy(self, texts, *, add_bos: bool = False, add_eos: bool = False,
                         alpha: float = -1, seed: int | None = None,
                         num_threads: int | None = None,
-                        batch_bytes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                        batch_bytes: int | None = None,
+                        allowed_special=frozenset(), disallowed_special="all",
+                        return_spans: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Encode many texts into flat arrays.
 
         Parameters
@@ -187,13 +198,46 @@ class Tokenizer:
             Internal batch size in UTF-8 bytes (bounds memory; does not
             change the output). Default ``config.BATCH_BYTES`` on the CPU,
             ``config.CUDA_BATCH_BYTES`` on a GPU.
+        allowed_special : set of str or "all"
+            Special tokens matched in the text and emitted as their ids.
+        disallowed_special : set of str or "all"
+            Special tokens that make the call raise ``ValueError`` when a text
+            holds one (default: every special not allowed); ``()`` encodes
+            them as ordinary text.
+        return_spans : bool
+            Also return each token's byte ``[start, end)`` in its document's
+            NFC UTF-8 (see :mod:`gpu_bytepiece.offsets`).
 
         Returns
         -------
         ids : numpy.ndarray of uint32
         offsets : numpy.ndarray of int64, ``len(texts) + 1``
             Document ``i``'s ids are ``ids[offsets[i]:offsets[i + 1]]``.
+        spans : numpy.ndarray of int64, ``(len(ids), 2)``
+            Only with ``return_spans=True``.
+
+        Notes
+        -----
+        With allowed specials, each run of text between them is tokenized
+        (and sampled) as a document of its own.
         """
+        kw = dict(alpha=alpha, seed=seed, num_threads=num_threads, batch_bytes=batch_bytes)
+        allowed, disallowed = self._specials.resolve(allowed_special, disallowed_special)
+        if disallowed:
+            texts = self._specials.check(texts, disallowed)
+        if allowed:
+            parts, plan = self._specials.split(texts, allowed)
+            ids, offsets = plan.join(*self._encode_texts(parts, add_bos=False, add_eos=False, **kw),
+                                     add_bos, add_eos)
+            put_specials(ids, offsets, add_bos, add_eos)
+        else:
+            ids, offsets = self._encode_texts(texts, add_bos=add_bos, add_eos=add_eos, **kw)
+        if return_spans:
+            return ids, offsets, token_spans(ids, offsets, self._piece_len)
+        return ids, offsets
+
+    def _encode_texts(self, texts, *, add_bos, add_eos, alpha, seed, num_threads, batch_bytes):
+        """``encode_to_numpy`` of texts that hold no special token."""
         stream = self._start_call(alpha, seed)
         if batch_bytes is None:
             batch_bytes = config.CUDA_BATCH_BYTES if self.device.startswith("cuda") else config.BATCH_BYTES
@@ -309,26 +353,34 @@ class Tokenizer:
 
     def encode_batch(self, texts, *, add_bos: bool = False, add_eos: bool = False,
                      alpha: float = -1, seed: int | None = None,
-                     num_threads: int | None = None) -> list:
+                     num_threads: int | None = None,
+                     allowed_special=frozenset(), disallowed_special="all") -> list:
         """Encode many texts; a list of lists of ids (see ``encode_to_numpy``)."""
         ids, offsets = self.encode_to_numpy(texts, add_bos=add_bos, add_eos=add_eos, alpha=alpha,
-                                            seed=seed, num_threads=num_threads)
+                                            seed=seed, num_threads=num_threads,
+                                            allowed_special=allowed_special,
+                                            disallowed_special=disallowed_special)
         flat = ids.tolist()
         o = offsets.tolist()
         return [flat[o[i]:o[i + 1]] for i in range(len(o) - 1)]
 
     def encode(self, text, add_bos: bool = False, add_eos: bool = False, alpha: float = -1,
-               iter: bool = False, *, seed: int | None = None):
+               iter: bool = False, *, seed: int | None = None,
+               allowed_special=frozenset(), disallowed_special="all"):
         """Encode one text (str or UTF-8 bytes) into a list of ids (BytePiece's ``encode``)."""
         if not isinstance(text, (str, bytes, bytearray, memoryview)):
             raise TypeError(f"encode takes one str or bytes, got {type(text).__name__} (use encode_batch)")
-        ids, _ = self.encode_to_numpy([text], add_bos=add_bos, add_eos=add_eos, alpha=alpha, seed=seed)
+        ids, _ = self.encode_to_numpy([text], add_bos=add_bos, add_eos=add_eos, alpha=alpha, seed=seed,
+                                      allowed_special=allowed_special, disallowed_special=disallowed_special)
         out = ids.tolist()
         return out.__iter__() if iter else out
 
-    def tokenize(self, text, alpha: float = -1, iter: bool = False, *, seed: int | None = None):
-        """The pieces (bytes) of one text (BytePiece's ``tokenize``)."""
-        pieces = [self._id2piece[i] for i in self.encode(text, alpha=alpha, seed=seed)]
+    def tokenize(self, text, alpha: float = -1, iter: bool = False, *, seed: int | None = None,
+                 allowed_special=frozenset(), disallowed_special="all"):
+        """The pieces (bytes; a str for a special token) of one text (BytePiece's ``tokenize``)."""
+        pieces = [self._id2piece[i] for i in self.encode(text, alpha=alpha, seed=seed,
+                                                         allowed_special=allowed_special,
+                                                         disallowed_special=disallowed_special)]
         return pieces.__iter__() if iter else pieces
 
     # --------------------------------------------------------------- decode
@@ -363,6 +415,84 @@ class Tokenizer:
             ids, offsets = batch
             return [self.decode(ids[offsets[i]:offsets[i + 1]], errors) for i in range(len(offsets) - 1)]
         return [self.decode(ids, errors) for ids in batch]
+
+    # ------------------------------------ specials, offsets, Hugging Face (issue 10)
+    def _add_special_tokens(self, special_tokens) -> None:
+        self._specials = SpecialTokens(special_tokens, self.vocab_size)
+        extra = [t.encode("utf-8") for t in self._specials.tokens]
+        self.vocab_size += len(extra)
+        self._id2piece.extend(self._specials.tokens)
+        self._piece2id.update(self._specials.ids)
+        if extra:
+            self._piece_bytes = np.concatenate([self._piece_bytes, np.frombuffer(b"".join(extra), np.uint8)])
+            off = np.cumsum([len(b) for b in extra]) + self._piece_off[-1]
+            self._piece_off = np.concatenate([self._piece_off, off])
+        self._piece_len = np.diff(self._piece_off)
+
+    @property
+    def special_tokens(self) -> tuple:
+        """The special tokens, in id order (ids from ``model.vocab_size``)."""
+        return self._specials.tokens
+
+    pad_id = 0  #: BytePiece's ``<pad>``
+    bos_id = 1  #: BytePiece's ``<bos>`` (``add_bos``)
+    eos_id = 2  #: BytePiece's ``<eos>`` (``add_eos``)
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def get_vocab(self) -> dict:
+        """``{token: id}`` with pieces spelled as Hugging Face's ByteLevel does
+        (the exported ``tokenizer.json``'s spelling); specials as they are."""
+        from .hf import piece_to_hf
+
+        return {p if isinstance(p, str) else piece_to_hf(p): i for i, p in enumerate(self._id2piece)}
+
+    def encode_with_offsets(self, text: str, *, add_bos: bool = False, add_eos: bool = False,
+                            allowed_special=frozenset(), disallowed_special="all") -> tuple[list, list]:
+        """Ids of one ``str`` and each token's character ``(start, end)`` in it.
+
+        Agrees with Hugging Face's ``return_offsets_mapping`` on the exported
+        tokenizer; a token inside a character gets that whole character (see
+        :mod:`gpu_bytepiece.offsets` for the rules).
+        """
+        from .offsets import char_offsets
+
+        if not isinstance(text, str):
+            raise TypeError(f"encode_with_offsets takes one str, got {type(text).__name__}")
+        ids, offsets, spans = self.encode_to_numpy([text], add_bos=add_bos, add_eos=add_eos,
+                                                   allowed_special=allowed_special,
+                                                   disallowed_special=disallowed_special, return_spans=True)
+        allowed, _ = self._specials.resolve(allowed_special, disallowed_special)
+        return ids.tolist(), char_offsets(text, self._specials.runs(text, allowed), spans)
+
+    def decode_stream(self, errors: str = "ignore"):
+        """A :class:`~gpu_bytepiece.decode_stream.DecodeStream` over this tokenizer."""
+        from .decode_stream import DecodeStream
+
+        return DecodeStream(self, errors)
+
+    def save_pretrained(self, directory) -> list:
+        """Write a Hugging Face tokenizer directory (``tokenizer.json``,
+        ``tokenizer_config.json``, ``special_tokens_map.json``) plus the
+        BytePiece model; ``transformers.AutoTokenizer.from_pretrained`` and
+        ``tokenizers.Tokenizer.from_file`` give this tokenizer's ids
+        (``allowed_special="all"``). Returns the files written."""
+        from .hf import save_pretrained
+
+        return save_pretrained(self._model, directory, self.special_tokens, self._scores)
+
+    @classmethod
+    def from_pretrained(cls, directory, **kwargs) -> "Tokenizer":
+        """A tokenizer from a directory ``save_pretrained`` wrote (its model
+        file, or a ``tokenizer.json`` of exactly that shape; any other
+        ``tokenizer.json`` raises :class:`~gpu_bytepiece.model.ModelError`).
+        ``kwargs`` go to the constructor (``device``, ``seed``)."""
+        from .hf import load_pretrained
+
+        model, specials = load_pretrained(directory)
+        kwargs.setdefault("special_tokens", specials)
+        return cls(model, **kwargs)
 
     def __repr__(self) -> str:
         return f"Tokenizer({self._model.source!r}, vocab_size={self.vocab_size}, device={self.device!r})"

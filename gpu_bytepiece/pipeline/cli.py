@@ -86,6 +86,12 @@ def add_subcommands(sub) -> None:
     enc.add_argument("--alpha", type=float, default=-1.0,
                      help="< 0: best segmentation (default); >= 0: sample one (reproducible with --seed)")
     enc.add_argument("--seed", type=int, default=None, help="sampling seed (default: drawn, kept in the manifest)")
+    enc.add_argument("--special-token", dest="special_tokens", action="append", default=[], metavar="TOKEN",
+                     help="a special token (repeatable), given ids from the model's vocabulary size upwards in "
+                          "order, as Tokenizer(special_tokens=...) and the exported tokenizer.json do")
+    enc.add_argument("--allowed-special", nargs="+", default=None, metavar="TOKEN",
+                     help="which special tokens are matched in the text and written as their ids (default: all "
+                          "given with --special-token); the others are encoded as ordinary text")
     enc.add_argument("--on-error", choices=("fail", "skip"), default="fail",
                      help="bad records: stop with file and line (fail, default) or skip and count them")
     mode = enc.add_mutually_exclusive_group()
@@ -166,6 +172,7 @@ def run_encode(args) -> int:
         inputs=args.inputs, output=args.output, format=args.format, text_key=args.text_key,
         input_format=args.input_format, split_lines=args.split_lines, model=args.model, device=args.device,
         workers=args.workers, batch_bytes=args.batch_bytes, shard_bytes=args.shard_bytes,
+        special_tokens=tuple(args.special_tokens), allowed_special=args.allowed_special or "all",
         add_bos=args.add_bos, append_eos=args.append_eos, alpha=args.alpha, seed=args.seed,
         on_error=args.on_error, overwrite=args.overwrite, keep_shards=args.keep_shards, progress=args.progress,
         ray=args.ray, threads=args.threads)

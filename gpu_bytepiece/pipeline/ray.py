@@ -135,7 +135,7 @@ class ShardActor:
 
     def __init__(self, ctx, model, device: str, threads):
         self.ctx = ctx
-        self.tok = load_tokenizer(model, device, threads)
+        self.tok = load_tokenizer(model, device, threads, ctx.params.get("special_tokens", ()))
 
     def run(self, shard: dict):
         try:

@@ -81,9 +81,36 @@ class EncodeOptions:
     progress: bool | None = None
     ray: str | None = None
     threads: int | None = None
+    special_tokens: tuple = ()
+    allowed_special: object = "all"
 
 
 # ------------------------------------------------------------------ the job
+def _special_params(opts, model) -> dict:
+    """The job's special tokens (``--special-token``, ``--allowed-special``):
+    ids from the model's vocabulary size upwards; in the job's parameters
+    only when there are some, so jobs without them keep their manifests."""
+    tokens = list(opts.special_tokens or ())
+    if not tokens:
+        if opts.allowed_special not in ("all", None, (), []):
+            raise PipelineError("--allowed-special names tokens, but no --special-token was given")
+        return {}
+    from ..specials import SpecialTokens
+
+    try:
+        specials = SpecialTokens(tokens, model.vocab_size)
+        asked = opts.allowed_special
+        asked = "all" if asked is None or asked == "all" or list(asked) == ["all"] else set(asked)
+        allowed, _ = specials.resolve(asked, ())
+    except (ValueError, TypeError) as e:
+        raise PipelineError(f"--special-token / --allowed-special: {e}") from None
+    if opts.alpha >= 0:
+        raise PipelineError("--special-token with sampling (--alpha >= 0) is not supported by encode; "
+                            "sample with Tokenizer.encode_to_numpy(..., allowed_special=...) instead")
+    return {"special_tokens": tokens, "allowed_special": sorted(allowed),
+            "vocab_size": model.vocab_size + len(tokens)}
+
+
 def model_identity(model) -> str:
     """sha256 of a model's pieces and counts (independent of the file's container)."""
     h = hashlib.sha256()
@@ -215,6 +242,7 @@ def encode(opts: EncodeOptions) -> dict:
         params["parquet_schema"] = schema.to_string(show_schema_metadata=False)
     if params["alpha"] >= 0:
         params["seed"] = int(opts.seed) if opts.seed is not None else None
+    params.update(_special_params(opts, model))
     if prefix == "-":
         return _encode_to_stdout(opts, inputs, params, model, batch_bytes, t0)
 
@@ -282,7 +310,7 @@ def _run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0) 
         manifest.forget(s["index"])
     resumed = len(shards) - len(pending)
     ctx = JobContext(inputs=inputs, params=params, on_error=opts.on_error, shard_dir=shard_dir, fmt=fmt,
-                     vocab_size=model.vocab_size, schema=schema, text_key=opts.text_key, batch_bytes=batch_bytes)
+                     vocab_size=params["vocab_size"], schema=schema, text_key=opts.text_key, batch_bytes=batch_bytes)
     log.info("encode: %d shards, %d to run (%.2f s after start)", len(shards), len(pending), time.monotonic() - t0)
     total = sum(s["bytes"] for s in shards)
     done_bytes = sum(s["bytes"] for s in shards if str(s["index"]) in manifest.done)
@@ -334,7 +362,7 @@ def _run_shards(opts, ctx, pending, model, bar, on_done, stdin):
     n = min(len(devices), len(pending))
     if stdin or n <= 1:
         threads = opts.threads or (None if gpu else os.cpu_count())
-        tok = load_tokenizer(model, devices[0], threads)
+        tok = load_tokenizer(model, devices[0], threads, ctx.params.get("special_tokens", ()))
         for s in pending:
             try:
                 rec = encode_shard(ctx, s, tok, progress=bar.update)
@@ -382,9 +410,10 @@ def _encode_to_stdout(opts, inputs, params, model, batch_bytes, t0) -> dict:
         params["seed"] = int.from_bytes(os.urandom(7), "little")
     shards = plan_shards(inputs, params["shard_bytes"], params["split_lines"])
     ctx = JobContext(inputs=inputs, params=params, on_error=opts.on_error, shard_dir="", fmt="jsonl",
-                     vocab_size=model.vocab_size, text_key=opts.text_key, batch_bytes=batch_bytes)
+                     vocab_size=params["vocab_size"], text_key=opts.text_key, batch_bytes=batch_bytes)
     devices, gpu = resolve_devices(opts.device, 1)
-    tok = load_tokenizer(model, devices[0], opts.threads or (None if gpu else os.cpu_count()))
+    tok = load_tokenizer(model, devices[0], opts.threads or (None if gpu else os.cpu_count()),
+                         params.get("special_tokens", ()))
     writer = JsonlWriter(None, out=sys.stdout.buffer)
     show = opts.progress if opts.progress is not None else sys.stderr.isatty()
     bar = Progress(sum(s["bytes"] for s in shards) or None, 0, bool(show))

@@ -62,6 +62,9 @@ class _Encoder:
         self.bos = bool(params["add_bos"])
         self.eos = bool(params["append_eos"])
         self.stream = None if self.alpha < 0 else _stream_key(int(params["seed"]), shard_index)
+        #: special tokens matched in the text (``--special-token``); the rest of
+        #: the declared ones, if any, are ordinary text
+        self.allowed = frozenset(params.get("allowed_special", ()))
         self.count = 0
 
     def __call__(self, batch):
@@ -71,8 +74,12 @@ class _Encoder:
         data, doc_off = pack_texts(batch.texts)
         n = len(doc_off) - 1
         bos, eos = (self.bos, self.eos) if whole else (False, False)
-        ids, offsets = self.tok.encode_packed(data, doc_off, add_bos=bos, add_eos=eos, alpha=self.alpha,
-                                              sample_stream=self.stream, first_index=self.count)
+        if self.allowed:  # best path only (the job refuses sampling with specials)
+            ids, offsets = self.tok.encode_to_numpy(batch.texts, add_bos=bos, add_eos=eos,
+                                                    allowed_special=self.allowed, disallowed_special=())
+        else:
+            ids, offsets = self.tok.encode_packed(data, doc_off, add_bos=bos, add_eos=eos, alpha=self.alpha,
+                                                  sample_stream=self.stream, first_index=self.count)
         self.count += n
         table = batch.table
         if not whole:

@@ -70,13 +70,13 @@ def _set_threads(threads: int | None) -> None:
         numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
 
 
-def load_tokenizer(model, device: str, threads: int | None):
+def load_tokenizer(model, device: str, threads: int | None, special_tokens=()):
     """A :class:`~gpu_bytepiece.Tokenizer` for a worker, an actor or the job's
-    own process, with ``threads`` Numba threads."""
+    own process, with ``threads`` Numba threads and the job's special tokens."""
     from ..tokenizer import Tokenizer
 
     _set_threads(threads)
-    tok = Tokenizer(model, device=device)
+    tok = Tokenizer(model, device=device, special_tokens=list(special_tokens) or None)
     _gc.release()  # the job has started (a no-op in worker processes)
     return tok
 
@@ -92,7 +92,7 @@ def _worker_main(wid: int, ctx: JobContext, model, device: str, threads, tasks, 
             tok = _PRELOADED
             _set_threads(threads)  # the first parallel call happens here, in the child
         else:
-            tok = load_tokenizer(model, device, threads)
+            tok = load_tokenizer(model, device, threads, ctx.params.get("special_tokens", ()))
     except BaseException:
         results.put(("failed", wid, None, "error", traceback.format_exc()))
         return
@@ -141,7 +141,8 @@ def run_local(ctx, shards, model, devices, threads, on_done, on_progress, loaded
     if _can_fork(devices):
         from ..tokenizer import Tokenizer
 
-        _PRELOADED = Tokenizer(loaded_model if loaded_model is not None else model, device="cpu")
+        _PRELOADED = Tokenizer(loaded_model if loaded_model is not None else model, device="cpu",
+                               special_tokens=list(ctx.params.get("special_tokens", ())) or None)
         mpc = mp.get_context("fork")
     else:
         mpc = mp.get_context("spawn")
