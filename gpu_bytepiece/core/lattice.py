@@ -16,7 +16,11 @@ stays, as in the reference.
 Sampling (``alpha >= 0``) uses the same walk in log-sum-exp form; its random
 numbers come from the counter-based generator ``core.rng.uniform`` keyed by
 (``key``, end position, piece length), so a seeded sample does not depend on
-threads, batch or device.
+threads, batch or device. Any finite ``alpha`` is safe: the backends pass
+``alpha * score`` clamped to finite values (``backends.layout.sampling_scores``),
+sums that still overflow to ``-inf`` add nothing (``log_add``) and the first
+candidate of every position is kept (``take_sample``), so no NaN arises and
+every back pointer is written.
 """
 
 from __future__ import annotations
@@ -50,10 +54,28 @@ def log_add(x, y):
 
     Plain and registered like ``core.rng.uniform``: the lattice and the
     long-segment kernel's ``core.long.relax_rows`` add in exactly this way.
+    A ``-inf`` term (a weight that underflowed: ``alpha * score`` summed
+    past float64) adds nothing, and two of them give ``-inf``, never NaN.
     """
     if x < y:
-        return y + math.log(1.0 + math.exp(x - y))
+        x, y = y, x
+    if y == -math.inf:
+        return x
     return x + math.log(1.0 + math.exp(y - x))
+
+
+@register_jitable
+def take_sample(old, cand, tot, u):
+    """Whether a sampled lattice keeps the candidate ``cand`` at an end position.
+
+    ``old`` is the position's log-sum before the candidate, ``tot`` after
+    (``log_add(old, cand)``), ``u`` the candidate's uniform: it is kept with
+    probability ``exp(cand - tot)``. The first candidate of a position
+    (``old == -inf``) is always kept, so every position has a back pointer
+    even when all its weights underflowed to ``-inf`` (huge ``alpha``):
+    the samples stay segmentations of the text whatever the finite ``alpha``.
+    """
+    return old == -math.inf or u < math.exp(cand - tot)
 
 
 def lattice(data, start, end, cells, node_score, max_len,
@@ -155,9 +177,10 @@ def lattice(data, start, end, cells, node_score, max_len,
                 if sc > -math.inf:
                     e = off + i + j + 1
                     cand = bs + alpha * sc
-                    tot = log_add(best[e], cand)
+                    old = best[e]
+                    tot = log_add(old, cand)
                     best[e] = tot
-                    if uniform(key, pos0 + i + j + 1, j + 1) < math.exp(cand - tot):
+                    if take_sample(old, cand, tot, uniform(key, pos0 + i + j + 1, j + 1)):
                         back[e] = s | (min(np.int64(j + 1), _LEN_ESCAPE) << CELL_BITS)
 
 
