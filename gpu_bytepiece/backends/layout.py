@@ -180,7 +180,7 @@ def sampling_scores(node_score, alpha):
     product that overflows (``alpha`` near ``1e308``) is clamped to
     ``-F64_MAX``, so a piece never looks like a cell without one
     (``-inf``): every position keeps at least its single byte (see
-    ``core.lattice.take_sample``).
+    ``core.lattice.sample_step``).
 
     Parameters
     ----------
