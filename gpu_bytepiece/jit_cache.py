@@ -178,9 +178,12 @@ def install() -> None:
                 return None
             return cls(py_func, py_file, root / Path(py_file).parent.name)
 
+    # CacheImpl in recent Numba (0.68 here), _CacheImpl in older ones; without either, Numba's own locators serve
+    impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl", None)
     with _lock:
         if not _state.get("installed"):
-            caching.CacheImpl._locator_classes.insert(0, PackageCacheLocator)
+            if impl is not None:
+                impl._locator_classes.insert(0, PackageCacheLocator)
             _state["installed"] = True
 
 
