@@ -11,10 +11,11 @@ mode=${1:-all}
 scripts/setup.sh
 PY=${VENV:-.venv}/bin/python
 export PYTHONHASHSEED=0
-# Numba's on-disk cache keys a function on its own file only: a kernel that
-# calls gpu_bytepiece/core/lattice.py would not notice an edit there. Tests always
-# compile from the current sources.
-find gpu_bytepiece kernels cpu_fallback -name '*.nbi' -delete -o -name '*.nbc' -delete
+# Compiled code is cached keyed on the content of every compiled source
+# (gpu_bytepiece/jit_cache.py), so an edit anywhere recompiles and nothing
+# needs deleting. The tests use their own cache folder: the user's
+# (~/.cache/gpu-bytepiece) is neither read nor emptied.
+export GPU_BYTEPIECE_CACHE_DIR=${GPU_BYTEPIECE_CACHE_DIR:-$PWD/.cache/jit-tests}
 run() { "$PY" -m pytest -q -p no:cacheprovider "$@"; }
 case "$mode" in
   all)

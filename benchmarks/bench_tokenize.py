@@ -27,6 +27,7 @@ crosses newlines and it does not NFC-normalize).
     python benchmarks/bench_tokenize.py                  # full parts (a few minutes)
     python benchmarks/bench_tokenize.py --limit-mb 1     # quick check
     python benchmarks/bench_tokenize.py --model bytepiece_80k
+    python benchmarks/bench_tokenize.py --models bytepiece.plus.40k bytepiece_80k my80k.model --no-reference
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="bytepiece.plus.40k.model",
                     help="model file (a path, or a name in ../shared/models; '.model' optional)")
+    ap.add_argument("--models", nargs="+", default=None,
+                    help="several models, one after the other, then a summary table (overrides --model)")
+    ap.add_argument("--sample-alpha", type=float, default=0.1,
+                    help="also time sampling (alpha, seeded), 1 thread, taking turns with the rest; "
+                         "negative: skip; default 0.1")
     ap.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="corpus parts")
     ap.add_argument("--limit-mb", type=float, default=None,
                     help="time every tool on at most the first X MB of each part")
@@ -69,14 +75,54 @@ def main(argv=None) -> int:
     require_shared()
     import numba
 
-    import gpu_bytepiece
-    from gpu_bytepiece import Tokenizer
-
-    path = model_path(args.model)
-    tok = Tokenizer(path, device="cpu")
     nt = min(args.threads, numba.config.NUMBA_NUM_THREADS)
     if nt != args.threads:
         print(f"note: Numba allows {nt} threads here (NUMBA_NUM_THREADS), not {args.threads}")
+    paths = [model_path(m) for m in (args.models or [args.model])]
+    results, status = [], 0
+    for path in paths:
+        rate, code = bench_model(path, args, nt)
+        results.append((path, rate))
+        status |= code
+        print()
+    if len(paths) > 1 or args.sample_alpha >= 0:
+        summary(results, args, nt)
+    return status
+
+
+def summary(results, args, nt):
+    """One table over every model: the ratios the speed targets are about."""
+    print(f"Summary, median of {args.repeat} (the spread is in each model's runs above): "
+          f"gpu-bytepiece 1 thread / SentencePiece 1 thread; {nt} threads / 1 thread; "
+          f"sampling (alpha={args.sample_alpha:g}) / best path, 1 thread\n")
+    parts = args.parts
+    print("| model | " + " | ".join(f"{p} vs SP | {p} {nt}t/1t | {p} sample/best" for p in parts) + " |")
+    print("| --- |" + " ---: |" * (3 * len(parts)))
+    def cell(rate, a, b, p):
+        # the median ratio, and its range over the rounds (round i of a over round i of b)
+        ra, rb = rate.get(("runs", a, p)), rate.get(("runs", b, p))
+        if not ra or not rb:
+            return "n/a"
+        each = [x / y for x, y in zip(ra, rb)]
+        return f"{_fmt_ratio(rate[a, p], rate[b, p])} ({min(each):.2f}-{max(each):.2f})"
+
+    for path, rate in results:
+        cells = []
+        for p in parts:
+            cells.append(cell(rate, "ours1", "sp1", p))
+            cells.append(cell(rate, "oursN", "ours1", p))
+            cells.append(cell(rate, "sample1", "ours1", p))
+        print(f"| {path.name} | " + " | ".join(cells) + " |")
+
+
+def bench_model(path, args, nt):
+    """Time every tool on every part with one model; print its tables. Returns ``(rate, status)``."""
+    import numba
+
+    import gpu_bytepiece
+    from gpu_bytepiece import Tokenizer
+
+    tok = Tokenizer(path, device="cpu")
 
     ref = ref_name = None
     if not args.no_reference:
@@ -117,6 +163,7 @@ def main(argv=None) -> int:
 
         def report(tool, med, times, nbytes):
             rate[tool, part] = nbytes / MB / med
+            rate["runs", tool, part] = [nbytes / MB / t for t in times]
             print(f"  {tool:<24} {rate[tool, part]:8.2f} MB/s   runs: "
                   + ", ".join(f"{t:.3f}" for t in times) + " s", file=sys.stderr, flush=True)
 
@@ -128,6 +175,8 @@ def main(argv=None) -> int:
         # the fast tools take turns, round after round (see time_interleaved)
         fast = {"ours1": lambda: tok.encode_to_numpy(docs, num_threads=1),
                 "oursN": lambda: tok.encode_to_numpy(docs, num_threads=nt)}
+        if args.sample_alpha >= 0:
+            fast["sample1"] = lambda: tok.encode_to_numpy(docs, num_threads=1, alpha=args.sample_alpha, seed=1)
         if sp is not None:
             fast["sp1"] = lambda: sp.encode(docs, num_threads=1)
             fast["spN"] = lambda: sp.encode(docs, num_threads=nt)
@@ -171,6 +220,7 @@ def main(argv=None) -> int:
 
     row("gpu-bytepiece CPU, 1 thread", "ours1")
     row(f"gpu-bytepiece CPU, {nt} threads", "oursN")
+    row(f"gpu-bytepiece CPU, 1 thread, sampling (alpha={args.sample_alpha:g})", "sample1")
     if ref is not None:
         subset = any(d["ref_docs"] < d["docs"] for d in details)
         row(f"{ref_name} (first {args.ref_mb:g} MB)" if subset else ref_name, "ref")
@@ -214,8 +264,8 @@ def main(argv=None) -> int:
     if bad:
         print(f"\nERROR: gpu-bytepiece's ids differ from the reference's on {', '.join(bad)} "
               f"(run benchmarks/parity.py)")
-        return 1
-    return 0
+        return rate, 1
+    return rate, 0
 
 
 def _dist_version(name: str) -> str:

@@ -10,7 +10,7 @@ from typing import Iterable, Sequence
 import numba
 import numpy as np
 
-from . import config
+from . import config, jit_cache
 from .backends import select_backend
 from .backends.cpu import numba_threads
 from .backends.layout import put_specials
@@ -102,6 +102,7 @@ class Tokenizer:
         m = self._model
         self.vocab_size = m.vocab_size
         self._scores = m.scores()
+        jit_cache.announce("the tokenizer", "gpu_bytepiece/trie", "cpu_fallback/tokenize")
         self._trie = build_trie(m.pieces)
         self._id2piece = list(_SPECIALS) + list(m.pieces)
         self._piece2id = {p: i for i, p in enumerate(self._id2piece)}

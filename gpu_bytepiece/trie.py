@@ -25,6 +25,10 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from . import jit_cache
+
+jit_cache.install()  # the package's cache locator, before the cache=True functions below
+
 __all__ = ["Trie", "build_trie"]
 
 

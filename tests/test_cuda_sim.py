@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import unicodedata
 
 import numpy as np
 import pytest
@@ -95,6 +96,16 @@ def test_seeded_sampling_matches_cpu(name):
     again, _ = gpu.encode_to_numpy(docs, alpha=0.1, seed=7)
     np.testing.assert_array_equal(again, ids)
     assert_same(gpu, cpu, docs[:3], alpha=0.0, seed=7, add_bos=True)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1e-300, 0.5, 100.0, 1e308])
+def test_any_finite_alpha_matches_cpu(plus40k_path, alpha):
+    """Extreme alphas: the GPU draws the CPU's sample, a segmentation of this very text."""
+    docs = ["hello world", "你好，世界！12345"] + corpus_docs("en", n=2, every=29, max_chars=120)
+    ids, off = assert_same(gpu_tokenizer(plus40k_path), cpu_tokenizer(plus40k_path), docs, alpha=alpha, seed=1)
+    cpu = cpu_tokenizer(plus40k_path)
+    for i, d in enumerate(docs):
+        assert cpu.decode(ids[off[i]:off[i + 1]].tolist()) == unicodedata.normalize("NFC", d)
 
 
 def test_unseeded_sampling_sequence_matches_cpu(plus40k_path):
@@ -321,7 +332,7 @@ def test_long_segment_tiles_match_lattice(name):
     docs = corpus_docs("zh", n=3, every=7) + corpus_docs("en", n=3, every=7) + corpus_docs("code", n=3, every=7)
     data = np.frombuffer("\n".join(docs).encode(), dtype=np.uint8)
     tiled = _tiled_lattice()
-    for alpha in (-1.0, 0.0, 0.3):
+    for alpha in (-1.0, 0.0, 0.3, 1e308):
         for rows in (1, 7, 32):
             for a, b in ((0, len(data)), (5, 3005), (100, 101)):
                 want = np.zeros(b - a + 1, np.int32)

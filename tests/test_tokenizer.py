@@ -493,6 +493,37 @@ def test_sample_law_is_exact(tok, vocab, word, alpha):
         assert abs(counts[viterbi] / n - law[viterbi]) < 0.02
 
 
+EXTREME_ALPHAS = (0.0, 1e-300, 0.5, 100.0, 1e308)
+
+
+@pytest.mark.parametrize("alpha", EXTREME_ALPHAS)
+def test_any_finite_alpha_gives_a_segmentation(tok, alpha):
+    """No finite alpha overflows: ``alpha * score`` past float64 gave NaN sums and
+    stale back pointers (ids of another text, or a crash) before."""
+    docs = ["hello world", "你好，世界！12345 hello", long_line(3000)] + sample_docs()[:6]
+    out = tok.encode_batch(docs, alpha=alpha, seed=1)
+    for d, ids in zip(docs, out):
+        assert all(3 <= i < tok.vocab_size for i in ids)
+        assert tok.decode_bytes(ids) == nfc(d).encode()
+    assert tok.encode("hello world", alpha=alpha, seed=1) == out[0]
+    with mock.patch.object(config, "CPU_MIN_CHUNK_BYTES", 1):
+        assert tok.encode_batch(docs, alpha=alpha, seed=1, num_threads=2) == out
+
+
+def test_huge_alpha_weights_are_finite(tok):
+    """``alpha * score`` is clamped to float64's range; cells without a piece stay ``-inf``."""
+    from gpu_bytepiece.backends.layout import F64_MAX, sampling_scores
+
+    node = tok._backend.node_score
+    scaled, run_alpha = sampling_scores(node, 1e308)
+    piece = np.isfinite(node)
+    assert run_alpha == 1.0
+    assert np.isneginf(scaled[~piece]).all()
+    assert (scaled[piece] >= -F64_MAX).all() and (scaled[piece] <= 0).all()
+    same, _ = sampling_scores(node, 0.5)
+    np.testing.assert_array_equal(same[piece], 0.5 * node[piece])
+
+
 def test_unseeded_calls_advance_and_set_seed_restarts(own_tok):
     text = long_line(20_000)
     own_tok.set_seed(3)

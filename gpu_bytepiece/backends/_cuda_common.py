@@ -27,7 +27,6 @@ same arithmetic, for both modes.
 
 from __future__ import annotations
 
-import math
 import threading
 
 import numpy as np
@@ -35,6 +34,7 @@ import numpy as np
 from .. import config
 from ..device import DeviceError
 from ..trie import Trie
+from .layout import sampling_scores
 
 __all__ = ["CUDABase", "BYTES_PER_BYTE", "BYTES_PER_SEGMENT"]
 
@@ -134,23 +134,20 @@ class CUDABase:
         return self._cuda.gpus[self.index]
 
     def _scores_for(self, alpha):
-        """Device scores and the ``alpha`` to launch with (see module notes).
+        """Device scores and the ``alpha`` to launch with (``layout.sampling_scores``).
 
-        For a finite ``alpha >= 0`` the kernel gets ``alpha * scores`` (host
-        products, the CPU's bit for bit; ``-inf`` cells, where no piece
-        ends, stay ``-inf``) and ``alpha = 1.0``: ``x + 1.0 * y`` is exact
-        whether or not NVVM fuses it.
+        For ``alpha >= 0`` the kernel gets ``alpha * scores`` (host products,
+        the CPU backend's bit for bit) and ``alpha = 1.0``: ``x + 1.0 * y``
+        is exact whether or not NVVM fuses it. Kept per ``alpha`` (a few).
         """
-        if alpha < 0 or not math.isfinite(alpha):
+        if alpha < 0:
             return self._scores, np.float64(alpha)
         key = float(alpha)
         dev = self._scaled.get(key)
         if dev is None:
             if len(self._scaled) >= _SCALED_CACHE:
                 self._scaled.pop(next(iter(self._scaled)))
-            with np.errstate(invalid="ignore"):  # 0 * -inf
-                scaled = np.float64(alpha) * self.scores
-            scaled[np.isneginf(self.scores)] = -np.inf
+            scaled, _ = sampling_scores(self.scores, alpha)
             dev = self._cuda.to_device(scaled)
             self._scaled[key] = dev
         return dev, np.float64(1.0)

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..cpu_fallback import chunk_bounds, encode_segments, scatter_tokens
 from ..trie import Trie
-from .layout import put_specials, segment_layout, segment_table
+from .layout import put_specials, sampling_scores, segment_layout, segment_table
 
 __all__ = ["CPUBackend", "numba_threads"]
 
@@ -29,6 +29,20 @@ class CPUBackend:
     def __init__(self, trie: Trie, node_score: np.ndarray):
         self.trie = trie
         self.node_score = node_score
+        self._scaled = {}  # alpha -> (scores, alpha) to run the lattice with
+
+    def _scores_for(self, alpha):
+        """``layout.sampling_scores`` of this model, kept for the last few ``alpha``."""
+        if alpha < 0:
+            return self.node_score, np.float64(alpha)
+        cache = self._scaled  # threads share it: replaced whole, never emptied in place
+        got = cache.get(float(alpha))
+        if got is None:
+            got = sampling_scores(self.node_score, alpha)
+            cache = dict(cache) if len(cache) < 4 else {}
+            cache[float(alpha)] = got
+            self._scaled = cache
+        return got
 
     def encode_packed(self, data, doc_offsets, alpha, add_bos=False, add_eos=False, *,
                       stream_key=None, first_doc=0):
@@ -63,12 +77,13 @@ class CPUBackend:
         if n_seg:
             chunks = chunk_bounds(seg_end - seg_start, numba.get_num_threads())
             t = self.trie
+            scores, run_alpha = self._scores_for(alpha)
             # chunks are handed to threads one at a time (not split up front),
             # so a thread slowed by other work on its core does not stall the rest
             with numba.parallel_chunksize(1):
                 encode_segments(data, seg_start, seg_end, seg.key, seg.pos, chunks,
-                                t.cells, t.node_id, t.node_len, self.node_score, t.max_len,
-                                np.float64(alpha), out, counts)
+                                t.cells, t.node_id, t.node_len, scores, t.max_len,
+                                run_alpha, out, counts)
         dest, offsets = segment_layout(seg.doc, counts, n_docs, add_bos, add_eos)
         if not n_seg:
             ids = np.empty(int(offsets[-1]), dtype=np.uint32)

@@ -6,7 +6,9 @@
   the document offsets, leaving room for ``<bos>`` / ``<eos>``;
 - ``put_specials``: write ``<bos>`` (1) / ``<eos>`` (2) into that room;
 - ``insert_specials``: the same for documents already encoded without them
-  (the pipeline's pieces of documents split across batches).
+  (the pipeline's pieces of documents split across batches);
+- ``sampling_scores``: the scores a sampling lattice runs with
+  (``alpha * score``, finite).
 
 ``<bos>`` and ``<eos>`` are a bool for every document or a boolean mask
 per document. The device twins, for text already on the GPU, are in
@@ -24,7 +26,8 @@ import numpy as np
 from ..core.rng import document_keys
 from ..cpu_fallback import find_segments, scatter_tokens
 
-__all__ = ["Segments", "segment_table", "segment_layout", "put_specials", "insert_specials"]
+__all__ = ["Segments", "segment_table", "segment_layout", "put_specials", "insert_specials",
+           "sampling_scores"]
 
 #: Ids of the special tokens.
 BOS_ID = 1
@@ -160,3 +163,41 @@ def insert_specials(ids, offsets, bos=False, eos=False):
     scatter_tokens(np.ascontiguousarray(ids, dtype=np.uint32), offsets[:-1], counts, dest, out)
     put_specials(out, new_off, bos, eos)
     return out, new_off
+
+
+#: Largest finite float64: a sampling score is clamped to ``-F64_MAX``.
+F64_MAX = float(np.finfo(np.float64).max)
+
+
+def sampling_scores(node_score, alpha):
+    """The per-cell scores and ``alpha`` a lattice runs with, on every backend.
+
+    For the best path (``alpha < 0``): ``node_score`` and ``alpha`` as they
+    are. For sampling: ``alpha * node_score`` computed here in numpy, once,
+    and ``alpha = 1.0``. The lattice's ``bs + 1.0 * x`` is then exact on the
+    CPU and under NVVM, which fuses ``a + b * c`` into one rounding even
+    without fastmath, so CPU and GPU add the same float64 numbers. A
+    product that overflows (``alpha`` near ``1e308``) is clamped to
+    ``-F64_MAX``, so a piece never looks like a cell without one
+    (``-inf``): every position keeps at least its single byte (see
+    ``core.lattice.sample_step``).
+
+    Parameters
+    ----------
+    node_score : float64 array
+        Per trie cell, ``-inf`` where no piece ends (``Trie.node_scores``).
+    alpha : float
+
+    Returns
+    -------
+    scores : float64 array
+    alpha : numpy.float64
+    """
+    if alpha < 0:
+        return node_score, np.float64(alpha)
+    piece = node_score > -np.inf
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = np.float64(alpha) * node_score
+    scaled = np.nan_to_num(scaled, nan=0.0, posinf=F64_MAX, neginf=-F64_MAX)
+    scaled[~piece] = -np.inf
+    return scaled, np.float64(1.0)

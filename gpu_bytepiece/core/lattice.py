@@ -16,7 +16,11 @@ stays, as in the reference.
 Sampling (``alpha >= 0``) uses the same walk in log-sum-exp form; its random
 numbers come from the counter-based generator ``core.rng.uniform`` keyed by
 (``key``, end position, piece length), so a seeded sample does not depend on
-threads, batch or device.
+threads, batch or device. Any finite ``alpha`` is safe: the backends pass
+``alpha * score`` clamped to finite values (``backends.layout.sampling_scores``),
+sums that still overflow to ``-inf`` weigh nothing and the first candidate of
+every position is kept (``sample_step``), so no NaN arises and every back
+pointer is written.
 """
 
 from __future__ import annotations
@@ -45,15 +49,30 @@ _ONE_LEN = np.int64(1 << CELL_BITS)
 
 
 @register_jitable
-def log_add(x, y):
-    """``log(exp(x) + exp(y))``, from the larger: the sampling lattice's one sum.
+def sample_step(old, cand, u):
+    """One candidate of a sampled lattice: the new log-sum, and whether the candidate is kept.
 
+    ``old`` is the end position's log-sum so far, ``cand`` the candidate's
+    log-weight, ``u`` its uniform. Returns ``(log(exp(old) + exp(cand)),
+    keep)`` where ``keep`` has probability ``exp(cand) / (exp(old) +
+    exp(cand))``: with ``z = exp(-|cand - old|)``, that is ``1 / (1 + z)``
+    when ``cand`` is the larger, else ``z / (1 + z)``, tested as
+    ``u * (1 + z) < 1`` (or ``< z``): one ``exp`` and one ``log1p`` a match.
     Plain and registered like ``core.rng.uniform``: the lattice and the
-    long-segment kernel's ``core.long.relax_rows`` add in exactly this way.
+    long-segment kernel's ``core.long.relax_rows`` call it alike.
+
+    Any finite ``alpha`` is safe: the first candidate of a position
+    (``old == -inf``) is always kept, so every position gets a back pointer
+    even when its weights overflowed to ``-inf`` (huge ``alpha``), and a
+    ``-inf`` candidate after it weighs nothing (``z = 0``); no NaN arises.
     """
-    if x < y:
-        return y + math.log(1.0 + math.exp(x - y))
-    return x + math.log(1.0 + math.exp(y - x))
+    if old == -math.inf:
+        return cand, True
+    if cand > old:
+        z = math.exp(old - cand)
+        return cand + math.log1p(z), u * (1.0 + z) < 1.0
+    z = math.exp(cand - old)
+    return old + math.log1p(z), u * (1.0 + z) < z
 
 
 def lattice(data, start, end, cells, node_score, max_len,
@@ -155,9 +174,9 @@ def lattice(data, start, end, cells, node_score, max_len,
                 if sc > -math.inf:
                     e = off + i + j + 1
                     cand = bs + alpha * sc
-                    tot = log_add(best[e], cand)
+                    tot, keep = sample_step(best[e], cand, uniform(key, pos0 + i + j + 1, j + 1))
                     best[e] = tot
-                    if uniform(key, pos0 + i + j + 1, j + 1) < math.exp(cand - tot):
+                    if keep:
                         back[e] = s | (min(np.int64(j + 1), _LEN_ESCAPE) << CELL_BITS)
 
 

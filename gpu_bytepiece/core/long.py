@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from .lattice import _LEN_ESCAPE, _LOW32, _S32, CELL_BITS, log_add
+from .lattice import _LEN_ESCAPE, _LOW32, _S32, CELL_BITS, sample_step
 from .rng import uniform
 
 __all__ = ["walk_matches", "relax_rows"]
@@ -89,9 +89,9 @@ def relax_rows(i0, rows, row_score, row_cell, row_len, row_cnt, cnt_off, row_off
                 e = i + ln
                 slot = e & ring_mask
                 cand = bs + alpha * row_score[ro + m]
-                tot = log_add(ring[slot], cand)
-                ring[slot] = tot
                 # lattice.lattice's random number for this (key, end, length)
-                if uniform(key, pos0 + e, ln) < math.exp(cand - tot):
+                tot, keep = sample_step(ring[slot], cand, uniform(key, pos0 + e, ln))
+                ring[slot] = tot
+                if keep:
                     back[off + e] = row_cell[ro + m] | (min(ln, _LEN_ESCAPE) << CELL_BITS)
             ring[i & ring_mask] = -math.inf

@@ -59,7 +59,7 @@ import time
 
 import numpy as np
 
-from .. import config
+from .. import config, jit_cache
 from ..backends.cpu import numba_threads
 from ..core.ngram import MAX_ORDER
 from ..device import resolve_device
@@ -180,6 +180,7 @@ class Trainer:
         budget = config.TRAIN_MEMORY_BUDGET if memory_budget is None else parse_size(memory_budget, "memory_budget")
         batch_bytes = config.TRAIN_BATCH_BYTES if batch_bytes is None else parse_size(batch_bytes, "batch_bytes")
         use_cuda, dev_index, _ = resolve_device(device)
+        jit_cache.announce("the trainer", "cpu_fallback/train", "cpu_fallback/train_pieces")
         tmp_holder = {}
 
         def tmp():

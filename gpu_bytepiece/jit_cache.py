@@ -1,0 +1,208 @@
+"""Where the package's compiled machine code is cached, and how it is keyed.
+
+Numba's own ``cache=True`` keys a function on its own source file: a driver
+in ``cpu_fallback/`` that inlines ``core/lattice.py`` keeps stale machine code
+after an edit of ``lattice.py``, and the cache sits in ``__pycache__`` next to
+the installed files (none when the install folder is read-only, cold in every
+fresh environment). :func:`install` puts a cache locator in front of Numba's
+for this package's files only:
+
+- **keyed on content**: the stamp is a SHA-256 of every source file that
+  compiled code comes from (``core/``, ``cpu_fallback/``, ``kernels/``,
+  ``trie.py``, ``config.py``) with the Python and Numba versions, so any edit
+  there recompiles everything, and the same sources find the same cache
+  whatever their file times or install folder;
+- **one writable folder per user**: ``$GPU_BYTEPIECE_CACHE_DIR`` when set,
+  else ``$NUMBA_CACHE_DIR/gpu-bytepiece`` when that is set, else
+  ``$XDG_CACHE_HOME/gpu-bytepiece`` (``~/.cache/gpu-bytepiece``); the package's
+  own ``__pycache__`` only when none of those is writable. A new virtual
+  environment with the same sources reuses what an earlier one compiled.
+  Each content key gets its own subfolder; the few most recent are kept.
+
+:func:`announce` prints one line to stderr when a step is about to compile
+because its cache is empty ("gpu-bytepiece: compiling ... (first run only)").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+import threading
+from pathlib import Path
+
+__all__ = ["install", "cache_dir", "announce", "source_key"]
+
+#: Content-key subfolders kept in the cache folder (the newest ones).
+KEEP_KEYS = 4
+
+_PKG = Path(__file__).resolve().parent
+_lock = threading.Lock()
+_state: dict = {}
+
+
+def _source_dirs() -> list:
+    """The folders whose files compiled code comes from (``cpu_fallback`` and
+    ``kernels`` sit beside the package in a source checkout)."""
+    dirs = [_PKG / "core"]
+    for sub in ("cpu_fallback", "kernels"):
+        inside = _PKG / sub
+        dirs.append(inside if inside.is_dir() else _PKG.parent / sub)
+    return dirs
+
+
+def _source_files() -> list:
+    files = [_PKG / "trie.py", _PKG / "config.py"]
+    for d in _source_dirs():
+        files.extend(sorted(d.glob("*.py")))
+    return files
+
+
+def source_key() -> str:
+    """SHA-256 (hex) of the compiled sources, the Python and the Numba version."""
+    key = _state.get("key")
+    if key is None:
+        import numba
+
+        h = hashlib.sha256(f"{sys.version_info[:3]} numba {numba.__version__}".encode())
+        for f in _source_files():
+            h.update(f.name.encode() + b"\0")
+            try:
+                h.update(f.read_bytes())
+            except OSError:
+                pass
+        key = _state["key"] = h.hexdigest()
+    return key
+
+
+def _roots() -> list:
+    env = os.environ.get("GPU_BYTEPIECE_CACHE_DIR")
+    if env:
+        return [Path(env)]
+    out = []
+    numba_dir = os.environ.get("NUMBA_CACHE_DIR")
+    if numba_dir:
+        out.append(Path(numba_dir) / "gpu-bytepiece")
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    out.append(Path(xdg) / "gpu-bytepiece")
+    out.append(_PKG / "__pycache__" / "jit")
+    return out
+
+
+def _writable(path: Path) -> bool:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".probe-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+        return True
+    except OSError:
+        return False
+
+
+def cache_dir() -> Path | None:
+    """The folder of this content key (created), or ``None`` when nothing is writable."""
+    with _lock:
+        if "dir" not in _state:
+            key = source_key()
+            tag = f"{key[:16]}-py{sys.version_info[0]}{sys.version_info[1]}"
+            found = None
+            for root in _roots():
+                fresh = not (root / tag).exists()
+                if _writable(root / tag):
+                    found = root / tag
+                    if fresh:
+                        _prune(root, keep=found)
+                    break
+            _state["dir"] = found
+        return _state["dir"]
+
+
+def _prune(root: Path, keep: Path) -> None:
+    """Remove the oldest key subfolders beyond ``KEEP_KEYS`` (best effort)."""
+    try:
+        subs = [p for p in root.iterdir() if p.is_dir() and "-py" in p.name and p != keep]
+        subs.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in subs[KEEP_KEYS - 1:]:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError:
+        pass
+
+
+def _ours(py_file: str) -> bool:
+    try:
+        path = Path(py_file).resolve()
+    except OSError:
+        return False
+    return path.parent == _PKG or any(path.parent == d for d in _source_dirs())
+
+
+def install() -> None:
+    """Put the package's cache locator first in Numba's list (idempotent).
+
+    Called by every module with ``cache=True`` functions before they are
+    defined (``trie``, ``cpu_fallback``). Functions of other packages are
+    left to Numba's own locators.
+    """
+    if _state.get("installed"):
+        return
+    from numba.core import caching
+
+    class PackageCacheLocator(caching._CacheLocator):
+        """gpu-bytepiece's files: content-keyed stamp, one writable folder (see the module)."""
+
+        def __init__(self, py_func, py_file, path):
+            self._py_file = py_file
+            self._lineno = py_func.__code__.co_firstlineno
+            self._path = str(path)
+
+        def ensure_cache_path(self):
+            os.makedirs(self._path, exist_ok=True)
+
+        def get_cache_path(self):
+            return self._path
+
+        def get_source_stamp(self):
+            return source_key()
+
+        def get_disambiguator(self):
+            return str(self._lineno)
+
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            if not _ours(py_file):
+                return None
+            root = cache_dir()
+            if root is None:
+                return None
+            return cls(py_func, py_file, root / Path(py_file).parent.name)
+
+    # CacheImpl in recent Numba (0.68 here), _CacheImpl in older ones; without either, Numba's own locators serve
+    impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl", None)
+    with _lock:
+        if not _state.get("installed"):
+            if impl is not None:
+                impl._locator_classes.insert(0, PackageCacheLocator)
+            _state["installed"] = True
+
+
+def announce(what: str, *modules: str) -> None:
+    """One stderr line when ``what`` will compile: no cached code yet for ``modules``.
+
+    ``modules`` are source stems as ``folder/stem`` (``"cpu_fallback/tokenize"``);
+    the check is whether the cache folder holds an index for any function of
+    each. Said once per process and ``what``.
+    """
+    said = _state.setdefault("said", set())
+    if what in said:
+        return
+    root = cache_dir()
+    if root is not None:
+        missing = [m for m in modules
+                   if not any((root / m.split("/")[0]).glob(m.split("/")[1] + ".*.nbi"))]
+        if not missing:
+            return
+    said.add(what)
+    where = f"; cached in {root}" if root is not None else " (no writable cache folder: set GPU_BYTEPIECE_CACHE_DIR)"
+    print(f"gpu-bytepiece: compiling {what} for this machine (first run only){where}", file=sys.stderr, flush=True)

@@ -1,0 +1,51 @@
+"""The package's compiled-code cache (``gpu_bytepiece.jit_cache``): where, keyed on what, and the note."""
+
+from __future__ import annotations
+
+from gpu_bytepiece import Tokenizer, jit_cache
+
+
+def test_tokenizer_code_is_cached_in_the_package_folder():
+    tok = Tokenizer(device="cpu")
+    assert tok.encode("hello world") == Tokenizer(device="cpu").encode("hello world")
+    root = jit_cache.cache_dir()
+    assert root is not None and root.name.startswith(jit_cache.source_key()[:16])
+    # the driver that inlines core/lattice.py, and the trie builder, under the content key
+    assert any((root / "cpu_fallback").glob("tokenize.encode_segments-*.nbi"))
+    assert any((root / "gpu_bytepiece").glob("trie._build-*.nbi"))
+    from gpu_bytepiece.cpu_fallback import tokenize
+
+    assert str(tokenize.encode_segments._cache._cache_path).startswith(str(root))
+
+
+def test_cache_folders_in_order(monkeypatch, tmp_path):
+    monkeypatch.setenv("GPU_BYTEPIECE_CACHE_DIR", str(tmp_path / "own"))
+    assert jit_cache._roots() == [tmp_path / "own"]
+    monkeypatch.delenv("GPU_BYTEPIECE_CACHE_DIR")
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    roots = jit_cache._roots()
+    assert roots[0] == tmp_path / "xdg" / "gpu-bytepiece"
+    assert roots[-1].parts[-2:] == ("__pycache__", "jit")  # the package's own, last
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "nb"))
+    assert jit_cache._roots()[0] == tmp_path / "nb" / "gpu-bytepiece"
+
+
+def test_unwritable_folder_is_skipped(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")  # a folder cannot be made under a file, whoever runs the test
+    assert not jit_cache._writable(blocker / "gpu-bytepiece")
+    assert jit_cache._writable(tmp_path / "rw" / "deep")
+
+
+def test_announce_says_once_when_cold(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(jit_cache._state, "dir", tmp_path)
+    monkeypatch.setitem(jit_cache._state, "said", set())
+    jit_cache.announce("the tokenizer", "cpu_fallback/tokenize")
+    jit_cache.announce("the tokenizer", "cpu_fallback/tokenize")
+    err = capsys.readouterr().err
+    assert err.count("gpu-bytepiece: compiling the tokenizer for this machine (first run only)") == 1
+    (tmp_path / "cpu_fallback").mkdir()
+    (tmp_path / "cpu_fallback" / "tokenize.encode_segments-80.py311.nbi").write_bytes(b"")
+    jit_cache.announce("the trainer", "cpu_fallback/tokenize")
+    assert capsys.readouterr().err == ""
