@@ -53,6 +53,19 @@ with file and line (--on-error fail) or are skipped and counted per reason
 parse_size = size_option
 
 
+def _alpha_arg(text: str) -> float:
+    """argparse type of ``--alpha``: a finite number."""
+    import argparse
+
+    from ..checks import check_alpha
+
+    try:
+        return check_alpha(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a finite number (< 0: best segmentation, >= 0: sample)") from None
+
+
 def add_subcommands(sub) -> None:
     """Register ``encode`` and ``merge`` on an argparse subparsers object."""
     enc = sub.add_parser(
@@ -83,7 +96,7 @@ def add_subcommands(sub) -> None:
     enc.add_argument("--add-bos", action="store_true", help="put <bos> (id 1) before each document")
     enc.add_argument("--append-eos", "--add-eos", dest="append_eos", action="store_true",
                      help="put <eos> (id 2) after each document")
-    enc.add_argument("--alpha", type=float, default=-1.0,
+    enc.add_argument("--alpha", type=_alpha_arg, default=-1.0,
                      help="< 0: best segmentation (default); >= 0: sample one (reproducible with --seed)")
     enc.add_argument("--seed", type=int, default=None, help="sampling seed (default: drawn, kept in the manifest)")
     enc.add_argument("--on-error", choices=("fail", "skip"), default="fail",

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _gc, config
+from ..checks import check_alpha, check_flag, check_int
 from ..files import clean_tmp
 from .datasets import merge_datasets
 from .errors import DataError, JobConflict, PipelineError
@@ -188,6 +189,14 @@ def encode(opts: EncodeOptions) -> dict:
     if opts.on_error not in ("fail", "skip"):
         raise PipelineError(f"--on-error must be fail or skip, got {opts.on_error!r}")
     fmt, prefix = infer_format(opts.output, opts.format)
+    try:
+        check_alpha(opts.alpha)
+        if opts.seed is not None:
+            check_int("seed", opts.seed)
+        check_flag("add_bos", opts.add_bos)
+        check_flag("append_eos", opts.append_eos)
+    except (TypeError, ValueError) as e:
+        raise PipelineError(str(e)) from None
     if opts.workers is not None and opts.workers < 1:
         raise PipelineError(f"--workers must be >= 1, got {opts.workers}")
     from ..model import load_model
