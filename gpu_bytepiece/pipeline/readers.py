@@ -29,7 +29,7 @@ import numpy as np
 from .. import config
 from .errors import DataError, PipelineError
 from .inputs import InputFile
-from .streams import Source, count_lines, fragment_cut, iter_line_blocks
+from .streams import Source, check_unchanged, count_lines, fragment_cut, hash_bytes, iter_line_blocks
 
 try:  # ~2x faster than json on long strings; optional: without it json does all the work
     from orjson import loads as _fast_loads
@@ -52,6 +52,7 @@ class ShardStats:
     blank_lines: int = 0
     skipped: dict = field(default_factory=dict)
     samples: list = field(default_factory=list)
+    reads: list = field(default_factory=list)  # [path, start, length, blake2b] per input read (Source.finish)
 
     MAX_SAMPLES = 10
 
@@ -112,7 +113,7 @@ class _JsonlReader(_Reader):
     """JSONL: one object per line, the text under ``text_key``; blank lines are counted."""
 
     def batches(self, inp: InputFile, start: int, end: int) -> Iterator[Batch]:
-        src = Source(inp, max(start - 1, 0))
+        src = Source(inp, max(start - 1, 0), self.stats.reads)
         numbered = start == 0  # line numbers known from the top of the stream
         line_no = 0
         key = self.text_key
@@ -161,6 +162,7 @@ class _JsonlReader(_Reader):
                     if size >= self.batch_bytes:
                         yield self._batch(texts, metas, src.consumed())
                         texts, metas, size = [], [], 0
+            src.finish()
             yield self._batch(texts, metas, src.consumed())
         finally:
             src.close()
@@ -224,7 +226,7 @@ class _TextLinesReader(_Reader):
     def batches(self, inp: InputFile, start: int, end: int) -> Iterator[Batch]:
         import pyarrow as pa
 
-        src = Source(inp, max(start - 1, 0))
+        src = Source(inp, max(start - 1, 0), self.stats.reads)
         numbered = start == 0
         line_no = 1
         try:
@@ -267,6 +269,7 @@ class _TextLinesReader(_Reader):
                 self.stats.docs += len(arr)
                 table = pa.table({self.text_key: arr}) if self.want_table else None
                 yield Batch(arr, table=table, input_bytes=src.consumed())
+            src.finish()
         finally:
             src.close()
 
@@ -280,7 +283,7 @@ class _TextFilesReader(_Reader):
         first_continues = abort = False
         doc_at = None  # index in `pieces` of the open document's first piece (None: an earlier batch)
         for inp in parts:
-            src = Source(inp)
+            src = Source(inp, 0, self.stats.reads)
             line_no, buf, eof, first = 1, b"", False, True
             try:
                 while True:
@@ -330,6 +333,7 @@ class _TextFilesReader(_Reader):
                         pieces, starts, ends, size, consumed = [], [], [], 0, 0
                     if last:
                         break
+                src.finish()
             finally:
                 consumed += src.consumed()
                 src.close()
@@ -370,6 +374,7 @@ class _ParquetReader(_Reader):
         rows = sum(md.row_group(g).num_rows for g in range(rg_start, rg_end))
         if rows == 0:
             yield Batch([], input_bytes=0)
+            self._finish(inp, md, rg_start, rg_end)
             return
         col = schema.get_field_index(key)
         text_bytes = sum(md.row_group(g).column(col).total_uncompressed_size for g in range(rg_start, rg_end))
@@ -418,6 +423,26 @@ class _ParquetReader(_Reader):
             reported += progress
             table = pa.Table.from_batches([rb]) if self.want_table else None
             yield Batch(arr, table=table, input_bytes=progress)
+        self._finish(inp, md, rg_start, rg_end)
+
+    def _finish(self, inp: InputFile, md, rg_start: int, rg_end: int) -> None:
+        """Check the file did not change; record the hash of the row groups'
+        raw bytes (their column chunks' span, read again here: Arrow decodes
+        them out of sight; compressed column bytes, a small fraction of the
+        work of decoding and tokenizing them)."""
+        check_unchanged(inp)
+        lo, hi = None, 0
+        for g in range(rg_start, rg_end):
+            rg = md.row_group(g)
+            for c in range(rg.num_columns):
+                col = rg.column(c)
+                first = col.data_page_offset
+                if col.has_dictionary_page and col.dictionary_page_offset:
+                    first = min(first, col.dictionary_page_offset)
+                lo = first if lo is None else min(lo, first)
+                hi = max(hi, first + col.total_compressed_size)
+        if lo is not None:
+            self.stats.reads.append([inp.path, lo, hi - lo, hash_bytes(inp.path, lo, hi - lo)])
 
 
 _READERS = {"jsonl": _JsonlReader, "text": _TextLinesReader, "parquet": _ParquetReader}

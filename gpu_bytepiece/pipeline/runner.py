@@ -42,6 +42,7 @@ from .inputs import discover_inputs, plan_shards, sniff_stdin
 from .manifest import Manifest
 from .progress import Progress
 from .shard import JobContext, encode_shard, shard_prefix
+from .streams import verify_read
 from .workers import ShardFailed, load_tokenizer, resolve_devices, run_local
 from .writers import JsonlWriter
 
@@ -169,6 +170,40 @@ def _totals(records) -> dict:
     return t
 
 
+def _check_done_reads(prefix: str, manifest: Manifest, inputs: list) -> None:
+    """Before a rerun trusts a finished shard, re-read and hash the input bytes
+    it was encoded from (what :meth:`.streams.Source.finish` recorded; several
+    shards at once). A shard recorded without hashes is redone; one whose
+    bytes differ means the input changed since: :class:`JobConflict`."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    by_path = {i.path: i for i in inputs}
+    checks = []
+    for k, rec in list(manifest.done.items()):
+        if "reads" not in rec or any(r[0] not in by_path for r in rec["reads"]):
+            manifest.forget(int(k))
+            continue
+        checks.extend((int(k), r) for r in rec["reads"])
+    if not checks:
+        return
+
+    def check(item):
+        k, (path, start, length, digest) = item
+        try:
+            return verify_read(by_path[path], start, length, digest)
+        except OSError:
+            return False
+
+    with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
+        ok = list(pool.map(check, checks))
+    bad = [item for item, good in zip(checks, ok) if not good]
+    if bad:
+        k, (path, start, length, _) = bad[0]
+        raise JobConflict(f"{prefix}: {path} changed since shard {k} was encoded from it (bytes {start:,} to "
+                          f"{start + length:,} hash differently; {len(bad)} stale range(s) in all): its results "
+                          "are stale; use --overwrite to redo the job")
+
+
 def _done_records(manifest: Manifest) -> list:
     return [manifest.done[k] for k in sorted(manifest.done, key=int)]
 
@@ -264,6 +299,8 @@ def _run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0) 
         if stdin:  # standard input cannot be checked or re-read: start that job over
             _remove_outputs(prefix, fmt)
             manifest = None
+        else:
+            _check_done_reads(prefix, manifest, inputs)
     else:
         existing = [p for p in finals if os.path.exists(p)]
         if existing or os.path.isdir(shard_dir):

@@ -151,4 +151,5 @@ def encode_shard(ctx: JobContext, shard: dict, tok, progress=None, writer=None) 
         "blank_lines": stats.blank_lines,
         "skipped": dict(sorted(stats.skipped.items())),
         "samples": stats.samples,
+        "reads": stats.reads,
     }
