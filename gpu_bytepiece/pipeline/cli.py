@@ -125,6 +125,8 @@ def add_subcommands(sub) -> None:
     mer.add_argument("-o", "--output", required=True, metavar="PREFIX")
     mer.add_argument("-f", "--format", choices=FORMATS, default=None, help="default: detected from the files")
     mer.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    mer.add_argument("--allow-duplicates", action="store_true", help="take a dataset given more than once "
+                     "(refused by default)")
     mer.set_defaults(func=run_merge)
 
 
@@ -200,15 +202,19 @@ def run_encode(args) -> int:
 
 
 def _prefixes(specs) -> list:
-    out = []
+    """Dataset prefixes of the merge's arguments, in order. Several files of
+    one dataset (``d.bin d.idx``) name it once; the same argument twice names
+    it twice (refused by the merge unless ``--allow-duplicates``)."""
+    out, seen = [], set()
     for spec in specs:
         paths = sorted(glob.glob(spec)) if any(c in spec for c in "*?[") and not os.path.exists(spec) else [spec]
         if not paths:
             raise PipelineError(f"{spec}: the pattern matches no file")
         for p in paths:
-            p = strip_suffix(p)
-            if p not in out:
-                out.append(p)
+            prefix = strip_suffix(p)
+            if p in seen or prefix not in out:
+                out.append(prefix)
+            seen.add(p)
     return out
 
 
@@ -224,7 +230,7 @@ def run_merge(args) -> int:
         if existing and not args.overwrite:
             raise PipelineError(f"{existing[0]} exists; use --overwrite to replace it")
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        sizes = merge_datasets(prefixes, out, fmt)
+        sizes = merge_datasets(prefixes, out, fmt, allow_duplicates=args.allow_duplicates)
     except PipelineError as e:
         print(f"gpu-bytepiece merge: {e}", file=sys.stderr)
         return 1

@@ -25,7 +25,7 @@ import hashlib
 import json
 import logging
 import os
-import shutil
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -137,8 +137,38 @@ def _lock(path: str):
     return fd
 
 
+_SHARD_FILE = re.compile(r"^\d{6}(%s)(\.tmp-(\d+))?$" % "|".join(
+    re.escape(s) for f in FORMATS for s in output_files("", f)))
+
+
+def _clean_shard_dir(shard_dir: str, finished_too: bool) -> list:
+    """Remove what this tool writes in a job's shard folder: the temporary
+    files of shard datasets (``NNNNNN.bin.tmp-PID``) whose writer is gone, and
+    with ``finished_too`` the shard datasets themselves and then the folder
+    if nothing is left. Any other file is never touched: returns their names."""
+    if not os.path.isdir(shard_dir):
+        return []
+    foreign = []
+    for name in sorted(os.listdir(shard_dir)):
+        m = _SHARD_FILE.match(name)
+        path = os.path.join(shard_dir, name)
+        if m is None or not os.path.isfile(path) or os.path.islink(path):
+            foreign.append(name)
+        elif m.group(3) is not None:
+            clean_tmp([path[: -len(m.group(2))]])
+        elif finished_too:
+            os.unlink(path)
+    if finished_too and not foreign:
+        try:
+            os.rmdir(shard_dir)
+        except OSError:  # a live writer's temporary file
+            pass
+    return foreign
+
+
 def _remove_outputs(prefix: str, fmt: str) -> None:
-    """Delete a job's files: the dataset in ``fmt`` (and the format its manifest names)."""
+    """Delete a job's files: the dataset in ``fmt`` (and the format its manifest
+    names), the shard datasets, the manifest; never a file of another name."""
     fmts = {fmt}
     try:
         with open(prefix + ".manifest.json", encoding="utf-8") as f:
@@ -149,8 +179,7 @@ def _remove_outputs(prefix: str, fmt: str) -> None:
         for p in output_files(prefix, fmt):
             if os.path.exists(p):
                 os.unlink(p)
-    if os.path.isdir(prefix + ".shards"):
-        shutil.rmtree(prefix + ".shards")
+    _clean_shard_dir(os.path.abspath(prefix + ".shards"), finished_too=True)
     if os.path.exists(prefix + ".manifest.json"):
         os.unlink(prefix + ".manifest.json")
 
@@ -282,8 +311,11 @@ def _run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0) 
     stdin = any(i.is_stdin for i in inputs)
     finals = output_files(prefix, fmt)
     for inp in inputs:
-        if any(os.path.abspath(f) == inp.path for f in finals):
+        if any(os.path.abspath(f) == inp.path for f in finals + [mpath]):
             raise PipelineError(f"{inp.path} is both an input and an output file")
+        if inp.path.startswith(shard_dir + os.sep):
+            raise PipelineError(f"{inp.path} lies in {shard_dir}, the folder where this job keeps its shards "
+                                "(and removes them); move the input or choose another --output")
     if opts.overwrite:
         _remove_outputs(prefix, fmt)
     manifest = None
@@ -303,7 +335,7 @@ def _run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0) 
             _check_done_reads(prefix, manifest, inputs)
     else:
         existing = [p for p in finals if os.path.exists(p)]
-        if existing or os.path.isdir(shard_dir):
+        if (existing or os.path.isdir(shard_dir)) and not opts.overwrite:
             raise JobConflict(f"{existing[0] if existing else shard_dir} exists and no job manifest "
                               f"({mpath}) says what it is; use --overwrite to replace it")
     if params["alpha"] >= 0 and params["seed"] is None:
@@ -315,13 +347,17 @@ def _run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0) 
     if manifest.data.get("complete"):
         sizes = manifest.data.get("outputs", {})
         if all(os.path.exists(p) and os.path.getsize(p) == sizes.get(os.path.basename(p)) for p in finals):
-            if os.path.isdir(shard_dir) and not opts.keep_shards:
-                shutil.rmtree(shard_dir)
+            if not opts.keep_shards:
+                _clean_shard_dir(shard_dir, finished_too=True)
             return _summary(manifest, prefix, fmt, t0, resumed=len(manifest.shards), ran=0, already=True)
         manifest.data["complete"] = False
     os.makedirs(shard_dir, exist_ok=True)
-    clean_tmp(shard_dir)
-    clean_tmp(os.path.dirname(os.path.abspath(prefix)), os.path.basename(prefix) + ".")
+    foreign = _clean_shard_dir(shard_dir, finished_too=False)
+    if foreign:
+        raise PipelineError(f"{shard_dir} holds files this tool did not write ({', '.join(foreign[:3])}"
+                            f"{', ...' if len(foreign) > 3 else ''}); it is the job's own shard folder: "
+                            "move them out")
+    clean_tmp(finals + [mpath])
     shards = manifest.shards
     pending = [s for s in shards if not manifest.is_done(s["index"], shard_dir)]
     for s in pending:
@@ -363,7 +399,7 @@ def _run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0) 
     manifest.data["totals"] = {k: v for k, v in _totals(_done_records(manifest)).items() if k != "samples"}
     manifest.save()
     if not opts.keep_shards:
-        shutil.rmtree(shard_dir, ignore_errors=True)
+        _clean_shard_dir(shard_dir, finished_too=True)
     log.info("encode: done %.2f s after start", time.monotonic() - t0)
     return _summary(manifest, prefix, fmt, t0, resumed=resumed, ran=len(pending), already=False)
 
