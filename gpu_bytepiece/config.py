@@ -115,3 +115,9 @@ TRAIN_MERGE_BLOCK_DIVISOR = 64
 
 #: Trainer: the long-piece hash table starts with ``2 ** this`` slots (it grows).
 TRAIN_PIECE_TABLE_BITS = 12
+
+#: Largest model file, after decompression, that ``load_model`` reads (a
+#: BytePiece model of 1M pieces is about 60 MB); a bigger one is refused, not
+#: read (a gzip or zip bomb). Raise it for a larger model: set this, or the
+#: environment variable ``GPU_BYTEPIECE_MAX_MODEL_BYTES`` (bytes).
+MAX_MODEL_BYTES = 1 << 30

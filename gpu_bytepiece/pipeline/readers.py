@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -183,6 +184,9 @@ class _JsonlReader(_Reader):
         except ValueError as e:
             self.bad(DataError(inp.path, "malformed_json", str(e), **where))
             return None
+        except RecursionError:  # the depth is bounded by the interpreter's recursion limit
+            self.bad(DataError(inp.path, "too_deep", f"more than {sys.getrecursionlimit()} levels", **where))
+            return None
         if type(obj) is not dict:
             self.bad(DataError(inp.path, "not_an_object", f"got a JSON {type(obj).__name__}", **where))
             return None
@@ -207,7 +211,11 @@ class _JsonlReader(_Reader):
         if self.want_table:
             fields = {k: v for k, v in obj.items() if k != key}
             # ASCII escapes where the line has \\ud escapes: a lone surrogate elsewhere stays valid
-            meta = json.dumps(fields, ensure_ascii=escapes, separators=(",", ":")) if fields else None
+            try:
+                meta = json.dumps(fields, ensure_ascii=escapes, separators=(",", ":")) if fields else None
+            except RecursionError:
+                self.bad(DataError(inp.path, "too_deep", f"more than {sys.getrecursionlimit()} levels", **where))
+                return None
         return text, meta
 
     def _batch(self, texts, metas, consumed) -> Batch:

@@ -294,13 +294,25 @@ def encode(opts: EncodeOptions) -> dict:
     os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
     lock_fd = _lock(prefix + ".lock")
     try:
-        return _run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0)
+        return _all_skipped_fails(_run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0))
     finally:
         try:  # unlinked while still held: a job that opened it meanwhile fails to lock it
             os.unlink(prefix + ".lock")
         except OSError:  # pragma: no cover
             pass
         os.close(lock_fd)
+
+
+def _all_skipped_fails(summary: dict) -> dict:
+    """A job that skipped every record it read fails: its empty dataset is
+    almost surely a wrong ``--text-key`` or ``--input-format``."""
+    if summary["docs"] or not summary["skipped"]:
+        return summary
+    counts = ", ".join(f"{k} {v:,}" for k, v in summary["skipped"].items())
+    first = summary["skipped_samples"][0] if summary["skipped_samples"] else None
+    hint = " (wrong --text-key?)" if "missing_text" in summary["skipped"] else ""
+    raise PipelineError(f"every record was skipped ({counts}){hint}; e.g. {DataError.from_dict(first)}"
+                        if first else f"every record was skipped ({counts}){hint}")
 
 
 def _run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0) -> dict:
