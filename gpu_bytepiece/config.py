@@ -72,6 +72,13 @@ TEXT_FRAGMENT_BYTES = 32 << 20
 DEFAULT_SHARD_BYTES = 64 << 20
 MIN_AUTO_SHARD_BYTES = 8 << 20
 
+#: The smallest ``--shard-bytes`` taken, and the most shards one job plans
+#: (a plan past either is refused with the size that works): a manifest
+#: lists every shard, so a tiny shard size on a big input costs more to plan
+#: and record than to encode.
+MIN_SHARD_BYTES = 256
+MAX_SHARDS = 1_000_000
+
 #: Parquet output: row groups end after the row whose text brings the group
 #: to at least this many bytes, or at this many rows (deterministic:
 #: independent of batch sizes).

@@ -29,7 +29,7 @@ import numpy as np
 
 from .. import config
 from .errors import DataError, PipelineError
-from .inputs import InputFile
+from .inputs import InputFile, parquet_file
 from .streams import Source, check_unchanged, count_lines, fragment_cut, hash_bytes, iter_line_blocks
 
 try:  # ~2x faster than json on long strings; optional: without it json does all the work
@@ -365,9 +365,8 @@ class _ParquetReader(_Reader):
 
     def batches(self, inp: InputFile, rg_start: int, rg_end: int) -> Iterator[Batch]:
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
-        pf = pq.ParquetFile(inp.path)
+        pf = parquet_file(inp.path)
         md = pf.metadata
         schema = pf.schema_arrow
         key = self.text_key

@@ -22,10 +22,8 @@ never change the output.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -37,12 +35,12 @@ from ..checks import check_alpha, check_flag, check_int
 from ..files import clean_tmp
 from .datasets import merge_datasets
 from .errors import DataError, JobConflict, PipelineError
-from .formats import FORMATS, infer_format, output_files
-from .inputs import discover_inputs, plan_shards, sniff_stdin
+from .formats import infer_format, output_files
+from .inputs import discover_inputs, parquet_file, plan_shards, sniff_stdin
+from .jobfiles import check_done_reads, clean_shard_dir, remove_outputs
 from .manifest import Manifest
 from .progress import Progress
 from .shard import JobContext, encode_shard, shard_prefix
-from .streams import verify_read
 from .workers import ShardFailed, load_tokenizer, resolve_devices, run_local
 from .writers import JsonlWriter
 
@@ -87,10 +85,14 @@ class EncodeOptions:
 
 # ------------------------------------------------------------------ the job
 def model_identity(model) -> str:
-    """sha256 of a model's pieces and counts (independent of the file's container)."""
+    """sha256 of a model's pieces and counts (independent of the file's container).
+
+    A piece's length is 2 bytes, or ``ff ff`` and 8 bytes from 65,535 bytes
+    on (the identities of models of shorter pieces are unchanged)."""
     h = hashlib.sha256()
     for p in model.pieces:
-        h.update(len(p).to_bytes(2, "little"))
+        n = len(p)
+        h.update(n.to_bytes(2, "little") if n < 0xFFFF else b"\xff\xff" + n.to_bytes(8, "little"))
         h.update(p)
     h.update(np.ascontiguousarray(model.counts, dtype="<i8").tobytes())
     return h.hexdigest()
@@ -99,12 +101,11 @@ def model_identity(model) -> str:
 def output_schema(inputs, text_key: str):
     """The Parquet output's schema: the inputs' columns (unified) and ``ids``."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     schemas, seen = [], set()
     for inp in inputs:
         if inp.kind == "parquet":
-            s = pq.read_schema(inp.path).remove_metadata()
+            s = parquet_file(inp.path).schema_arrow.remove_metadata()
             if "ids" in s.names:
                 raise PipelineError(f"{inp.path} already has an 'ids' column")
             key = ("parquet", s.to_string())
@@ -125,6 +126,17 @@ def output_schema(inputs, text_key: str):
     return schema.append(pa.field("ids", pa.list_(pa.uint32())))
 
 
+def _check_shard_bytes(shard_bytes: int, inputs) -> None:
+    """Refuse a shard size below ``config.MIN_SHARD_BYTES`` or one that plans
+    more than ``config.MAX_SHARDS`` shards (naming the size that works)."""
+    total = sum(i.size for i in inputs)
+    least = max(config.MIN_SHARD_BYTES, -(-total // config.MAX_SHARDS))
+    if shard_bytes < least:
+        raise PipelineError(f"--shard-bytes {shard_bytes:,} is too small for {total:,} input bytes: at least "
+                            f"{least:,} (at most {config.MAX_SHARDS:,} shards of >= {config.MIN_SHARD_BYTES} "
+                            "bytes); the default sizes shards by the input")
+
+
 def _lock(path: str):
     import fcntl
 
@@ -135,53 +147,6 @@ def _lock(path: str):
         os.close(fd)
         raise PipelineError(f"another job is writing this output ({path} is locked)") from None
     return fd
-
-
-_SHARD_FILE = re.compile(r"^\d{6}(%s)(\.tmp-(\d+))?$" % "|".join(
-    re.escape(s) for f in FORMATS for s in output_files("", f)))
-
-
-def _clean_shard_dir(shard_dir: str, finished_too: bool) -> list:
-    """Remove what this tool writes in a job's shard folder: the temporary
-    files of shard datasets (``NNNNNN.bin.tmp-PID``) whose writer is gone, and
-    with ``finished_too`` the shard datasets themselves and then the folder
-    if nothing is left. Any other file is never touched: returns their names."""
-    if not os.path.isdir(shard_dir):
-        return []
-    foreign = []
-    for name in sorted(os.listdir(shard_dir)):
-        m = _SHARD_FILE.match(name)
-        path = os.path.join(shard_dir, name)
-        if m is None or not os.path.isfile(path) or os.path.islink(path):
-            foreign.append(name)
-        elif m.group(3) is not None:
-            clean_tmp([path[: -len(m.group(2))]])
-        elif finished_too:
-            os.unlink(path)
-    if finished_too and not foreign:
-        try:
-            os.rmdir(shard_dir)
-        except OSError:  # a live writer's temporary file
-            pass
-    return foreign
-
-
-def _remove_outputs(prefix: str, fmt: str) -> None:
-    """Delete a job's files: the dataset in ``fmt`` (and the format its manifest
-    names), the shard datasets, the manifest; never a file of another name."""
-    fmts = {fmt}
-    try:
-        with open(prefix + ".manifest.json", encoding="utf-8") as f:
-            fmts.add(json.load(f)["params"]["format"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    for fmt in sorted(f for f in fmts if f in FORMATS):
-        for p in output_files(prefix, fmt):
-            if os.path.exists(p):
-                os.unlink(p)
-    _clean_shard_dir(os.path.abspath(prefix + ".shards"), finished_too=True)
-    if os.path.exists(prefix + ".manifest.json"):
-        os.unlink(prefix + ".manifest.json")
 
 
 def _totals(records) -> dict:
@@ -197,40 +162,6 @@ def _totals(records) -> dict:
     t["skipped"] = dict(sorted(t["skipped"].items()))
     t["samples"] = samples
     return t
-
-
-def _check_done_reads(prefix: str, manifest: Manifest, inputs: list) -> None:
-    """Before a rerun trusts a finished shard, re-read and hash the input bytes
-    it was encoded from (what :meth:`.streams.Source.finish` recorded; several
-    shards at once). A shard recorded without hashes is redone; one whose
-    bytes differ means the input changed since: :class:`JobConflict`."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    by_path = {i.path: i for i in inputs}
-    checks = []
-    for k, rec in list(manifest.done.items()):
-        if "reads" not in rec or any(r[0] not in by_path for r in rec["reads"]):
-            manifest.forget(int(k))
-            continue
-        checks.extend((int(k), r) for r in rec["reads"])
-    if not checks:
-        return
-
-    def check(item):
-        k, (path, start, length, digest) = item
-        try:
-            return verify_read(by_path[path], start, length, digest)
-        except OSError:
-            return False
-
-    with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
-        ok = list(pool.map(check, checks))
-    bad = [item for item, good in zip(checks, ok) if not good]
-    if bad:
-        k, (path, start, length, _) = bad[0]
-        raise JobConflict(f"{prefix}: {path} changed since shard {k} was encoded from it (bytes {start:,} to "
-                          f"{start + length:,} hash differently; {len(bad)} stale range(s) in all): its results "
-                          "are stale; use --overwrite to redo the job")
 
 
 def _done_records(manifest: Manifest) -> list:
@@ -283,6 +214,7 @@ def encode(opts: EncodeOptions) -> dict:
         "seed": None,
         "shard_bytes": int(opts.shard_bytes or auto_shard_bytes(inputs)),
     }
+    _check_shard_bytes(params["shard_bytes"], inputs)
     schema = output_schema(inputs, opts.text_key) if fmt == "parquet" else None
     if schema is not None:
         params["parquet_schema"] = schema.to_string(show_schema_metadata=False)
@@ -329,7 +261,7 @@ def _run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0) 
             raise PipelineError(f"{inp.path} lies in {shard_dir}, the folder where this job keeps its shards "
                                 "(and removes them); move the input or choose another --output")
     if opts.overwrite:
-        _remove_outputs(prefix, fmt)
+        remove_outputs(prefix, fmt)
     manifest = None
     if os.path.exists(mpath):
         manifest = Manifest.load(mpath)
@@ -341,10 +273,10 @@ def _run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0) 
             raise JobConflict(f"{prefix}: the output holds another job's results ({'; '.join(why)}); "
                               "use --overwrite to replace them, or another --output")
         if stdin:  # standard input cannot be checked or re-read: start that job over
-            _remove_outputs(prefix, fmt)
+            remove_outputs(prefix, fmt)
             manifest = None
         else:
-            _check_done_reads(prefix, manifest, inputs)
+            check_done_reads(prefix, manifest, inputs)
     else:
         existing = [p for p in finals if os.path.exists(p)]
         if (existing or os.path.isdir(shard_dir)) and not opts.overwrite:
@@ -360,11 +292,11 @@ def _run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0) 
         sizes = manifest.data.get("outputs", {})
         if all(os.path.exists(p) and os.path.getsize(p) == sizes.get(os.path.basename(p)) for p in finals):
             if not opts.keep_shards:
-                _clean_shard_dir(shard_dir, finished_too=True)
+                clean_shard_dir(shard_dir, finished_too=True)
             return _summary(manifest, prefix, fmt, t0, resumed=len(manifest.shards), ran=0, already=True)
         manifest.data["complete"] = False
     os.makedirs(shard_dir, exist_ok=True)
-    foreign = _clean_shard_dir(shard_dir, finished_too=False)
+    foreign = clean_shard_dir(shard_dir, finished_too=False)
     if foreign:
         raise PipelineError(f"{shard_dir} holds files this tool did not write ({', '.join(foreign[:3])}"
                             f"{', ...' if len(foreign) > 3 else ''}); it is the job's own shard folder: "
@@ -411,7 +343,7 @@ def _run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0) 
     manifest.data["totals"] = {k: v for k, v in _totals(_done_records(manifest)).items() if k != "samples"}
     manifest.save()
     if not opts.keep_shards:
-        _clean_shard_dir(shard_dir, finished_too=True)
+        clean_shard_dir(shard_dir, finished_too=True)
     log.info("encode: done %.2f s after start", time.monotonic() - t0)
     return _summary(manifest, prefix, fmt, t0, resumed=resumed, ran=len(pending), already=False)
 

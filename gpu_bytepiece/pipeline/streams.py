@@ -118,7 +118,15 @@ class Source:
         return d
 
     def read(self, n: int) -> bytes:
-        data = self.stream.read(n)
+        try:
+            data = self.stream.read(n)
+        except (OSError, EOFError, ValueError, ImportError) as e:  # corrupt compressed data, I/O error
+            raise PipelineError(f"{self.inp.path}: cannot read it after {self._start + self._nread:,} "
+                                f"{'decompressed ' if self.inp.compression else ''}bytes: {e}") from None
+        except Exception as e:  # lzma.LZMAError
+            if type(e).__name__ != "LZMAError":
+                raise
+            raise PipelineError(f"{self.inp.path}: corrupt xz data after {self._nread:,} bytes: {e}") from None
         self._hash.update(data)
         self._nread += len(data)
         return data
@@ -186,6 +194,7 @@ def iter_line_blocks(read, start: int, end: int | None, block: int | None = None
                 yield off, buf
             return
         want = block if end is None else max(small, min(block, end - off - len(buf) + 1))
+        want = max(want, len(buf))  # a line longer than the reads: double, so it is copied O(1) times
         chunk = read(want)
         if chunk:
             buf = buf + chunk if buf else chunk
