@@ -241,6 +241,10 @@ def merge_datasets(prefixes, out_prefix: str, fmt: str | None = None, allow_dupl
         else:  # pragma: no cover
             raise PipelineError(f"unknown format {fmt!r}")
         return staged.commit()
+    except OSError as e:
+        staged.discard()
+        raise PipelineError(f"{out_prefix}: cannot write the {fmt} dataset ({e.strerror or e}); free space "
+                            "there, or choose another output, then rerun") from None
     except BaseException:
         staged.discard()
         raise

@@ -172,3 +172,27 @@ def test_merge_of_mismatched_formats_says_so(two_datasets, capsys):
     assert merge_cli(two_datasets / "megatron" / "d1", two_datasets / "npy" / "d2", "-o",
                      two_datasets / "m") == 1
     assert "d2 is a npy dataset, not megatron: merge datasets of one format" in capsys.readouterr().err
+
+
+def test_disk_full_is_one_line_naming_the_shard(tmp_path, docs, monkeypatch):
+    """Was: a worker's traceback ending in ``OSError: [Errno 28]``, no file named."""
+    import errno
+
+    import gpu_bytepiece.pipeline.shard as shard_mod
+
+    real = shard_mod.shard_writer
+
+    def full_disk(*a, **k):
+        w = real(*a, **k)
+
+        def close():
+            raise OSError(errno.ENOSPC, "No space left on device")
+        w.close = close
+        return w
+
+    monkeypatch.setattr(shard_mod, "shard_writer", full_disk)
+    src = tmp_path / "in.jsonl"
+    write_jsonl(src, docs)
+    with pytest.raises(PipelineError, match=r"ds.shards/000000.\*: cannot write shard 0 \(No space left on device\)"):
+        run([src], tmp_path / "o" / "ds")
+    assert [n for n in os.listdir(tmp_path / "o" / "ds.shards") if ".tmp-" in n] == []
