@@ -72,6 +72,13 @@ TEXT_FRAGMENT_BYTES = 32 << 20
 DEFAULT_SHARD_BYTES = 64 << 20
 MIN_AUTO_SHARD_BYTES = 8 << 20
 
+#: The smallest ``--shard-bytes`` taken, and the most shards one job plans
+#: (a plan past either is refused with the size that works): a manifest
+#: lists every shard, so a tiny shard size on a big input costs more to plan
+#: and record than to encode.
+MIN_SHARD_BYTES = 256
+MAX_SHARDS = 1_000_000
+
 #: Parquet output: row groups end after the row whose text brings the group
 #: to at least this many bytes, or at this many rows (deterministic:
 #: independent of batch sizes).
@@ -115,3 +122,9 @@ TRAIN_MERGE_BLOCK_DIVISOR = 64
 
 #: Trainer: the long-piece hash table starts with ``2 ** this`` slots (it grows).
 TRAIN_PIECE_TABLE_BITS = 12
+
+#: Largest model file, after decompression, that ``load_model`` reads (a
+#: BytePiece model of 1M pieces is about 60 MB); a bigger one is refused, not
+#: read (a gzip or zip bomb). Raise it for a larger model: set this, or the
+#: environment variable ``GPU_BYTEPIECE_MAX_MODEL_BYTES`` (bytes).
+MAX_MODEL_BYTES = 1 << 30

@@ -1,16 +1,19 @@
 """Atomic file writes: the one definition (standard library only).
 
-A file is written under a temporary name (``NAME.tmp-PID``), fsync'd,
-renamed to its final name and its folder fsync'd, so a file with a final name
-is always whole, even after a crash or a kill. Used by model saving, the
-encode job's manifest, its dataset writers and ``merge``.
+A file is written under a temporary name (``NAME.tmp-PID``: the writing
+process's id), fsync'd, renamed to its final name and its folder fsync'd, so
+a file with a final name is always whole, even after a crash or a kill. Used
+by model saving, the encode job's manifest, its dataset writers and
+``merge``. :func:`clean_tmp` removes the temporary files of given final names
+left by processes that are gone (or by this one), never another live
+process's.
 """
 
 from __future__ import annotations
 
 import os
 
-__all__ = ["tmp_name", "fsync_dir", "Staged", "write_atomic", "clean_tmp"]
+__all__ = ["tmp_name", "fsync_dir", "Staged", "write_atomic", "pid_alive", "clean_tmp"]
 
 
 def tmp_name(path: str) -> str:
@@ -86,14 +89,49 @@ def write_atomic(path: str, data: bytes) -> None:
         raise
 
 
-def clean_tmp(folder: str, stem: str = "") -> None:
-    """Remove the temporary files a killed writer left in ``folder``
-    (names with ``.tmp-`` that start with ``stem``)."""
-    if not os.path.isdir(folder):
-        return
-    for name in os.listdir(folder):
-        if name.startswith(stem) and ".tmp-" in name:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs (another user's counts; a zombie, whose
+    parent has not reaped it yet, does not)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - another user's process
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):  # no /proc: exists, so alive
+        return True
+
+
+def clean_tmp(finals) -> list:
+    """Remove the temporary files (``NAME.tmp-PID``) of the final paths
+    ``finals`` whose writer is gone, or is this process; returns the paths
+    removed. Temporary files of other names, and of live processes, are
+    never touched."""
+    by_dir: dict = {}
+    for p in finals:
+        p = os.path.abspath(os.fspath(p))
+        by_dir.setdefault(os.path.dirname(p), set()).add(os.path.basename(p))
+    removed = []
+    me = os.getpid()
+    for folder, names in by_dir.items():
+        try:
+            listing = os.listdir(folder)
+        except OSError:
+            continue
+        for name in listing:
+            base, sep, pid = name.rpartition(".tmp-")
+            if not sep or base not in names or not pid.isdigit():
+                continue
+            if int(pid) != me and pid_alive(int(pid)):
+                continue
             try:
                 os.unlink(os.path.join(folder, name))
+                removed.append(os.path.join(folder, name))
             except OSError:  # pragma: no cover
                 pass
+    return removed

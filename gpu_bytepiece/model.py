@@ -18,13 +18,16 @@ import gzip
 import io
 import json
 import os
+import stat
 import zipfile
+import zlib
 from dataclasses import dataclass
 from importlib import resources
 from typing import Union
 
 import numpy as np
 
+from . import config
 from .files import write_atomic
 
 __all__ = ["ModelError", "Model", "load_model", "save_model", "DEFAULT_MODEL_NAME"]
@@ -80,13 +83,34 @@ def _fail(source: str, problem: str) -> ModelError:
     return ModelError(f"{source}: {problem}")
 
 
+def max_model_bytes() -> int:
+    """``config.MAX_MODEL_BYTES``, or ``GPU_BYTEPIECE_MAX_MODEL_BYTES`` when set."""
+    env = os.environ.get("GPU_BYTEPIECE_MAX_MODEL_BYTES")
+    return int(env) if env else int(config.MAX_MODEL_BYTES)
+
+
+def _capped(path: str, f, cap: int) -> bytes:
+    data = f.read(cap + 1)
+    if len(data) > cap:
+        raise _fail(path, f"more than {cap:,} bytes once decompressed: not a model (a larger one needs "
+                          "GPU_BYTEPIECE_MAX_MODEL_BYTES)")
+    return data
+
+
 def _read_bytes(path: str) -> bytes:
+    """The model file's bytes, decompressed: a regular file only (a FIFO or a
+    device would block or never end), at most :func:`max_model_bytes`."""
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise _fail(path, "cannot read: not a regular file (a model is a .model, .gz or .zip file)")
+    cap = max_model_bytes()
     with open(path, "rb") as f:
-        raw = f.read()
+        raw = _capped(path, f, cap)
     if raw[:2] == b"\x1f\x8b":
         try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError) as e:
+            with gzip.GzipFile(fileobj=io.BytesIO(raw)) as g:
+                return _capped(path, g, cap)
+        except (OSError, EOFError, zlib.error) as e:
             raise _fail(path, f"corrupt gzip data ({e})") from None
     if raw[:4] == b"PK\x03\x04":
         try:
@@ -94,8 +118,9 @@ def _read_bytes(path: str) -> bytes:
                 names = [n for n in z.namelist() if not n.endswith("/")]
                 if len(names) != 1:
                     raise _fail(path, f"a .zip model must hold exactly one file, found {len(names)}")
-                return z.read(names[0])
-        except zipfile.BadZipFile as e:
+                with z.open(names[0]) as member:
+                    return _capped(path, member, cap)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as e:
             raise _fail(path, f"corrupt zip archive ({e})") from None
     return raw
 
@@ -192,6 +217,9 @@ def load_model(path: PathLike | None = None) -> Model:
         raise _fail(path, f"not UTF-8 JSON ({e})") from None
     except ValueError as e:
         raise _fail(path, f"not valid JSON ({e})") from None
+    except RecursionError:
+        raise _fail(path, "not a model: JSON nested deeper than the reader's limit (a model is "
+                          "one object of [id, text, count] lists)") from None
     return parse_pieces(obj, source=path)
 
 

@@ -11,9 +11,12 @@ The rules (BytePiece's, made total):
   place, and tokenized as raw single bytes (every byte is a piece), never
   dropped. Decoding such ids gives those bytes back with
   ``decode(ids, errors="surrogateescape")`` on ``decode_bytes``.
-- ``pyarrow`` string / large_string / binary arrays: as ``str`` / ``bytes``
-  above, read from Arrow's buffers without one Python object per row; nulls
-  raise :class:`TextError` (no silent loss).
+- ``pyarrow`` arrays (or chunked arrays) of type string, large_string,
+  string_view, binary, large_binary or binary_view: as ``str`` / ``bytes``
+  above, read from Arrow's buffers without one Python object per row (view
+  types are first cast to their large twin); nulls raise :class:`TextError`
+  (no silent loss). Any other Arrow object (another type, a table, a scalar)
+  raises :class:`TextError`.
 
 Pure ASCII needs no normalization and takes a fast path with no per-document
 Python work beyond the join.
@@ -80,20 +83,33 @@ def _is_arrow(obj) -> bool:
     return mod.startswith("pyarrow")
 
 
+def _arrow_array(obj):
+    """One Arrow array of string, large_string, binary or large_binary from
+    an Arrow array or chunked array of a text or binary type (views cast to
+    their large twin); anything else raises :class:`TextError`."""
+    import pyarrow as pa
+
+    if not isinstance(obj, (pa.Array, pa.ChunkedArray)):
+        raise TextError(f"expected a pyarrow string or binary array, got a pyarrow {type(obj).__name__}")
+    t = obj.type
+    views = {"string_view": pa.large_string(), "binary_view": pa.large_binary()}
+    if str(t) in views:
+        obj, t = obj.cast(views[str(t)]), views[str(t)]
+    if not (pa.types.is_string(t) or pa.types.is_large_string(t)
+            or pa.types.is_binary(t) or pa.types.is_large_binary(t)):
+        raise TextError(f"expected a pyarrow string or binary array, got {t}")
+    if isinstance(obj, pa.ChunkedArray):
+        obj = obj.combine_chunks() if obj.num_chunks != 1 else obj.chunk(0)
+    return obj
+
+
 def _pack_arrow(arr, first_index: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Pack one Arrow array; ``first_index`` is its first row's index in the input (for messages)."""
     import pyarrow as pa
 
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
+    arr = _arrow_array(arr)
     t = arr.type
     is_text = pa.types.is_string(t) or pa.types.is_large_string(t)
-    is_binary = pa.types.is_binary(t) or pa.types.is_large_binary(t)
-    if pa.types.is_string_view(t) if hasattr(pa.types, "is_string_view") else False:
-        arr = arr.cast(pa.large_string())
-        t, is_text = arr.type, True
-    if not (is_text or is_binary):
-        raise TextError(f"expected a pyarrow string or binary array, got {t}")
     if arr.null_count:
         first = int(np.flatnonzero(np.asarray(arr.is_null()))[0]) + first_index
         raise TextError(f"text {first}: null in the input array ({arr.null_count} nulls)")
@@ -145,7 +161,9 @@ def _as_documents(texts, lazy=False):
     """A list, tuple or Arrow array as is; another iterable as a list (an iterator when ``lazy``)."""
     if isinstance(texts, (str, bytes, bytearray, memoryview)):
         return [texts]
-    if _is_arrow(texts) or isinstance(texts, (list, tuple)):
+    if _is_arrow(texts):
+        return _arrow_array(texts)
+    if isinstance(texts, (list, tuple)):
         return texts
     try:
         return iter(texts) if lazy else list(texts)
@@ -164,10 +182,6 @@ def iter_packed(texts, batch_bytes: int) -> Iterator[tuple[int, np.ndarray, np.n
     """
     docs = _as_documents(texts, lazy=True)
     if _is_arrow(docs):
-        import pyarrow as pa
-
-        if isinstance(docs, pa.ChunkedArray):
-            docs = docs.combine_chunks() if docs.num_chunks != 1 else docs.chunk(0)
         n = len(docs)
         if docs.null_count:  # name the first null of the whole input, not of a batch
             _pack_arrow(docs)

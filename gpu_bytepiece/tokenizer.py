@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import threading
 from typing import Iterable, Sequence
 
 import numba
@@ -12,8 +11,12 @@ import numpy as np
 
 from . import config, jit_cache
 from .backends import select_backend
-from .backends.cpu import numba_threads
+from .backends.cpu import concurrent_numba_ok, numba_threads
 from .backends.layout import put_specials
+from .checks import check_alpha as _check_alpha
+from .checks import check_flag as _check_flag
+from .checks import check_ids as _check_ids
+from .checks import check_int as _check_int
 from .device import DeviceError
 from .model import Model, ModelError, load_model, parse_pieces, save_model
 from .offsets import token_spans
@@ -26,22 +29,6 @@ __all__ = ["Tokenizer"]
 _SPECIALS = ("<pad>", "<bos>", "<eos>")
 
 
-_CONCURRENT_OK = None
-
-
-def _concurrent_numba_ok() -> bool:
-    """Whether parallel Numba functions may run from several threads at once:
-    true for the OpenMP and TBB threading layers, not for ``workqueue``."""
-    global _CONCURRENT_OK
-    if _CONCURRENT_OK is None:
-        try:
-            from numba.np.ufunc import parallel
-
-            parallel._launch_threads()
-            _CONCURRENT_OK = numba.threading_layer() in ("omp", "tbb")
-        except Exception:  # pragma: no cover - numba internals moved
-            _CONCURRENT_OK = False
-    return _CONCURRENT_OK
 
 
 def _join_batches(results):
@@ -131,9 +118,7 @@ class Tokenizer:
         """Restart the sampling random sequence from ``seed``."""
         if seed is None:
             seed = secrets.randbits(63)
-        if not isinstance(seed, (int, np.integer)):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-        self._seed = int(seed)
+        self._seed = _check_int("seed", seed)
         self._calls = 0
 
     # --------------------------------------------------------------- pieces
@@ -148,9 +133,10 @@ class Tokenizer:
 
     def id_to_piece(self, i: int):
         """Piece of id ``i`` (bytes; a str for the specials 0-2)."""
-        if not 0 <= int(i) < self.vocab_size:
+        i = _check_int("id", i)
+        if not 0 <= i < self.vocab_size:
             raise KeyError(f"id {i} outside 0..{self.vocab_size - 1}")
-        return self._id2piece[int(i)]
+        return self._id2piece[i]
 
     def pieces_to_ids(self, pieces: Iterable) -> list:
         return [self.piece_to_id(p) for p in pieces]
@@ -159,15 +145,25 @@ class Tokenizer:
         return [self.id_to_piece(i) for i in ids]
 
     # --------------------------------------------------------------- encode
-    def _start_call(self, alpha, seed):
-        """Check ``alpha``; the stream key of this call's samples (``None`` for the best path).
+    def _start_call(self, alpha, seed, add_bos=False, add_eos=False):
+        """Check the arguments every encode call shares; the stream key of
+        this call's samples (``None`` for the best path).
 
         Without ``seed`` the key is (the tokenizer's seed, the call number),
         and the call number advances.
+
+        Raises
+        ------
+        ValueError
+            ``alpha`` is not a finite real number.
+        TypeError
+            ``seed`` is not an int, ``add_bos``/``add_eos`` not a bool.
         """
-        if not isinstance(alpha, (int, float, np.floating, np.integer)) or alpha != alpha:
-            raise ValueError(f"alpha must be a number (< 0 for the best path), got {alpha!r}")
-        if alpha < 0:
+        _check_flag("add_bos", add_bos)
+        _check_flag("add_eos", add_eos)
+        if seed is not None:
+            seed = _check_int("seed", seed)
+        if _check_alpha(alpha) < 0:
             return None
         if seed is None:
             stream = (self._seed * 0x100000001B3 + self._calls) & 0xFFFFFFFFFFFFFFFF
@@ -222,6 +218,7 @@ class Tokenizer:
         With allowed specials, each run of text between them is tokenized
         (and sampled) as a document of its own.
         """
+        add_bos, add_eos = _check_flag("add_bos", add_bos), _check_flag("add_eos", add_eos)
         kw = dict(alpha=alpha, seed=seed, num_threads=num_threads, batch_bytes=batch_bytes)
         allowed, disallowed = self._specials.resolve(allowed_special, disallowed_special)
         if disallowed:
@@ -239,60 +236,25 @@ class Tokenizer:
 
     def _encode_texts(self, texts, *, add_bos, add_eos, alpha, seed, num_threads, batch_bytes):
         """``encode_to_numpy`` of texts that hold no special token."""
-        stream = self._start_call(alpha, seed)
+        stream = self._start_call(alpha, seed, add_bos, add_eos)
+        alpha = float(alpha)
         if batch_bytes is None:
             batch_bytes = config.CUDA_BATCH_BYTES if self.device.startswith("cuda") else config.BATCH_BYTES
-        if batch_bytes < 1:
-            raise ValueError(f"batch_bytes must be >= 1, got {batch_bytes}")
+        batch_bytes = _check_int("batch_bytes", batch_bytes, 1)
+        if num_threads is not None:
+            num_threads = _check_int("num_threads", num_threads)
         results = []  # (first document index, ids, offsets) per batch
         with numba_threads(num_threads):
             n_threads = numba.get_num_threads()
-            if n_threads > 1 and self._backend.name == "cpu" and _concurrent_numba_ok():
-                results = self._encode_batches_in_threads(texts, batch_bytes, n_threads, alpha, stream,
-                                                          add_bos, add_eos)
+            if n_threads > 1 and self._backend.name == "cpu" and concurrent_numba_ok():
+                results = self._backend.encode_texts_in_threads(texts, batch_bytes, n_threads, alpha, stream,
+                                                                add_bos, add_eos)
             else:
                 for first, data, doc_off in iter_packed(texts, batch_bytes):
                     ids, offs = self._backend.encode_packed(data, doc_off, float(alpha), add_bos, add_eos,
                                                             stream_key=stream, first_doc=first)
                     results.append((first, ids, offs))
         return _join_batches(results)
-
-    def _encode_batches_in_threads(self, texts, batch_bytes, n_threads, alpha, stream, add_bos, add_eos):
-        """CPU, several threads: each thread packs a small batch (Python, under
-        the GIL) then tokenizes it with a one-thread lattice (Numba, GIL
-        released), so packing and tokenizing overlap with exactly
-        ``n_threads`` busy threads. A batch much larger than the others (one
-        huge document) is tokenized with all threads.
-        """
-        small = min(batch_bytes, config.CPU_THREAD_BATCH_BYTES)
-        batches = iter_packed(texts, small)
-        lock = threading.Lock()
-        results, errors = [], []
-
-        def work():
-            try:
-                while not errors:
-                    with lock:
-                        item = next(batches, None)
-                    if item is None:
-                        return
-                    first, data, doc_off = item
-                    numba.set_num_threads(n_threads if len(data) > 4 * small else 1)
-                    ids, offs = self._backend.encode_packed(data, doc_off, float(alpha), add_bos, add_eos,
-                                                            stream_key=stream, first_doc=first)
-                    results.append((first, ids, offs))
-            except BaseException as e:  # re-raised in the calling thread
-                errors.append(e)
-
-        threads = [threading.Thread(target=work, name=f"gpu_bytepiece-{i}", daemon=True)
-                   for i in range(n_threads)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
-        return results
 
     def encode_packed(self, data, offsets, *, add_bos: bool = False, add_eos: bool = False,
                       alpha: float = -1, sample_stream: int | None = None,
@@ -308,9 +270,14 @@ class Tokenizer:
         n = len(offsets) - 1
         if n < 0 or offsets[0] != 0 or offsets[-1] != len(data) or (np.diff(offsets) < 0).any():
             raise ValueError("offsets must start at 0, end at len(data) and never decrease")
-        stream = None
-        if not alpha < 0:
-            stream = self._start_call(alpha, None) if sample_stream is None else sample_stream
+        first_index = _check_int("first_index", first_index, 0)
+        if sample_stream is None:
+            stream = self._start_call(alpha, None, add_bos, add_eos)
+        else:
+            sample_stream = _check_int("sample_stream", sample_stream) & 0xFFFFFFFFFFFFFFFF
+            self._start_call(-1, None, add_bos, add_eos)
+            stream = None if _check_alpha(alpha) < 0 else sample_stream
+        add_bos, add_eos = bool(add_bos), bool(add_eos)
         return self._backend.encode_packed(data, offsets, float(alpha), add_bos, add_eos,
                                            stream_key=stream, first_doc=first_index)
 
@@ -348,7 +315,8 @@ class Tokenizer:
                               f"this one runs on {self.device!r}")
         if output not in ("auto", "numba", "cupy"):
             raise ValueError(f"output must be 'auto', 'numba' or 'cupy', got {output!r}")
-        stream = self._start_call(alpha, seed)
+        stream = self._start_call(alpha, seed, add_bos, add_eos)
+        add_bos, add_eos = bool(add_bos), bool(add_eos)
         return self._backend.encode_device(data, offsets, float(alpha), add_bos, add_eos,
                                            stream_key=stream, output=output)
 
@@ -387,15 +355,7 @@ class Tokenizer:
     # --------------------------------------------------------------- decode
     def decode_bytes(self, ids) -> bytes:
         """The concatenated bytes of the pieces (ids 0-2 are skipped)."""
-        a = np.asarray(ids)
-        if a.size == 0:
-            return b""
-        if a.dtype.kind not in "iu":
-            a = np.asarray(ids, dtype=np.int64)
-        a = a.astype(np.int64, copy=False).ravel()
-        bad = (a < 0) | (a >= self.vocab_size)
-        if bad.any():
-            raise KeyError(f"id {int(a[bad][0])} outside 0..{self.vocab_size - 1}")
+        a = _check_ids(ids, self.vocab_size)
         a = a[a > 2]
         starts = self._piece_off[a]
         lens = self._piece_off[a + 1] - starts

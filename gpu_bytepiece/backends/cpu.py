@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 
 import numba
 import numpy as np
 
+from .. import config
 from ..cpu_fallback import chunk_bounds, encode_segments, scatter_tokens
+from ..text import iter_packed
 from ..trie import Trie
 from .layout import put_specials, sampling_scores, segment_layout, segment_table
 
-__all__ = ["CPUBackend", "numba_threads"]
+__all__ = ["CPUBackend", "concurrent_numba_ok", "numba_threads"]
+
+_CONCURRENT_OK = None
 
 
 class CPUBackend:
@@ -102,6 +107,61 @@ class CPUBackend:
         put_specials(ids, offsets, add_bos, add_eos)
         return ids, offsets
 
+    def encode_texts_in_threads(self, texts, batch_bytes, n_threads, alpha, stream, add_bos, add_eos):
+        """CPU, several threads: each thread packs a small batch (Python, under
+        the GIL) then tokenizes it with a one-thread lattice (Numba, GIL
+        released), so packing and tokenizing overlap with exactly
+        ``n_threads`` busy threads. A batch much larger than the others (one
+        huge document) is tokenized with all threads.
+
+        Returns ``[(first document index, ids, offsets)]`` per batch, in no
+        particular order (only on threading layers that allow concurrent
+        calls: :func:`concurrent_numba_ok`).
+        """
+        small = min(batch_bytes, config.CPU_THREAD_BATCH_BYTES)
+        batches = iter_packed(texts, small)
+        lock = threading.Lock()
+        results, errors = [], []
+
+        def work():
+            try:
+                while not errors:
+                    with lock:
+                        item = next(batches, None)
+                    if item is None:
+                        return
+                    first, data, doc_off = item
+                    numba.set_num_threads(n_threads if len(data) > 4 * small else 1)
+                    ids, offs = self.encode_packed(data, doc_off, float(alpha), add_bos, add_eos,
+                                                            stream_key=stream, first_doc=first)
+                    results.append((first, ids, offs))
+            except BaseException as e:  # re-raised in the calling thread
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, name=f"gpu_bytepiece-{i}", daemon=True)
+                   for i in range(n_threads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        return results
+
+
+def concurrent_numba_ok() -> bool:
+    """Whether parallel Numba functions may run from several threads at once:
+    true for the OpenMP and TBB threading layers, not for ``workqueue``."""
+    global _CONCURRENT_OK
+    if _CONCURRENT_OK is None:
+        try:
+            from numba.np.ufunc import parallel
+
+            parallel._launch_threads()
+            _CONCURRENT_OK = numba.threading_layer() in ("omp", "tbb")
+        except Exception:  # pragma: no cover - numba internals moved
+            _CONCURRENT_OK = False
+    return _CONCURRENT_OK
 
 @contextmanager
 def numba_threads(num_threads):

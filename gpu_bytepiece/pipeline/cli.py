@@ -53,6 +53,19 @@ with file and line (--on-error fail) or are skipped and counted per reason
 parse_size = size_option
 
 
+def _alpha_arg(text: str) -> float:
+    """argparse type of ``--alpha``: a finite number."""
+    import argparse
+
+    from ..checks import check_alpha
+
+    try:
+        return check_alpha(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a finite number (< 0: best segmentation, >= 0: sample)") from None
+
+
 def add_subcommands(sub) -> None:
     """Register ``encode`` and ``merge`` on an argparse subparsers object."""
     enc = sub.add_parser(
@@ -83,7 +96,7 @@ def add_subcommands(sub) -> None:
     enc.add_argument("--add-bos", action="store_true", help="put <bos> (id 1) before each document")
     enc.add_argument("--append-eos", "--add-eos", dest="append_eos", action="store_true",
                      help="put <eos> (id 2) after each document")
-    enc.add_argument("--alpha", type=float, default=-1.0,
+    enc.add_argument("--alpha", type=_alpha_arg, default=-1.0,
                      help="< 0: best segmentation (default); >= 0: sample one (reproducible with --seed)")
     enc.add_argument("--seed", type=int, default=None, help="sampling seed (default: drawn, kept in the manifest)")
     enc.add_argument("--special-token", dest="special_tokens", action="append", default=[], metavar="TOKEN",
@@ -118,6 +131,8 @@ def add_subcommands(sub) -> None:
     mer.add_argument("-o", "--output", required=True, metavar="PREFIX")
     mer.add_argument("-f", "--format", choices=FORMATS, default=None, help="default: detected from the files")
     mer.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    mer.add_argument("--allow-duplicates", action="store_true", help="take a dataset given more than once "
+                     "(refused by default)")
     mer.set_defaults(func=run_merge)
 
 
@@ -194,15 +209,19 @@ def run_encode(args) -> int:
 
 
 def _prefixes(specs) -> list:
-    out = []
+    """Dataset prefixes of the merge's arguments, in order. Several files of
+    one dataset (``d.bin d.idx``) name it once; the same argument twice names
+    it twice (refused by the merge unless ``--allow-duplicates``)."""
+    out, seen = [], set()
     for spec in specs:
         paths = sorted(glob.glob(spec)) if any(c in spec for c in "*?[") and not os.path.exists(spec) else [spec]
         if not paths:
             raise PipelineError(f"{spec}: the pattern matches no file")
         for p in paths:
-            p = strip_suffix(p)
-            if p not in out:
-                out.append(p)
+            prefix = strip_suffix(p)
+            if p in seen or prefix not in out:
+                out.append(prefix)
+            seen.add(p)
     return out
 
 
@@ -218,7 +237,7 @@ def run_merge(args) -> int:
         if existing and not args.overwrite:
             raise PipelineError(f"{existing[0]} exists; use --overwrite to replace it")
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        sizes = merge_datasets(prefixes, out, fmt)
+        sizes = merge_datasets(prefixes, out, fmt, allow_duplicates=args.allow_duplicates)
     except PipelineError as e:
         print(f"gpu-bytepiece merge: {e}", file=sys.stderr)
         return 1

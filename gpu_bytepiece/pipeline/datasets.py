@@ -15,29 +15,37 @@ import struct
 
 import numpy as np
 
-from ..files import Staged
+from ..files import Staged, clean_tmp
 from .errors import PipelineError
 from .formats import (MEGATRON_DTYPES, MEGATRON_MAGIC, MEGATRON_VERSION, detect_format, megatron_header,
                       npy_header, open_npy, output_files)
 from .writers import conform
 
-__all__ = ["read_dataset", "iter_documents", "read_megatron_index", "merge_datasets"]
+__all__ = ["read_dataset", "iter_documents", "read_megatron_index", "validate_dataset", "merge_datasets"]
 
 
 # ---------------------------------------------------------------- reading
 def read_megatron_index(path: str) -> dict:
-    """Read a Megatron ``.idx``: dtype, sequence lengths, pointers, document indices."""
+    """Read a Megatron ``.idx``: dtype, sequence lengths, pointers, document indices.
+
+    The header must be whole and the file exactly as long as it says."""
     with open(path, "rb") as f:
         magic = f.read(9)
         if magic != MEGATRON_MAGIC:
             raise PipelineError(f"{path}: not a Megatron index (magic {magic!r})")
-        version, = struct.unpack("<Q", f.read(8))
+        head = f.read(25)
+        if len(head) != 25:
+            raise PipelineError(f"{path}: truncated Megatron index header ({9 + len(head)} of 34 bytes)")
+        version, code, n_seq, n_doc = struct.unpack("<QBQQ", head)
         if version != MEGATRON_VERSION:
             raise PipelineError(f"{path}: Megatron index version {version}, expected 1")
-        code, = struct.unpack("<B", f.read(1))
-        n_seq, = struct.unpack("<Q", f.read(8))
-        n_doc, = struct.unpack("<Q", f.read(8))
+        if code not in MEGATRON_DTYPES:
+            raise PipelineError(f"{path}: unknown Megatron dtype code {code}")
         head = f.tell()
+    want = head + 12 * n_seq + 8 * n_doc
+    if os.path.getsize(path) != want:
+        raise PipelineError(f"{path}: {os.path.getsize(path):,} bytes, but its header ({n_seq:,} sequences, "
+                            f"{n_doc:,} document indices) makes it {want:,}: truncated or corrupt")
     mm = np.memmap(path, dtype=np.uint8, mode="r")
     lengths = np.frombuffer(mm, dtype="<i4", count=n_seq, offset=head)
     pointers = np.frombuffer(mm, dtype="<i8", count=n_seq, offset=head + 4 * n_seq)
@@ -90,6 +98,77 @@ def iter_documents(prefix: str, fmt: str | None = None):
         yield np.asarray(ids[offsets[i]:offsets[i + 1]])
 
 
+# ------------------------------------------------------------- validating
+def _check(ok, path: str, what: str) -> None:
+    if not ok:
+        raise PipelineError(f"{path}: {what}: truncated or corrupt; re-create the dataset")
+
+
+def validate_dataset(prefix: str, fmt: str) -> None:
+    """Raise :class:`PipelineError` (naming the file) unless ``prefix`` is a
+    whole dataset of ``fmt``: Megatron: index header and size, lengths,
+    pointers inside ``.bin`` and following each other, document indices, the
+    ``.bin`` size; npy: headers, sizes, offsets from 0 to the ids' count,
+    never decreasing; Parquet: a readable file with a ``list<uint32>``
+    ``ids`` column; JSONL: ends with a newline, first and last lines hold
+    ``{"ids": [...]}`` (a cheaper check: a full parse would read every id).
+    """
+    if fmt == "megatron":
+        idx = read_megatron_index(prefix + ".idx")
+        lengths, pointers, docs = idx["lengths"], idx["pointers"], idx["document_indices"]
+        size = os.path.getsize(prefix + ".bin")
+        item = idx["dtype"].itemsize
+        path = prefix + ".idx"
+        _check((lengths >= 0).all(), path, "negative sequence length")
+        if len(lengths):
+            ends = pointers + lengths.astype(np.int64) * item
+            _check(pointers[0] == 0 and (pointers[1:] == ends[:-1]).all(), path, "pointers do not follow each other")
+            _check(ends[-1] == size, prefix + ".bin",
+                   f"{size:,} bytes, but the index points to {int(ends[-1]):,}")
+        else:
+            _check(size == 0, prefix + ".bin", "not empty, but the index holds no sequence")
+        _check(len(docs) >= 1 and docs[0] == 0 and docs[-1] == len(lengths) and (np.diff(docs) >= 0).all(),
+               path, "document indices do not run from 0 to the sequence count")
+    elif fmt == "npy":
+        dtype, shape, head = open_npy(prefix + ".ids.npy")
+        _check(dtype == np.dtype("<u4") and len(shape) == 1, prefix + ".ids.npy", f"not a flat uint32 array ({dtype} {shape})")
+        _check(os.path.getsize(prefix + ".ids.npy") == head + 4 * shape[0], prefix + ".ids.npy",
+               f"{os.path.getsize(prefix + '.ids.npy'):,} bytes, its header says {head + 4 * shape[0]:,}")
+        odt, oshape, ohead = open_npy(prefix + ".offsets.npy")
+        path = prefix + ".offsets.npy"
+        _check(odt == np.dtype("<i8") and len(oshape) == 1 and oshape[0] >= 1, path, f"not int64 offsets ({odt} {oshape})")
+        _check(os.path.getsize(path) == ohead + 8 * oshape[0], path, "size differs from its header")
+        off = np.load(path, mmap_mode="r")
+        _check(off[0] == 0 and off[-1] == shape[0] and (np.diff(off) >= 0).all(), path,
+               f"offsets do not run from 0 to the {shape[0]:,} ids, never decreasing")
+    elif fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            schema = pq.ParquetFile(prefix + ".parquet").schema_arrow
+        except (pa.ArrowException, OSError) as e:
+            raise PipelineError(f"{prefix}.parquet: not a readable Parquet file ({e})") from None
+        _check("ids" in schema.names and schema.field("ids").type == pa.list_(pa.uint32()), prefix + ".parquet",
+               "no list<uint32> 'ids' column")
+    elif fmt == "jsonl":
+        path = prefix + ".jsonl"
+        size = os.path.getsize(path)
+        if size:
+            with open(path, "rb") as f:
+                first = f.readline()
+                f.seek(max(0, size - (1 << 20)))
+                last = f.read().rsplit(b"\n", 2)
+            for line in (first, (last[-2] if len(last) > 1 else b"") + b"\n"):
+                try:
+                    ok = line.endswith(b"\n") and isinstance(json.loads(line).get("ids"), list)
+                except (ValueError, AttributeError):
+                    ok = False
+                _check(ok, path, "a line is not {\"ids\": [...]} ended by a newline")
+    else:  # pragma: no cover
+        raise PipelineError(f"unknown format {fmt!r}")
+
+
 # ---------------------------------------------------------------- merging
 def _copy_file(src: str, dst_fd: int, skip: int = 0) -> int:
     """Append ``src[skip:]`` to ``dst_fd`` (kernel copy where possible)."""
@@ -114,22 +193,40 @@ def _copy_file(src: str, dst_fd: int, skip: int = 0) -> int:
     return size
 
 
-def merge_datasets(prefixes, out_prefix: str, fmt: str | None = None) -> dict:
+def merge_datasets(prefixes, out_prefix: str, fmt: str | None = None, allow_duplicates: bool = False) -> dict:
     """Join datasets (in order) into one at ``out_prefix``; returns file sizes.
 
-    Streams: memory holds one input's index at a time (Megatron, npy) or one
-    row group (Parquet). The output is written under temporary names and
-    renamed when complete.
+    Every input is validated first (:func:`validate_dataset`); the same
+    dataset twice is refused unless ``allow_duplicates``. Streams: memory
+    holds one input's index at a time (Megatron, npy) or one row group
+    (Parquet). The output is written under temporary names (renamed when
+    complete); those a killed merge left are removed first.
     """
     prefixes = list(prefixes)
     if not prefixes:
         raise PipelineError("nothing to merge")
     fmt = fmt or detect_format(prefixes[0])
+    seen = {}
     for p in prefixes:
         for f in output_files(p, fmt):
             if not os.path.exists(f):
-                raise PipelineError(f"{f}: missing (not a complete {fmt} dataset)")
-    staged = Staged(output_files(out_prefix, fmt))
+                try:
+                    other = detect_format(p)
+                except PipelineError:
+                    raise PipelineError(f"{f}: missing (not a complete {fmt} dataset)") from None
+                raise PipelineError(f"{p} is a {other} dataset, not {fmt}: merge datasets of one format "
+                                    "(or encode again with --format)") from None
+        key = os.path.realpath(output_files(p, fmt)[0])
+        if key in seen and not allow_duplicates:
+            raise PipelineError(f"{p} is given twice (as {seen[key]} too); pass --allow-duplicates to "
+                                "repeat a dataset")
+        seen[key] = p
+        validate_dataset(p, fmt)
+    finals = output_files(out_prefix, fmt)
+    if set(map(os.path.realpath, finals)) & {os.path.realpath(f) for p in prefixes for f in output_files(p, fmt)}:
+        raise PipelineError(f"{out_prefix} is also an input of the merge; choose another output")
+    clean_tmp(finals)
+    staged = Staged(finals)
     try:
         if fmt == "megatron":
             _merge_megatron(prefixes, staged)
@@ -144,6 +241,10 @@ def merge_datasets(prefixes, out_prefix: str, fmt: str | None = None) -> dict:
         else:  # pragma: no cover
             raise PipelineError(f"unknown format {fmt!r}")
         return staged.commit()
+    except OSError as e:
+        staged.discard()
+        raise PipelineError(f"{out_prefix}: cannot write the {fmt} dataset ({e.strerror or e}); free space "
+                            "there, or choose another output, then rerun") from None
     except BaseException:
         staged.discard()
         raise

@@ -14,6 +14,7 @@ REASONS = {
     "text_not_string": "the text field is not a string",
     "invalid_utf8": "the bytes are not valid UTF-8",
     "lone_surrogate": "the text holds a lone surrogate (no UTF-8 encoding)",
+    "too_deep": "the JSON is nested deeper than the reader's limit",
 }
 
 

@@ -88,6 +88,9 @@ def infer_format(output: str, fmt: str | None) -> tuple[str, str]:
                 output = output[: -len(suffix)]
             break
     fmt = fmt or guess or "megatron"
+    if not output or output.endswith(("/", os.sep)) or os.path.basename(output) in (".", ".."):
+        raise PipelineError(f"--output {output!r} names no dataset: give a prefix such as out/data "
+                            "(the files are PREFIX.bin, PREFIX.idx, ...)")
     if fmt not in FORMATS:
         raise PipelineError(f"unknown format {fmt!r} (expected one of {', '.join(FORMATS)})")
     return fmt, output

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 
 from .errors import PipelineError
 
-__all__ = ["InputFile", "discover_inputs", "sniff_stdin", "split_name", "plan_shards", "COMPRESSION"]
+__all__ = ["InputFile", "parquet_file", "discover_inputs", "sniff_stdin", "split_name", "plan_shards", "COMPRESSION"]
 
 #: Compression suffixes and the codec each names (what :class:`InputFile` records).
 COMPRESSION = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2", ".xz": "xz"}
@@ -161,6 +161,18 @@ def sniff_stdin() -> str:
     return "jsonl" if head.lstrip().startswith(b"{") else "text"
 
 
+def parquet_file(path: str):
+    """``pyarrow.parquet.ParquetFile(path)``; a corrupt or truncated file is a
+    :class:`PipelineError` naming it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as e:
+        raise PipelineError(f"{path}: not a readable Parquet file ({e}); is it truncated?") from None
+
+
 # ----------------------------------------------------------------- planning
 def _line_splittable(inp: InputFile, split_lines: bool) -> bool:
     return not inp.is_stdin and inp.compression is None and (
@@ -193,9 +205,7 @@ def plan_shards(inputs: list, shard_bytes: int, split_lines: bool) -> list:
                 b = min(a + shard_bytes, inp.size)
                 parts.append((i, a, b, b - a, True))
         elif inp.kind == "parquet":
-            import pyarrow.parquet as pq
-
-            md = pq.ParquetFile(inp.path).metadata
+            md = parquet_file(inp.path).metadata
             a, w = 0, 0
             for g in range(md.num_row_groups):
                 gw = sum(md.row_group(g).column(c).total_compressed_size

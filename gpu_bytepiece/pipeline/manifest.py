@@ -9,13 +9,19 @@
       "inputs": [{"path", "kind", "compression", "size", "mtime_ns", "fingerprint"}, ...],
       "shards": [{"index", "parts": [[input, start, end], ...], "bytes"}, ...],
       "done": {"17": {"files": {name: size}, "docs", "tokens", "text_bytes",
-                      "input_bytes", "blank_lines", "skipped": {reason: n}, "samples": [...]}},
+                      "input_bytes", "blank_lines", "skipped": {reason: n}, "samples": [...],
+                      "reads": [[input path, start, length, blake2b], ...]}},
       "complete": false,
       "totals": {...}             # when complete
     }
 
 A shard counts as done when it is listed under ``done`` and its files exist
-with the listed sizes; anything else is redone. The manifest holds no clock
+with the listed sizes; anything else is redone. Its ``reads`` are hashes of
+the exact input bytes it was encoded from, computed while reading; a rerun
+re-reads and checks them before it trusts the shard (an input edited in
+place, even with its size and modification time restored, is found: the
+rerun stops with a conflict). The ``fingerprint`` of an input (size and three
+MiB) is only the quick first check. The manifest holds no clock
 times, so an interrupted and resumed job leaves the same manifest as an
 uninterrupted one.
 """

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -28,8 +29,8 @@ import numpy as np
 
 from .. import config
 from .errors import DataError, PipelineError
-from .inputs import InputFile
-from .streams import Source, count_lines, fragment_cut, iter_line_blocks
+from .inputs import InputFile, parquet_file
+from .streams import Source, check_unchanged, count_lines, fragment_cut, hash_bytes, iter_line_blocks
 
 try:  # ~2x faster than json on long strings; optional: without it json does all the work
     from orjson import loads as _fast_loads
@@ -52,6 +53,7 @@ class ShardStats:
     blank_lines: int = 0
     skipped: dict = field(default_factory=dict)
     samples: list = field(default_factory=list)
+    reads: list = field(default_factory=list)  # [path, start, length, blake2b] per input read (Source.finish)
 
     MAX_SAMPLES = 10
 
@@ -112,7 +114,7 @@ class _JsonlReader(_Reader):
     """JSONL: one object per line, the text under ``text_key``; blank lines are counted."""
 
     def batches(self, inp: InputFile, start: int, end: int) -> Iterator[Batch]:
-        src = Source(inp, max(start - 1, 0))
+        src = Source(inp, max(start - 1, 0), self.stats.reads)
         numbered = start == 0  # line numbers known from the top of the stream
         line_no = 0
         key = self.text_key
@@ -161,6 +163,7 @@ class _JsonlReader(_Reader):
                     if size >= self.batch_bytes:
                         yield self._batch(texts, metas, src.consumed())
                         texts, metas, size = [], [], 0
+            src.finish()
             yield self._batch(texts, metas, src.consumed())
         finally:
             src.close()
@@ -180,6 +183,9 @@ class _JsonlReader(_Reader):
             obj = json.loads(s)
         except ValueError as e:
             self.bad(DataError(inp.path, "malformed_json", str(e), **where))
+            return None
+        except RecursionError:  # the depth is bounded by the interpreter's recursion limit
+            self.bad(DataError(inp.path, "too_deep", f"more than {sys.getrecursionlimit()} levels", **where))
             return None
         if type(obj) is not dict:
             self.bad(DataError(inp.path, "not_an_object", f"got a JSON {type(obj).__name__}", **where))
@@ -205,7 +211,11 @@ class _JsonlReader(_Reader):
         if self.want_table:
             fields = {k: v for k, v in obj.items() if k != key}
             # ASCII escapes where the line has \\ud escapes: a lone surrogate elsewhere stays valid
-            meta = json.dumps(fields, ensure_ascii=escapes, separators=(",", ":")) if fields else None
+            try:
+                meta = json.dumps(fields, ensure_ascii=escapes, separators=(",", ":")) if fields else None
+            except RecursionError:
+                self.bad(DataError(inp.path, "too_deep", f"more than {sys.getrecursionlimit()} levels", **where))
+                return None
         return text, meta
 
     def _batch(self, texts, metas, consumed) -> Batch:
@@ -224,7 +234,7 @@ class _TextLinesReader(_Reader):
     def batches(self, inp: InputFile, start: int, end: int) -> Iterator[Batch]:
         import pyarrow as pa
 
-        src = Source(inp, max(start - 1, 0))
+        src = Source(inp, max(start - 1, 0), self.stats.reads)
         numbered = start == 0
         line_no = 1
         try:
@@ -267,6 +277,7 @@ class _TextLinesReader(_Reader):
                 self.stats.docs += len(arr)
                 table = pa.table({self.text_key: arr}) if self.want_table else None
                 yield Batch(arr, table=table, input_bytes=src.consumed())
+            src.finish()
         finally:
             src.close()
 
@@ -280,7 +291,7 @@ class _TextFilesReader(_Reader):
         first_continues = abort = False
         doc_at = None  # index in `pieces` of the open document's first piece (None: an earlier batch)
         for inp in parts:
-            src = Source(inp)
+            src = Source(inp, 0, self.stats.reads)
             line_no, buf, eof, first = 1, b"", False, True
             try:
                 while True:
@@ -330,6 +341,7 @@ class _TextFilesReader(_Reader):
                         pieces, starts, ends, size, consumed = [], [], [], 0, 0
                     if last:
                         break
+                src.finish()
             finally:
                 consumed += src.consumed()
                 src.close()
@@ -353,9 +365,8 @@ class _ParquetReader(_Reader):
 
     def batches(self, inp: InputFile, rg_start: int, rg_end: int) -> Iterator[Batch]:
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
-        pf = pq.ParquetFile(inp.path)
+        pf = parquet_file(inp.path)
         md = pf.metadata
         schema = pf.schema_arrow
         key = self.text_key
@@ -370,6 +381,7 @@ class _ParquetReader(_Reader):
         rows = sum(md.row_group(g).num_rows for g in range(rg_start, rg_end))
         if rows == 0:
             yield Batch([], input_bytes=0)
+            self._finish(inp, md, rg_start, rg_end)
             return
         col = schema.get_field_index(key)
         text_bytes = sum(md.row_group(g).column(col).total_uncompressed_size for g in range(rg_start, rg_end))
@@ -418,6 +430,26 @@ class _ParquetReader(_Reader):
             reported += progress
             table = pa.Table.from_batches([rb]) if self.want_table else None
             yield Batch(arr, table=table, input_bytes=progress)
+        self._finish(inp, md, rg_start, rg_end)
+
+    def _finish(self, inp: InputFile, md, rg_start: int, rg_end: int) -> None:
+        """Check the file did not change; record the hash of the row groups'
+        raw bytes (their column chunks' span, read again here: Arrow decodes
+        them out of sight; compressed column bytes, a small fraction of the
+        work of decoding and tokenizing them)."""
+        check_unchanged(inp)
+        lo, hi = None, 0
+        for g in range(rg_start, rg_end):
+            rg = md.row_group(g)
+            for c in range(rg.num_columns):
+                col = rg.column(c)
+                first = col.data_page_offset
+                if col.has_dictionary_page and col.dictionary_page_offset:
+                    first = min(first, col.dictionary_page_offset)
+                lo = first if lo is None else min(lo, first)
+                hi = max(hi, first + col.total_compressed_size)
+        if lo is not None:
+            self.stats.reads.append([inp.path, lo, hi - lo, hash_bytes(inp.path, lo, hi - lo)])
 
 
 _READERS = {"jsonl": _JsonlReader, "text": _TextLinesReader, "parquet": _ParquetReader}

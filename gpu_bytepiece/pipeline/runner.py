@@ -22,10 +22,8 @@ never change the output.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -33,11 +31,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _gc, config
+from ..checks import check_alpha, check_flag, check_int
 from ..files import clean_tmp
 from .datasets import merge_datasets
 from .errors import DataError, JobConflict, PipelineError
-from .formats import FORMATS, infer_format, output_files
-from .inputs import discover_inputs, plan_shards, sniff_stdin
+from .formats import infer_format, output_files
+from .inputs import discover_inputs, parquet_file, plan_shards, sniff_stdin
+from .jobfiles import check_done_reads, clean_shard_dir, remove_outputs
 from .manifest import Manifest
 from .progress import Progress
 from .shard import JobContext, encode_shard, shard_prefix
@@ -112,10 +112,14 @@ def _special_params(opts, model) -> dict:
 
 
 def model_identity(model) -> str:
-    """sha256 of a model's pieces and counts (independent of the file's container)."""
+    """sha256 of a model's pieces and counts (independent of the file's container).
+
+    A piece's length is 2 bytes, or ``ff ff`` and 8 bytes from 65,535 bytes
+    on (the identities of models of shorter pieces are unchanged)."""
     h = hashlib.sha256()
     for p in model.pieces:
-        h.update(len(p).to_bytes(2, "little"))
+        n = len(p)
+        h.update(n.to_bytes(2, "little") if n < 0xFFFF else b"\xff\xff" + n.to_bytes(8, "little"))
         h.update(p)
     h.update(np.ascontiguousarray(model.counts, dtype="<i8").tobytes())
     return h.hexdigest()
@@ -124,12 +128,11 @@ def model_identity(model) -> str:
 def output_schema(inputs, text_key: str):
     """The Parquet output's schema: the inputs' columns (unified) and ``ids``."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     schemas, seen = [], set()
     for inp in inputs:
         if inp.kind == "parquet":
-            s = pq.read_schema(inp.path).remove_metadata()
+            s = parquet_file(inp.path).schema_arrow.remove_metadata()
             if "ids" in s.names:
                 raise PipelineError(f"{inp.path} already has an 'ids' column")
             key = ("parquet", s.to_string())
@@ -150,6 +153,17 @@ def output_schema(inputs, text_key: str):
     return schema.append(pa.field("ids", pa.list_(pa.uint32())))
 
 
+def _check_shard_bytes(shard_bytes: int, inputs) -> None:
+    """Refuse a shard size below ``config.MIN_SHARD_BYTES`` or one that plans
+    more than ``config.MAX_SHARDS`` shards (naming the size that works)."""
+    total = sum(i.size for i in inputs)
+    least = max(config.MIN_SHARD_BYTES, -(-total // config.MAX_SHARDS))
+    if shard_bytes < least:
+        raise PipelineError(f"--shard-bytes {shard_bytes:,} is too small for {total:,} input bytes: at least "
+                            f"{least:,} (at most {config.MAX_SHARDS:,} shards of >= {config.MIN_SHARD_BYTES} "
+                            "bytes); the default sizes shards by the input")
+
+
 def _lock(path: str):
     import fcntl
 
@@ -160,24 +174,6 @@ def _lock(path: str):
         os.close(fd)
         raise PipelineError(f"another job is writing this output ({path} is locked)") from None
     return fd
-
-
-def _remove_outputs(prefix: str, fmt: str) -> None:
-    """Delete a job's files: the dataset in ``fmt`` (and the format its manifest names)."""
-    fmts = {fmt}
-    try:
-        with open(prefix + ".manifest.json", encoding="utf-8") as f:
-            fmts.add(json.load(f)["params"]["format"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    for fmt in sorted(f for f in fmts if f in FORMATS):
-        for p in output_files(prefix, fmt):
-            if os.path.exists(p):
-                os.unlink(p)
-    if os.path.isdir(prefix + ".shards"):
-        shutil.rmtree(prefix + ".shards")
-    if os.path.exists(prefix + ".manifest.json"):
-        os.unlink(prefix + ".manifest.json")
 
 
 def _totals(records) -> dict:
@@ -215,6 +211,14 @@ def encode(opts: EncodeOptions) -> dict:
     if opts.on_error not in ("fail", "skip"):
         raise PipelineError(f"--on-error must be fail or skip, got {opts.on_error!r}")
     fmt, prefix = infer_format(opts.output, opts.format)
+    try:
+        check_alpha(opts.alpha)
+        if opts.seed is not None:
+            check_int("seed", opts.seed)
+        check_flag("add_bos", opts.add_bos)
+        check_flag("append_eos", opts.append_eos)
+    except (TypeError, ValueError) as e:
+        raise PipelineError(str(e)) from None
     if opts.workers is not None and opts.workers < 1:
         raise PipelineError(f"--workers must be >= 1, got {opts.workers}")
     from ..model import load_model
@@ -237,6 +241,7 @@ def encode(opts: EncodeOptions) -> dict:
         "seed": None,
         "shard_bytes": int(opts.shard_bytes or auto_shard_bytes(inputs)),
     }
+    _check_shard_bytes(params["shard_bytes"], inputs)
     schema = output_schema(inputs, opts.text_key) if fmt == "parquet" else None
     if schema is not None:
         params["parquet_schema"] = schema.to_string(show_schema_metadata=False)
@@ -249,13 +254,25 @@ def encode(opts: EncodeOptions) -> dict:
     os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
     lock_fd = _lock(prefix + ".lock")
     try:
-        return _run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0)
+        return _all_skipped_fails(_run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0))
     finally:
         try:  # unlinked while still held: a job that opened it meanwhile fails to lock it
             os.unlink(prefix + ".lock")
         except OSError:  # pragma: no cover
             pass
         os.close(lock_fd)
+
+
+def _all_skipped_fails(summary: dict) -> dict:
+    """A job that skipped every record it read fails: its empty dataset is
+    almost surely a wrong ``--text-key`` or ``--input-format``."""
+    if summary["docs"] or not summary["skipped"]:
+        return summary
+    counts = ", ".join(f"{k} {v:,}" for k, v in summary["skipped"].items())
+    first = summary["skipped_samples"][0] if summary["skipped_samples"] else None
+    hint = " (wrong --text-key?)" if "missing_text" in summary["skipped"] else ""
+    raise PipelineError(f"every record was skipped ({counts}){hint}; e.g. {DataError.from_dict(first)}"
+                        if first else f"every record was skipped ({counts}){hint}")
 
 
 def _run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0) -> dict:
@@ -266,10 +283,13 @@ def _run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0) 
     stdin = any(i.is_stdin for i in inputs)
     finals = output_files(prefix, fmt)
     for inp in inputs:
-        if any(os.path.abspath(f) == inp.path for f in finals):
+        if any(os.path.abspath(f) == inp.path for f in finals + [mpath]):
             raise PipelineError(f"{inp.path} is both an input and an output file")
+        if inp.path.startswith(shard_dir + os.sep):
+            raise PipelineError(f"{inp.path} lies in {shard_dir}, the folder where this job keeps its shards "
+                                "(and removes them); move the input or choose another --output")
     if opts.overwrite:
-        _remove_outputs(prefix, fmt)
+        remove_outputs(prefix, fmt)
     manifest = None
     if os.path.exists(mpath):
         manifest = Manifest.load(mpath)
@@ -281,11 +301,13 @@ def _run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0) 
             raise JobConflict(f"{prefix}: the output holds another job's results ({'; '.join(why)}); "
                               "use --overwrite to replace them, or another --output")
         if stdin:  # standard input cannot be checked or re-read: start that job over
-            _remove_outputs(prefix, fmt)
+            remove_outputs(prefix, fmt)
             manifest = None
+        else:
+            check_done_reads(prefix, manifest, inputs)
     else:
         existing = [p for p in finals if os.path.exists(p)]
-        if existing or os.path.isdir(shard_dir):
+        if (existing or os.path.isdir(shard_dir)) and not opts.overwrite:
             raise JobConflict(f"{existing[0] if existing else shard_dir} exists and no job manifest "
                               f"({mpath}) says what it is; use --overwrite to replace it")
     if params["alpha"] >= 0 and params["seed"] is None:
@@ -297,13 +319,17 @@ def _run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0) 
     if manifest.data.get("complete"):
         sizes = manifest.data.get("outputs", {})
         if all(os.path.exists(p) and os.path.getsize(p) == sizes.get(os.path.basename(p)) for p in finals):
-            if os.path.isdir(shard_dir) and not opts.keep_shards:
-                shutil.rmtree(shard_dir)
+            if not opts.keep_shards:
+                clean_shard_dir(shard_dir, finished_too=True)
             return _summary(manifest, prefix, fmt, t0, resumed=len(manifest.shards), ran=0, already=True)
         manifest.data["complete"] = False
     os.makedirs(shard_dir, exist_ok=True)
-    clean_tmp(shard_dir)
-    clean_tmp(os.path.dirname(os.path.abspath(prefix)), os.path.basename(prefix) + ".")
+    foreign = clean_shard_dir(shard_dir, finished_too=False)
+    if foreign:
+        raise PipelineError(f"{shard_dir} holds files this tool did not write ({', '.join(foreign[:3])}"
+                            f"{', ...' if len(foreign) > 3 else ''}); it is the job's own shard folder: "
+                            "move them out")
+    clean_tmp(finals + [mpath])
     shards = manifest.shards
     pending = [s for s in shards if not manifest.is_done(s["index"], shard_dir)]
     for s in pending:
@@ -345,7 +371,7 @@ def _run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0) 
     manifest.data["totals"] = {k: v for k, v in _totals(_done_records(manifest)).items() if k != "samples"}
     manifest.save()
     if not opts.keep_shards:
-        shutil.rmtree(shard_dir, ignore_errors=True)
+        clean_shard_dir(shard_dir, finished_too=True)
     log.info("encode: done %.2f s after start", time.monotonic() - t0)
     return _summary(manifest, prefix, fmt, t0, resumed=resumed, ran=len(pending), already=False)
 

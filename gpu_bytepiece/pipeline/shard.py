@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..backends.layout import insert_specials
+from .errors import PipelineError
 from .readers import ShardStats, iter_shard
 from .writers import shard_writer
 
@@ -145,6 +146,12 @@ def encode_shard(ctx: JobContext, shard: dict, tok, progress=None, writer=None) 
             if sleep:
                 time.sleep(sleep)
         files = writer.close() if own else {}
+    except OSError as e:  # reading errors are PipelineErrors already: this is writing (disk full, ...)
+        if own:
+            writer.discard()
+        where = e.filename or (shard_prefix(ctx.shard_dir, shard["index"]) + ".*" if own else "the output")
+        raise PipelineError(f"{where}: cannot write shard {shard['index']} ({e.strerror or e}); free space "
+                            "there, or choose another --output, then rerun (finished shards are kept)") from None
     except BaseException:
         if own:
             writer.discard()
@@ -158,4 +165,5 @@ def encode_shard(ctx: JobContext, shard: dict, tok, progress=None, writer=None) 
         "blank_lines": stats.blank_lines,
         "skipped": dict(sorted(stats.skipped.items())),
         "samples": stats.samples,
+        "reads": stats.reads,
     }

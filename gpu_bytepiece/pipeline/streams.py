@@ -2,17 +2,83 @@
 
 The readers (:mod:`.readers`) read every input through these, so a
 compressed file, a byte range of a big file and standard input look alike.
+
+A :class:`Source` hashes the bytes it reads as it reads them (no extra
+pass): :meth:`Source.finish` records ``[path, start, length, blake2b]`` for
+the shard's manifest record and checks that the file still has the size and
+modification time it had when the job was planned (an input that changes
+while the job runs fails the job). :func:`verify_read` re-reads such a
+range to check it before a rerun trusts a finished shard.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import sys
 from typing import Iterator
 
 from .. import config
+from .errors import PipelineError
 from .inputs import InputFile
 
-__all__ = ["Source", "iter_line_blocks", "count_lines", "fragment_cut"]
+__all__ = ["Source", "InputChanged", "check_unchanged", "hash_bytes", "verify_read", "iter_line_blocks",
+           "count_lines", "fragment_cut"]
+
+
+class InputChanged(PipelineError):
+    """An input file is not the file the job was planned on (or a shard was encoded from)."""
+
+
+def _new_hash():
+    return hashlib.blake2b(digest_size=16)
+
+
+def check_unchanged(inp: InputFile) -> None:
+    """Raise :class:`InputChanged` when ``inp``'s size or modification time differ from the plan's."""
+    try:
+        st = os.stat(inp.path)
+    except OSError as e:
+        raise InputChanged(f"{inp.path}: the input went away while the job read it ({e.strerror})") from None
+    if st.st_size != inp.size or st.st_mtime_ns != inp.mtime_ns:
+        what = (f"size {inp.size:,} -> {st.st_size:,} bytes" if st.st_size != inp.size
+                else "modified after the job started")
+        raise InputChanged(f"{inp.path}: the input changed while the job read it ({what}); the job stops "
+                           "(its dataset would mix two versions): rerun it once the input is final")
+
+
+def hash_bytes(path: str, start: int, length: int) -> str:
+    """blake2b of ``length`` raw bytes of ``path`` from ``start`` (fewer if the file is shorter)."""
+    h = _new_hash()
+    with open(path, "rb") as f:
+        f.seek(start)
+        left = length
+        while left > 0:
+            chunk = f.read(min(left, 8 << 20))
+            if not chunk:
+                break
+            h.update(chunk)
+            left -= len(chunk)
+    return h.hexdigest()
+
+
+def verify_read(inp: InputFile, start: int, length: int, digest: str) -> bool:
+    """Whether the ``length`` bytes a reader read from ``start`` (decompressed
+    bytes for a compressed input, raw bytes otherwise; see :meth:`Source.finish`)
+    still hash to ``digest``."""
+    if not inp.compression:
+        return hash_bytes(inp.path, start, length) == digest
+    src = Source(inp)
+    try:
+        left = length
+        while left > 0:
+            chunk = src.read(min(left, 8 << 20))
+            if not chunk:
+                break
+            left -= len(chunk)
+        return src._hash.hexdigest() == digest and left == 0
+    finally:
+        src.close()
 
 
 class Source:
@@ -21,9 +87,10 @@ class Source:
     gzip, zstd and bz2 are read by pyarrow; xz by the standard library.
     """
 
-    def __init__(self, inp: InputFile, start: int = 0):
+    def __init__(self, inp: InputFile, start: int = 0, reads: list | None = None):
         self.inp = inp
         self.raw = None
+        self._start, self._nread, self._hash, self._reads = start, 0, _new_hash(), reads
         if inp.is_stdin:
             self.stream = sys.stdin.buffer
         elif inp.compression == "xz":
@@ -51,7 +118,28 @@ class Source:
         return d
 
     def read(self, n: int) -> bytes:
-        return self.stream.read(n)
+        try:
+            data = self.stream.read(n)
+        except (OSError, EOFError, ValueError, ImportError) as e:  # corrupt compressed data, I/O error
+            raise PipelineError(f"{self.inp.path}: cannot read it after {self._start + self._nread:,} "
+                                f"{'decompressed ' if self.inp.compression else ''}bytes: {e}") from None
+        except Exception as e:  # lzma.LZMAError
+            if type(e).__name__ != "LZMAError":
+                raise
+            raise PipelineError(f"{self.inp.path}: corrupt xz data after {self._nread:,} bytes: {e}") from None
+        self._hash.update(data)
+        self._nread += len(data)
+        return data
+
+    def finish(self) -> None:
+        """Reading went to its end: check the file did not change
+        (:func:`check_unchanged`) and append ``[path, start, length, hash]``
+        of what was read to ``reads``."""
+        if self.inp.is_stdin:
+            return
+        check_unchanged(self.inp)
+        if self._reads is not None:
+            self._reads.append([self.inp.path, self._start, self._nread, self._hash.hexdigest()])
 
     def close(self) -> None:
         if not self.inp.is_stdin:
@@ -106,6 +194,7 @@ def iter_line_blocks(read, start: int, end: int | None, block: int | None = None
                 yield off, buf
             return
         want = block if end is None else max(small, min(block, end - off - len(buf) + 1))
+        want = max(want, len(buf))  # a line longer than the reads: double, so it is copied O(1) times
         chunk = read(want)
         if chunk:
             buf = buf + chunk if buf else chunk

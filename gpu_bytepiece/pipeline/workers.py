@@ -108,6 +108,9 @@ def _worker_main(wid: int, ctx: JobContext, model, device: str, threads, tasks, 
         except DataError as e:
             results.put(("failed", wid, shard["index"], "data", e.to_dict()))
             return
+        except PipelineError as e:  # a user-facing error: its one line, no traceback
+            results.put(("failed", wid, shard["index"], "error", str(e)))
+            return
         except BaseException:
             results.put(("failed", wid, shard["index"], "error", traceback.format_exc()))
             return

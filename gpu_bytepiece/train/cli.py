@@ -71,6 +71,37 @@ def add_subcommands(sub) -> None:
     p.set_defaults(func=run_train)
 
 
+#: ``train`` refuses to start with less free space than this where it spills.
+MIN_FREE_TMP_BYTES = 64 << 20
+
+
+def _check_before_training(args) -> None:
+    """Fail before the work, not after it: every model path must be a file
+    name in an existing, writable folder, and the spill folder must exist,
+    be writable and have ``MIN_FREE_TMP_BYTES`` free."""
+    import os
+    import shutil
+    import tempfile
+
+    sizes = args.vocab_size
+    paths = [args.output] if len(sizes) == 1 else [f"{args.output}.{n}" for n in sizes]
+    for p in paths:
+        folder = os.path.dirname(os.path.abspath(p))
+        if not p or os.path.isdir(p):
+            raise ValueError(f"-o {p!r} is a folder: name the model file (e.g. {os.path.join(p, 'my.model')})")
+        if not os.path.isdir(folder):
+            raise ValueError(f"{p}: the folder {folder} does not exist; create it first")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ValueError(f"{p}: cannot write in {folder}")
+    tmp = args.tmp_dir or tempfile.gettempdir()
+    if not os.path.isdir(tmp) or not os.access(tmp, os.W_OK | os.X_OK):
+        raise ValueError(f"--tmp-dir {tmp}: not a writable folder")
+    free = shutil.disk_usage(tmp).free
+    if free < MIN_FREE_TMP_BYTES:
+        raise ValueError(f"--tmp-dir {tmp}: only {free:,} bytes free (training spills count runs there; "
+                         f"needs at least {MIN_FREE_TMP_BYTES:,}); free space or pass another --tmp-dir")
+
+
 def run_train(args) -> int:
     from .. import _gc
     from ..pipeline.documents import InputTexts
@@ -79,6 +110,7 @@ def run_train(args) -> int:
     _gc.release()  # startup is over: the training allocates and frees a lot
 
     try:
+        _check_before_training(args)
         texts = InputTexts(args.inputs, text_key=args.text_key, input_format=args.input_format,
                            split_lines=args.split_lines, on_error=args.on_error)
         sizes = args.vocab_size if len(args.vocab_size) > 1 else args.vocab_size[0]

@@ -120,9 +120,9 @@ class Trainer:
                 isinstance(max_piece_length, (int, np.integer)) or max_piece_length == math.inf) \
                 or max_piece_length < 1:
             raise ValueError(f"max_piece_length must be an int >= 1 (or math.inf), got {max_piece_length!r}")
-        if isinstance(min_count, bool) or not isinstance(min_count, (int, np.integer, float)) \
-                or not min_count >= 0:
-            raise ValueError(f"min_count must be a number >= 0, got {min_count!r}")
+        if isinstance(min_count, bool) or not isinstance(min_count, (int, np.integer, float, np.floating)) \
+                or not 0 <= min_count < math.inf:
+            raise ValueError(f"min_count must be a finite number >= 0, got {min_count!r}")
         self.order = int(order)
         self.max_piece_length = max_piece_length
         self.min_count = min_count
