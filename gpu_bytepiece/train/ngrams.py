@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from ..cpu_fallback.train import build_ngram_table, level_groups
+from .checkpoint import PassCheckpoints
 from .memory import release_memory
 from .progress import progress_bar
 from .runs import RunStore
@@ -125,8 +126,25 @@ class NgramModel:
         self.ht_shift = np.uint64(64 - bits)
         self.ht_mask = np.uint64((1 << bits) - 1)
 
+    def arrays(self) -> dict:
+        """The model as named arrays (a checkpoint); :meth:`from_arrays` reads them back."""
+        return {"lp1": self.lp1, "lp2": self.lp2, "ht": self.ht,
+                "meta": np.array([self.order, int(self.ht_shift), int(self.ht_mask), self.total] + self.n_kept,
+                                 dtype=np.uint64)}
 
-def count_ngrams(trainer, corpus, engine, budget, tmp, progress):
+    @classmethod
+    def from_arrays(cls, a):
+        """The model :meth:`arrays` described."""
+        self = cls.__new__(cls)
+        meta = [int(x) for x in a["meta"]]
+        self.order, self.total, self.n_kept = meta[0], meta[3], meta[4:]
+        self.lp1, self.lp2, self.ht = a["lp1"], a["lp2"], a["ht"]
+        self.htf = self.ht.view(np.float64)
+        self.ht_shift, self.ht_mask = np.uint64(meta[1]), np.uint64(meta[2])
+        return self
+
+
+def count_ngrams(trainer, corpus, engine, budget, tmp, progress, work=None):
     """The first pass: count position keys, then the pruned n-gram model.
 
     Parameters
@@ -139,29 +157,47 @@ def count_ngrams(trainer, corpus, engine, budget, tmp, progress):
     budget : int
         Memory budget of the count runs (then spilled to ``tmp()``).
     progress : bool
+    work : WorkDir, optional
+        Checkpoints: the finished model (``ngrams.npz``) is loaded instead of
+        counting; else the pass continues after its last checkpoint.
 
     Returns
     -------
     NgramModel
     """
+    if work is not None and work.exists("ngrams.json"):
+        meta = work.load_json("ngrams.json")
+        corpus.restore(meta["corpus"])
+        trainer.stats.update(meta["stats"])
+        trainer.stats.setdefault("resumed", {})["ngrams"] = True
+        return NgramModel.from_arrays(work.load_arrays("ngrams.npz"))
     store = RunStore(budget, tmp, "ngrams")
-    bar = progress_bar(progress, desc="Count Ngrams", unit="B", unit_scale=True)
-    for data, offsets in corpus.first_pass():
-        seg_start, seg_end = engine.segments(data, offsets)
-        runs = engine.count_keys(data, seg_start, seg_end)
-        while runs:
-            store.add(*runs.pop(0))
-        del data, offsets, seg_start, seg_end
-        release_memory()
-        bar.update(corpus.last_bytes)
-    bar.close()
+    ckpt = PassCheckpoints(work, "pass1", store, corpus)
+    trainer.stats.setdefault("resumed", {})["pass1_batches"] = ckpt.skip
+    counted = 0
+    if not ckpt.complete:
+        bar = progress_bar(progress, desc="Count Ngrams", unit="B", unit_scale=True, total=corpus.size_hint)
+        bar.update(corpus.total_bytes)
+        for data, offsets in corpus.first_pass(ckpt.skip):
+            seg_start, seg_end = engine.segments(data, offsets)
+            runs = engine.count_keys(data, seg_start, seg_end)
+            while runs:
+                store.add(*runs.pop(0))
+            del data, offsets, seg_start, seg_end
+            release_memory()
+            bar.update(corpus.last_bytes)
+            counted += 1
+            ckpt.after_batch()
+        ckpt.finish()
+        bar.close()
+    trainer.stats.setdefault("batches_counted", {})["pass1"] = counted
     if corpus.total_bytes == 0:
         raise ValueError("empty corpus: the texts hold no characters to train on")
     trainer.stats.update(n_docs=corpus.n_docs, n_bytes=corpus.total_bytes)
     levels = LevelCounts(trainer.order, trainer.min_count)
     bar = progress_bar(progress, desc="Prune Ngrams", unit=" keys", unit_scale=True)
     n_keys = 0
-    for keys, counts in store.blocks():
+    for keys, counts in store.blocks(remove=work is None):
         levels.feed(keys, counts)
         n_keys += int(keys.shape[0])
         bar.update(int(keys.shape[0]))
@@ -172,4 +208,10 @@ def count_ngrams(trainer, corpus, engine, budget, tmp, progress):
         raise RuntimeError(f"n-gram counts cover {levels.total} positions, expected {corpus.total_bytes}")
     model = NgramModel(levels.finish(), levels.total, trainer.order)
     trainer.stats.update(n_position_keys=n_keys, ngrams_kept=model.n_kept)
+    if work is not None:
+        keep = ("n_docs", "n_bytes", "n_ngram_spills", "n_position_keys", "ngrams_kept")
+        work.save_arrays("ngrams.npz", **model.arrays())
+        work.save_json("ngrams.json", {"corpus": corpus.state(),
+                                       "stats": {k: trainer.stats[k] for k in keep}})
+        ckpt.done()
     return model
