@@ -25,7 +25,8 @@ config.TRAIN_CHECKPOINT_BYTES = 24 << 10
 from gpu_bytepiece.cli import main
 sys.exit(main(sys.argv[1:]))
 """
-ARGS = ["--vocab-size", "800", "--min-count", "2", "-q", "--workers", "1"]
+# a small budget: count runs spill and the n-gram table is memory-mapped (both checkpointed)
+ARGS = ["--vocab-size", "800", "--min-count", "2", "-q", "--workers", "1", "--memory-budget", "256K"]
 
 
 @pytest.fixture(scope="module")

@@ -177,6 +177,7 @@ def test_bounded_memory_spills_give_the_same_model(slice_texts, tmp_path):
     small = Trainer(**kw).train(texts, progress=False, memory_budget="16K", batch_bytes="32K",
                                 tmp_dir=str(tmp_path))
     assert small.stats["n_ngram_spills"] > 3 and small.stats["n_piece_spills"] > 0
+    assert small.stats["ngram_table_mapped"] and not full.stats["ngram_table_mapped"]
     assert small.pieces == full.pieces
     assert os.listdir(tmp_path) == []  # spills cleaned up
 

@@ -101,9 +101,12 @@ class InputTexts:
                 "read": dict(self.params, on_error=self.on_error)}
 
     @property
-    def size_hint(self) -> int:
-        """The input files' bytes on disk (the UTF-8 bytes of uncompressed text; a progress total)."""
-        return sum(i.size for i in self.inputs if not i.is_stdin)
+    def size_hint(self):
+        """The input files' bytes on disk when all are uncompressed text or JSONL (about their UTF-8
+        text; a progress total), else None."""
+        if any(i.is_stdin or i.compression or i.kind == "parquet" for i in self.inputs):
+            return None
+        return sum(i.size for i in self.inputs)
 
     def __repr__(self) -> str:
         return f"InputTexts({[i.path for i in self.inputs]!r}, text_key={self.params['text_key']!r})"

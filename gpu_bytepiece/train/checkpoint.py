@@ -33,8 +33,8 @@ __all__ = ["PassCheckpoints", "WorkDir", "WorkDirMismatch", "kill_point"]
 
 VERSION = 1
 #: The names a training writes in its work folder (nothing else is ever removed).
-_OURS = re.compile(r"(work\.json|pass[12]\.json|(ngrams|pieces)\.(npz|json)|table\d+\.npz|prune\.npz|texts\.bin"
-                   r"|(ngrams|pieces)\d+\.bin)(\.tmp-\d+)?$")
+_OURS = re.compile(r"(work\.json|pass[12]\.json|(ngrams|pieces)\.(npz|json)|table\d+\.npz|prune\.npz"
+                   r"|texts\.bin|ngram_table\.bin|(ngrams|pieces)\d+\.bin)(\.tmp-\d+)?$")
 _KILL_ENV = "GPU_BYTEPIECE_TEST_KILL_AT"
 
 

@@ -123,4 +123,6 @@ def run_train(args) -> int:
               f"{', '.join(f'{k} {v} batches' for k, v in st['batches_counted'].items())})", file=sys.stderr)
     for m, path in zip(trainer.models, paths):
         print(f"{path}: {m.vocab_size} ids ({len(m.pieces)} pieces)", file=sys.stderr)
+    for note in st["notes"]:
+        print(f"note: {note}", file=sys.stderr)
     return 0

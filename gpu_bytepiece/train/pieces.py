@@ -142,6 +142,7 @@ def prune_pieces(trainer, pieces, engine, progress, work=None):
     rank[K] = np.arange(K.shape[0], dtype=np.int64)
     pieces.rank = rank
     sizes = trainer.max_vocab_size
+    trainer.stats["pieces_kept_by_min_count"] = int(K.shape[0])
     # the state: phase (0: first wasted loop, 1: cut to size i, 2: wasted loop after a cut), i, K, cK, out
     saved = work.load_arrays("prune.npz") if work is not None else None
     if saved is not None:

@@ -111,6 +111,10 @@ class RunStore:
         self.m = 0
         release_memory()
 
+    def entries_upper_bound(self):
+        """At least as many entries as :meth:`blocks` yields (what is held and spilled; a progress total)."""
+        return sum(n for _, n, _ in self.spills) + self.m + sum(int(k.shape[0]) for k, _ in self.runs)
+
     def checkpoint(self):
         """Spill everything held in memory (fsync'd): ``[(file name, entries)]`` of every spill so far."""
         self._fold()

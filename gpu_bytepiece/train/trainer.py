@@ -260,7 +260,21 @@ class Trainer:
             self.models.append(Model(pieces=pieces.bytes_of(idx), counts=counts.astype(np.int64),
                                      source="<trainer>"))
         self.pieces = [dict(zip(m.pieces, m.counts.tolist())) for m in self.models]
+        self.stats["notes"] = self._notes()
         return self
+
+    def _notes(self) -> list:
+        """Why a model came out smaller than the size asked, one line per such model."""
+        out = []
+        kept = self.stats.get("pieces_kept_by_min_count")
+        for size, m in zip(self.max_vocab_size, self.models):
+            if m.vocab_size < size:
+                mpl = "inf" if self.max_piece_length == math.inf else self.max_piece_length
+                out.append(f"{m.vocab_size} ids, fewer than the {size} asked: only {kept:,} pieces (the 256 "
+                           f"bytes included) are seen at least min_count={self.min_count} times and are at most "
+                           f"max_piece_length={mpl} bytes long, and {len(m.pieces):,} of them survive pruning; a "
+                           "lower min_count or more text gives more")
+        return out
 
     def _identity(self, texts, corpus, batch_bytes) -> dict:
         """What a work folder checks before resuming: parameters, batching, the inputs when known."""
