@@ -146,15 +146,15 @@ def prune_pieces(trainer, pieces, engine, progress, work=None):
     # the state: phase (0: first wasted loop, 1: cut to size i, 2: wasted loop after a cut), i, K, cK, out
     saved = work.load_arrays("prune.npz") if work is not None else None
     if saved is not None:
-        rounds, phase, i = (int(x) for x in saved["state"])
+        rounds, phase, i, stable = (int(x) for x in saved["state"])
         K, cK = saved["K"], saved["cK"]
         out = [(saved[f"K{j}"], saved[f"c{j}"]) for j in range(i)]
         trainer.stats.setdefault("resumed", {})["prune_rounds"] = rounds
     else:
         drop = np.flatnonzero(~keep)
         cK = cnt[K] + engine.split(pieces, K, cnt[K], drop, cnt[drop])
-        rounds, phase, i, out = 1, 0, 0, []
-        _prune_checkpoint(work, rounds, phase, i, K, cK, out)
+        rounds, phase, i, out, stable = 1, 0, 0, [], -1
+        _prune_checkpoint(work, (rounds, phase, i, stable), K, cK, out)
     bar.update(rounds)
     while i < len(sizes):
         if phase == 1:
@@ -176,18 +176,21 @@ def prune_pieces(trainer, pieces, engine, progress, work=None):
                 if phase == 2:
                     out.append((K, res))
                     i += 1
+                else:
+                    stable = int(K.shape[0])
                 K, cK, phase = K, res, 1
             else:
                 K, cK = K[m], res[m]
         rounds += 1
         bar.update(1)
-        _prune_checkpoint(work, rounds, phase, i, K, cK, out)
+        _prune_checkpoint(work, (rounds, phase, i, stable), K, cK, out)
+    trainer.stats["pieces_before_cut"] = stable
     bar.close()
     return out
 
 
-def _prune_checkpoint(work, rounds, phase, i, K, cK, out):
-    kill_point("prune", rounds)
+def _prune_checkpoint(work, state, K, cK, out):
+    kill_point("prune", state[0])
     if work is not None:
         arrays = {f"{x}{j}": a for j, (k, c) in enumerate(out) for x, a in (("K", k), ("c", c))}
-        work.save_arrays("prune.npz", state=np.array([rounds, phase, i], np.int64), K=K, cK=cK, **arrays)
+        work.save_arrays("prune.npz", state=np.array(state, np.int64), K=K, cK=cK, **arrays)

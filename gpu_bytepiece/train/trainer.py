@@ -266,14 +266,20 @@ class Trainer:
     def _notes(self) -> list:
         """Why a model came out smaller than the size asked, one line per such model."""
         out = []
-        kept = self.stats.get("pieces_kept_by_min_count")
+        kept, stable = self.stats.get("pieces_kept_by_min_count"), self.stats.get("pieces_before_cut")
         for size, m in zip(self.max_vocab_size, self.models):
-            if m.vocab_size < size:
+            if m.vocab_size >= size:
+                continue
+            if stable + 3 < size:
                 mpl = "inf" if self.max_piece_length == math.inf else self.max_piece_length
-                out.append(f"{m.vocab_size} ids, fewer than the {size} asked: only {kept:,} pieces (the 256 "
-                           f"bytes included) are seen at least min_count={self.min_count} times and are at most "
-                           f"max_piece_length={mpl} bytes long, and {len(m.pieces):,} of them survive pruning; a "
-                           "lower min_count or more text gives more")
+                out.append(f"{m.vocab_size} ids, fewer than the {size} asked: only {kept:,} pieces (the 256 bytes "
+                           f"included) are seen at least min_count={self.min_count} times and are at most "
+                           f"max_piece_length={mpl} bytes long, and {stable:,} of them survive pruning; a lower "
+                           "min_count or more text gives more")
+            else:
+                out.append(f"{m.vocab_size} ids, fewer than the {size} asked: after the cut to {size - 3} pieces, "
+                           f"{size - 3 - len(m.pieces):,} that the others' tokenization no longer uses were dropped "
+                           "(as BytePiece does)")
         return out
 
     def _identity(self, texts, corpus, batch_bytes) -> dict:
