@@ -28,6 +28,7 @@ import numpy as np
 
 from .. import config
 from ..files import Staged, clean_tmp, write_atomic
+from .memory import release_memory
 
 __all__ = ["PassCheckpoints", "WorkDir", "WorkDirMismatch", "kill_point"]
 
@@ -209,6 +210,25 @@ class PassCheckpoints:
         work.remove_orphans(store.name, [n for n, _ in (self.state or {}).get("spills", [])])
         if save_extra is not None:
             work.remove_orphans("table", [(self.state or {}).get("extra")], ".npz")
+
+    def run(self, batches, bar, count) -> int:
+        """``count(data, offsets)`` each batch of ``batches``, advancing ``bar`` and checkpointing.
+
+        Returns the number of batches counted (none when the pass was complete).
+        """
+        counted = 0
+        if self.complete:
+            return counted
+        for data, offsets in batches:
+            count(data, offsets)
+            del data, offsets
+            release_memory()
+            bar.update(self.corpus.last_bytes)
+            counted += 1
+            self.after_batch()
+        self.finish()
+        bar.close()
+        return counted
 
     def after_batch(self):
         """Call after each counted batch (``corpus.index``, ``corpus.last_bytes``)."""

@@ -19,7 +19,6 @@ import numpy as np
 from ..cpu_fallback.train import fill_ngram_table, level_groups
 from ..files import fsync_file
 from .checkpoint import PassCheckpoints
-from .memory import release_memory
 from .progress import progress_bar
 from .runs import RunStore
 
@@ -204,22 +203,17 @@ def count_ngrams(trainer, corpus, engine, budget, tmp, progress, work=None):
     store = RunStore(budget, tmp, "ngrams")
     ckpt = PassCheckpoints(work, "pass1", store, corpus)
     trainer.stats.setdefault("resumed", {})["pass1_batches"] = ckpt.skip
-    counted = 0
-    if not ckpt.complete:
-        bar = progress_bar(progress, desc="Count Ngrams", unit="B", unit_scale=True, total=corpus.size_hint)
-        bar.update(corpus.total_bytes)
-        for data, offsets in corpus.first_pass(ckpt.skip):
-            seg_start, seg_end = engine.segments(data, offsets)
-            runs = engine.count_keys(data, seg_start, seg_end)
-            while runs:
-                store.add(*runs.pop(0))
-            del data, offsets, seg_start, seg_end
-            release_memory()
-            bar.update(corpus.last_bytes)
-            counted += 1
-            ckpt.after_batch()
-        ckpt.finish()
-        bar.close()
+    bar = progress_bar(progress and not ckpt.complete, desc="Count Ngrams", unit="B", unit_scale=True,
+                       total=corpus.size_hint)
+    bar.update(corpus.total_bytes)
+
+    def count(data, offsets):
+        seg_start, seg_end = engine.segments(data, offsets)
+        runs = engine.count_keys(data, seg_start, seg_end)
+        while runs:
+            store.add(*runs.pop(0))
+
+    counted = ckpt.run(corpus.first_pass(ckpt.skip) if not ckpt.complete else (), bar, count)
     trainer.stats.setdefault("batches_counted", {})["pass1"] = counted
     if corpus.total_bytes == 0:
         raise ValueError("empty corpus: the texts hold no characters to train on")

@@ -6,7 +6,6 @@ import numpy as np
 
 from ..cpu_fallback.train_pieces import unpack_keys
 from .checkpoint import PassCheckpoints, kill_point
-from .memory import release_memory
 from .progress import progress_bar
 from .runs import RunStore
 
@@ -67,22 +66,17 @@ def count_pieces(trainer, corpus, engine, ngrams, budget, tmp, progress, work=No
     trainer.stats.setdefault("resumed", {})["pass2_batches"] = ckpt.skip
     saved = work.load_arrays(ckpt.state["extra"]) if ckpt.skip else None
     held["table"] = tuple(saved[k] for k in _TABLE) if saved is not None else engine.new_piece_table()
-    counted = 0
-    if not ckpt.complete:
-        bar = progress_bar(progress, desc="Count Pieces", unit="B", unit_scale=True, total=corpus.total_bytes)
-        viterbi = engine.viterbi(ngrams)
-        for data, offsets in corpus.second_pass(ckpt.skip):
-            seg_start, seg_end = engine.segments(data, offsets)
-            flags = viterbi(data, seg_start, seg_end)
-            keys, counts, held["table"] = engine.count_pieces(data, flags, seg_start, seg_end, held["table"])
-            short.add(keys, counts)
-            del data, offsets, seg_start, seg_end, flags, keys, counts
-            release_memory()
-            bar.update(corpus.last_bytes)
-            counted += 1
-            ckpt.after_batch()
-        ckpt.finish()
-        bar.close()
+    bar = progress_bar(progress and not ckpt.complete, desc="Count Pieces", unit="B", unit_scale=True,
+                       total=corpus.total_bytes)
+    viterbi = engine.viterbi(ngrams) if not ckpt.complete else None
+
+    def count(data, offsets):
+        seg_start, seg_end = engine.segments(data, offsets)
+        flags = viterbi(data, seg_start, seg_end)
+        keys, counts, held["table"] = engine.count_pieces(data, flags, seg_start, seg_end, held["table"])
+        short.add(keys, counts)
+
+    counted = ckpt.run(corpus.second_pass(ckpt.skip) if not ckpt.complete else (), bar, count)
     trainer.stats.setdefault("batches_counted", {})["pass2"] = counted
     table = held.pop("table")
     # short pieces (<= 7 bytes, packed keys) then long ones (the table)

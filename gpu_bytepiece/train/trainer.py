@@ -36,9 +36,16 @@ dictionaries:
    as the reference's ``Tokenizer._tokenize``).
 
 Memory: one text batch, the count runs up to ``memory_budget`` (then spilled
-to disk and merged back by key ranges), the kept n-grams, and the distinct
-pieces. Texts are read twice (a one-shot iterator is spilled to disk once).
-``train`` sets glibc's mmap threshold (see :func:`.memory.tune_malloc`).
+to disk and merged back by key ranges), the kept n-grams (their Viterbi
+table is memory-mapped from a file when it is over ``memory_budget``, and
+the log says so), and the distinct pieces (held in RAM: the piece counting
+and pruning are not bounded by the budget). Texts are read twice (a one-shot
+iterator is spilled to disk once). ``train`` sets glibc's mmap threshold
+(see :func:`.memory.tune_malloc`).
+
+Resumable: with ``work_dir`` (:mod:`.checkpoint`) each finished stage and the
+finished batches of both corpus passes are checkpointed; a rerun after a
+kill continues from them and gives the same model.
 
 Stages: :mod:`.corpus` (packing, two passes), :mod:`.ngrams` (1, 2),
 :mod:`.pieces` (3, 4), :mod:`.runs` (merging and spilling count runs), on an
