@@ -292,3 +292,38 @@ def sentencepiece_from_bytepiece(path, pieces, scores):
     else:
         how = "benchmarks/_common.py, bytepiece's conversion (no pieces mapped)"
     return spm.SentencePieceProcessor(model_proto=model), how, mapped
+
+
+# ---------------------------------------------------------------- process-tree memory
+def tree_pids(root: int) -> list:
+    """``root`` and every process below it (from /proc)."""
+    parent = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat", "rb") as f:
+                    st = f.read()
+                parent[int(d)] = int(st[st.rindex(b")") + 2:].split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+    out, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(c for c, pp in parent.items() if pp == p)
+    return out
+
+
+def proc_memory(pid: int) -> tuple:
+    """(RSS, PSS) in bytes of one process (0, 0 if gone)."""
+    rss = pss = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Rss:"):
+                    rss = int(line.split()[1]) * 1024
+                elif line.startswith("Pss:"):
+                    pss = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return rss, pss

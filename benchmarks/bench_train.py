@@ -43,6 +43,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _common import proc_memory, tree_pids  # noqa: E402
 
 
 # ---------------------------------------------------------------- child
@@ -79,39 +81,6 @@ def child(args) -> int:
 
 
 # ---------------------------------------------------------------- parent
-def _tree(root: int) -> list:
-    parent = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat", "rb") as f:
-                    st = f.read()
-                parent[int(d)] = int(st[st.rindex(b")") + 2:].split()[1])
-            except (OSError, ValueError, IndexError):
-                pass
-    out, todo = [], [root]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(c for c, pp in parent.items() if pp == p)
-    return out
-
-
-def _mem(pid: int) -> tuple:
-    """(RSS, PSS) in bytes of one process (0, 0 if gone)."""
-    rss = pss = 0
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Rss:"):
-                    rss = int(line.split()[1]) * 1024
-                elif line.startswith("Pss:"):
-                    pss = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return rss, pss
-
-
 def run_child(which: str, args, model: str) -> dict:
     cmd = [sys.executable, __file__, "--child", which, "--model", model, "--mb", str(args.mb),
            "--vocab-size", str(args.vocab_size), "--min-count", str(args.min_count), "--order", str(args.order),
@@ -121,8 +90,8 @@ def run_child(which: str, args, model: str) -> dict:
     peak_rss = peak_pss = 0
     while proc.poll() is None:
         rss = pss = 0
-        for p in _tree(proc.pid):
-            r, s = _mem(p)
+        for p in tree_pids(proc.pid):
+            r, s = proc_memory(p)
             rss += r
             pss += s
         peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)

@@ -272,17 +272,16 @@ def level_groups(keys, counts, k, thr, carry, final, out_keys, out_counts, write
 
 
 @numba.njit(cache=True, nogil=True)
-def build_ngram_table(keys, vals, bits):
-    """Open-addressing table (linear probing) of ``keys`` (distinct, nonzero) -> ``vals``.
+def fill_ngram_table(keys, vals, bits, ht):
+    """Fill ``ht`` (uint64, ``2 << bits``, zeros; RAM or a memory-mapped file): an open-addressing
+    table (linear probing) of ``keys`` (distinct, nonzero) -> ``vals``.
 
-    Returns ``ht`` (uint64, ``2 << bits``): slot ``h`` holds its key at
-    ``ht[2h]`` and the float64 bits of its value at ``ht[2h + 1]`` (read it
-    through ``ht.view(np.float64)``).
+    Slot ``h`` holds its key at ``ht[2h]`` and the float64 bits of its value
+    at ``ht[2h + 1]`` (read it through ``ht.view(np.float64)``).
     """
     cap = 1 << bits
     mask = np.uint64(cap - 1)
     shift = np.uint64(64 - bits)
-    ht = np.zeros(2 * cap, dtype=np.uint64)
     htf = ht.view(np.float64)
     for i in range(keys.shape[0]):
         k = keys[i]
@@ -291,7 +290,6 @@ def build_ngram_table(keys, vals, bits):
             h = (h + np.uint64(1)) & mask
         ht[2 * h] = k
         htf[2 * h + 1] = vals[i]
-    return ht
 
 
 # ------------------------------------------------------------------ n-gram Viterbi

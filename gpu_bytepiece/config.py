@@ -120,6 +120,10 @@ TRAIN_FOLD_MIN_BYTES = 16 << 20
 #: ``memory budget / this`` bytes of entries from all runs together.
 TRAIN_MERGE_BLOCK_DIVISOR = 64
 
+#: Trainer with a work folder: a corpus pass checkpoints its finished
+#: batches (spilling its count runs) every this many input bytes.
+TRAIN_CHECKPOINT_BYTES = 256 << 20
+
 #: Trainer: the long-piece hash table starts with ``2 ** this`` slots (it grows).
 TRAIN_PIECE_TABLE_BITS = 12
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["tmp_name", "fsync_dir", "Staged", "write_atomic", "pid_alive", "clean_tmp"]
+__all__ = ["tmp_name", "fsync_dir", "fsync_file", "Staged", "write_atomic", "pid_alive", "clean_tmp"]
 
 
 def tmp_name(path: str) -> str:
@@ -35,7 +35,8 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _fsync_file(path: str) -> None:
+def fsync_file(path: str) -> None:
+    """fsync the file ``path`` (its data reach the disk)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -60,7 +61,7 @@ class Staged:
         """fsync every temporary file, rename each to its final name, fsync the
         folder; returns ``{final base name: size}``."""
         for tmp in self.tmps:
-            _fsync_file(tmp)
+            fsync_file(tmp)
         sizes = {}
         for tmp, final in zip(self.tmps, self.finals):
             os.replace(tmp, final)

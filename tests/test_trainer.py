@@ -177,6 +177,7 @@ def test_bounded_memory_spills_give_the_same_model(slice_texts, tmp_path):
     small = Trainer(**kw).train(texts, progress=False, memory_budget="16K", batch_bytes="32K",
                                 tmp_dir=str(tmp_path))
     assert small.stats["n_ngram_spills"] > 3 and small.stats["n_piece_spills"] > 0
+    assert small.stats["ngram_table_mapped"] and not full.stats["ngram_table_mapped"]
     assert small.pieces == full.pieces
     assert os.listdir(tmp_path) == []  # spills cleaned up
 
@@ -381,3 +382,19 @@ def test_train_kernels_compile_to_ptx(no_driver, name):
         assert "fma" not in ptx
     if name == "count_position_keys":
         assert "atom.global.cas.b64" in ptx
+
+
+def test_progress_off_a_terminal_and_the_small_model_note(slice_texts, capsys):
+    """Not a terminal: one plain line per stage; the note says why the model is smaller than asked."""
+    tr = Trainer(max_vocab_size=[20000, 600], min_count=3).train(slice_texts[::6], progress=True)
+    err = capsys.readouterr().err
+    stages = [line.split(":")[0] for line in err.splitlines()]
+    assert stages == ["Count Ngrams", "Prune Ngrams", "Count Pieces", "Prune Pieces"], err
+    n, n2 = tr.models[0].vocab_size, tr.models[1].vocab_size
+    assert (n, n2) == (777, 599)
+    assert tr.stats["notes"] == [
+        f"777 ids, fewer than the 20000 asked: only {tr.stats['pieces_kept_by_min_count']:,} pieces (the 256 bytes "
+        f"included) are seen at least min_count=3 times and are at most max_piece_length=36 bytes long, and "
+        f"774 of them survive pruning; a lower min_count or more text gives more",
+        "599 ids, fewer than the 600 asked: after the cut to 597 pieces, 1 that the others' tokenization no "
+        "longer uses were dropped (as BytePiece does)"]

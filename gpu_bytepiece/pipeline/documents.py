@@ -94,6 +94,20 @@ class InputTexts:
                         yield from pending
                         pending = []
 
+    def identity(self) -> dict:
+        """What the documents are (JSON): each input's path, size and content fingerprint, and how
+        they are read; a training's work folder compares it to refuse changed inputs."""
+        return {"inputs": [[i.path, i.size, i.fingerprint] for i in self.inputs],
+                "read": dict(self.params, on_error=self.on_error)}
+
+    @property
+    def size_hint(self):
+        """The input files' bytes on disk when all are uncompressed text or JSONL (about their UTF-8
+        text; a progress total), else None."""
+        if any(i.is_stdin or i.compression or i.kind == "parquet" for i in self.inputs):
+            return None
+        return sum(i.size for i in self.inputs)
+
     def __repr__(self) -> str:
         return f"InputTexts({[i.path for i in self.inputs]!r}, text_key={self.params['text_key']!r})"
 

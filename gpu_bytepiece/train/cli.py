@@ -66,7 +66,17 @@ def add_subcommands(sub) -> None:
     p.add_argument("--memory-budget", type=size_option, default=None, metavar="SIZE",
                    help="memory for n-gram and piece count runs before they spill to disk, e.g. 512M, 2G "
                         "(default: 1G)")
-    p.add_argument("--tmp-dir", default=None, help="where spills go (default: the system temporary folder)")
+    p.add_argument("--tmp-dir", default=None,
+                   help="where spills go with --no-work-dir (default: the system temporary folder)")
+    p.add_argument("--work-dir", default=None, metavar="DIR",
+                   help="checkpoints (each finished stage, finished input batches of the corpus passes) and "
+                        "spills: a killed run rerun with the same arguments resumes from them and writes the "
+                        "same model; removed after the model is saved (default: OUTPUT.work beside the output)")
+    p.add_argument("--no-work-dir", dest="work_dir", action="store_const", const="",
+                   help="no checkpoints (spills go to --tmp-dir)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start again when the work folder holds another training's checkpoints "
+                        "(other inputs or parameters) instead of refusing")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_train)
 
@@ -105,6 +115,7 @@ def _check_before_training(args) -> None:
 def run_train(args) -> int:
     from .. import _gc
     from ..pipeline.documents import InputTexts
+    from .checkpoint import WorkDir
     from .trainer import Trainer
 
     _gc.release()  # startup is over: the training allocates and frees a lot
@@ -117,16 +128,26 @@ def run_train(args) -> int:
         trainer = Trainer(order=args.order, max_vocab_size=sizes, max_piece_length=args.max_piece_length,
                           min_count=args.min_count, isolate_digits=args.isolate_digits,
                           ensure_unicode=args.ensure_unicode)
+        work_dir = f"{args.output}.work" if args.work_dir is None else (args.work_dir or None)
         t0 = time.perf_counter()
         trainer.train(texts, workers=args.workers, device=args.device, memory_budget=args.memory_budget,
-                      tmp_dir=args.tmp_dir, progress=not args.quiet)
+                      tmp_dir=args.tmp_dir, progress=not args.quiet, work_dir=work_dir, overwrite=args.overwrite)
         paths = trainer.save(args.output)
+        if work_dir is not None:
+            WorkDir.remove_folder(work_dir)
     except (OSError, ValueError, TypeError, RuntimeError) as e:
         print(f"gpu-bytepiece train: error: {e}", file=sys.stderr)
         return 2
     st = trainer.stats
     print(f"trained on {st['n_docs']:,} documents, {st['n_bytes']:,} bytes in {time.perf_counter() - t0:.1f} s "
           f"({st['device']})", file=sys.stderr)
+    res = st.get("resumed", {})
+    if any(res.values()):
+        done = [f"{k} {v}" for k, v in res.items() if v]
+        print(f"resumed from {work_dir}: {', '.join(done)} (counted now: "
+              f"{', '.join(f'{k} {v} batches' for k, v in st['batches_counted'].items())})", file=sys.stderr)
     for m, path in zip(trainer.models, paths):
         print(f"{path}: {m.vocab_size} ids ({len(m.pieces)} pieces)", file=sys.stderr)
+    for note in st["notes"]:
+        print(f"note: {note}", file=sys.stderr)
     return 0

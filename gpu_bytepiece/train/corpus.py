@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import numpy as np
 
 from ..text import TextError, iter_packed
 
-__all__ = ["Corpus"]
+__all__ = ["Corpus", "ChangedInput", "batch_hash"]
+
+
+class ChangedInput(RuntimeError):
+    """The texts differ from those a checkpoint (or the first pass) counted."""
+
+
+def batch_hash(data, offsets) -> str:
+    """Content hash of a packed batch (its document offsets and bytes)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.ascontiguousarray(offsets).data)
+    h.update(np.ascontiguousarray(data).data)
+    return h.hexdigest()
 
 
 def _only_str(texts):
@@ -27,6 +40,11 @@ class Corpus:
     ``pipeline.InputTexts``) is iterated twice, as the reference does; a
     one-shot iterator (generator, open file) is packed once and its batches
     spilled to ``tmp()`` for the second pass.
+
+    Every batch gets a content hash (``hashes``); a pass can skip the
+    batches a checkpoint already counted (``skip``), checking that they are
+    the batches it counted (:class:`ChangedInput` otherwise), and the second
+    pass checks every batch against the first pass's hashes.
 
     Parameters
     ----------
@@ -55,19 +73,64 @@ class Corpus:
         self.total_bytes = 0
         self.last_bytes = 0
         self.n_docs = 0
+        self.size_hint = None  # input bytes expected, when known (progress bars)
+        self.hashes = []  # per batch of the first pass
+        self.index = -1  # the batch last yielded
 
     def _pack(self, it):
         for _, data, offsets in iter_packed(_only_str(it), self.batch_bytes):
             if offsets.shape[0] > 1:  # iter_packed yields one empty batch for no documents
                 yield data, offsets
 
-    def first_pass(self):
-        """``(data, offsets)`` batches; counts documents and bytes (``last_bytes``: the batch's)."""
+    def restore(self, state):
+        """Continue after a checkpoint of the first pass (:meth:`state`)."""
+        self.hashes = list(state["hashes"])
+        self.total_bytes = state["total_bytes"]
+        self.n_docs = state["n_docs"]
+        self.spill_index = [tuple(x) for x in state.get("spill_index", [])]
+
+    def state(self) -> dict:
+        """What a checkpoint needs to continue: hashes, totals, the spill's index."""
+        return {"hashes": list(self.hashes), "total_bytes": self.total_bytes, "n_docs": self.n_docs,
+                "spill_index": [list(x) for x in self.spill_index]}
+
+    def _open_spill(self, done):
+        path = os.path.join(self.tmp(), "texts.bin")
+        if done:
+            self.spill_index = self.spill_index[:done]
+            end = self.spill_index[-1][0] + 8 * self.spill_index[-1][1] + self.spill_index[-1][2]
+            self.spill = open(path, "r+b")
+            self.spill.truncate(end)
+            self.spill.seek(end)
+        else:
+            self.spill_index = []
+            self.spill = open(path, "w+b")
+
+    def _check(self, i, h, what):
+        if i >= len(self.hashes):
+            raise ChangedInput(f"the texts changed {what}: they hold more batches than the {len(self.hashes)} "
+                               "counted")
+        if self.hashes[i] != h:
+            raise ChangedInput(f"the texts changed {what}: batch {i} (of {self.batch_bytes} bytes each) differs")
+
+    def first_pass(self, skip=0):
+        """``(data, offsets)`` batches; counts documents and bytes (``last_bytes``: the batch's).
+
+        The first ``skip`` batches (counted before a checkpoint restored with
+        :meth:`restore`) are read and checked, not yielded.
+        """
         it, self.first_iter = self.first_iter, None
         if self.one_shot:
-            path = os.path.join(self.tmp(), "texts.bin")
-            self.spill = open(path, "w+b")
+            self._open_spill(skip)
+        self.hashes = self.hashes[:skip]
+        self.index = -1
         for data, offsets in self._pack(it):
+            self.index += 1
+            h = batch_hash(data, offsets)
+            if self.index < skip:
+                self._check(self.index, h, "since the checkpoint")
+                continue
+            self.hashes.append(h)
             self.last_bytes = int(data.shape[0])
             self.total_bytes += self.last_bytes
             self.n_docs += int(offsets.shape[0] - 1)
@@ -77,27 +140,36 @@ class Corpus:
                 self.spill.write(data.tobytes())
                 self.spill_index.append((pos, int(offsets.shape[0]), int(data.shape[0])))
             yield data, offsets
+        if self.index + 1 < skip:
+            raise ChangedInput(f"the texts changed since the checkpoint: {self.index + 1} batches, "
+                               f"{skip} counted before")
 
-    def second_pass(self):
-        """The same batches again (from the spill, or by iterating ``texts`` anew)."""
-        if self.spill is not None:
+    def second_pass(self, skip=0):
+        """The same batches again (from the spill, or by iterating ``texts`` anew), from batch ``skip``."""
+        self.index = -1
+        if self.one_shot:
+            if self.spill is None:
+                self.spill = open(os.path.join(self.tmp(), "texts.bin"), "rb")
             self.spill.flush()
             for pos, n_off, n_data in self.spill_index:
+                self.index += 1
+                if self.index < skip:
+                    continue
                 offsets = np.fromfile(self.spill.name, dtype=np.int64, count=n_off, offset=pos)
                 data = np.fromfile(self.spill.name, dtype=np.uint8, count=n_data, offset=pos + 8 * n_off)
                 self.last_bytes = n_data
                 yield data, offsets
             return
-        total = 0
         for data, offsets in self._pack(iter(self.texts)):
+            self.index += 1
+            self._check(self.index, batch_hash(data, offsets), "between the two passes")
+            if self.index < skip:
+                continue
             self.last_bytes = int(data.shape[0])
-            total += self.last_bytes
-            if total > self.total_bytes:
-                break
             yield data, offsets
-        if total != self.total_bytes:
-            raise RuntimeError(
-                f"texts changed between the two passes ({self.total_bytes} then {total} UTF-8 bytes): "
+        if self.index + 1 != len(self.hashes):
+            raise ChangedInput(
+                f"the texts changed between the two passes ({len(self.hashes)} batches, then {self.index + 1}): "
                 "pass a re-iterable that yields the same texts each time, or an iterator (read once)")
 
     def close(self):

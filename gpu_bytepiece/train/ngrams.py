@@ -10,18 +10,24 @@ Viterbi reads.
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 
 import numpy as np
 
-from ..cpu_fallback.train import build_ngram_table, level_groups
-from .memory import release_memory
+from ..cpu_fallback.train import fill_ngram_table, level_groups
+from ..files import fsync_file
+from .checkpoint import PassCheckpoints
 from .progress import progress_bar
 from .runs import RunStore
 
 __all__ = ["LevelCounts", "NgramModel", "count_ngrams"]
 
 _U8 = np.uint64(8)
+_log = logging.getLogger(__name__)
+#: The n-gram table's file when it is memory-mapped (over the memory budget).
+TABLE_FILE = "ngram_table.bin"
 
 
 class LevelCounts:
@@ -86,7 +92,7 @@ class NgramModel:
         The 0-gram count (positions + added missing bytes).
     """
 
-    def __init__(self, levels, positions, order):
+    def __init__(self, levels, positions, order, budget=None, tmp=None):
         self.order = order
         k1, c1 = levels[0]
         counts1 = np.zeros(256, dtype=np.int64)
@@ -120,13 +126,54 @@ class NgramModel:
         keys = np.concatenate(tab_keys) if tab_keys else np.zeros(0, np.uint64)
         vals = np.concatenate(tab_vals) if tab_vals else np.zeros(0, np.float64)
         del tab_keys, tab_vals
-        self.ht = build_ngram_table(keys, vals, bits)
+        self.table_file = None
+        if budget is not None and tmp is not None and (16 << bits) > budget:
+            # over the budget: the table lives in a memory-mapped file (the page cache holds what is read)
+            self.table_file = os.path.join(tmp(), TABLE_FILE)
+            self.ht = np.memmap(self.table_file, dtype=np.uint64, mode="w+", shape=(2 << bits,))
+            _log.info("n-gram table of %d n-grams (%.0f MB) is over the memory budget (%.0f MB): "
+                      "memory-mapped from %s", n, (16 << bits) / 1e6, budget / 1e6, self.table_file)
+        else:
+            self.ht = np.zeros(2 << bits, dtype=np.uint64)
+        fill_ngram_table(keys, vals, bits, self.ht)
         self.htf = self.ht.view(np.float64)
         self.ht_shift = np.uint64(64 - bits)
         self.ht_mask = np.uint64((1 << bits) - 1)
 
+    def arrays(self) -> dict:
+        """The model as named arrays (a checkpoint); :meth:`from_arrays` reads them back.
 
-def count_ngrams(trainer, corpus, engine, budget, tmp, progress):
+        A memory-mapped table is flushed and named, not copied.
+        """
+        a = {"lp1": self.lp1, "lp2": self.lp2,
+             "meta": np.array([self.order, int(self.ht_shift), int(self.ht_mask), self.total] + self.n_kept,
+                              dtype=np.uint64)}
+        if self.table_file is None:
+            a["ht"] = self.ht
+        else:
+            self.ht.flush()
+            fsync_file(self.table_file)
+        return a
+
+    @classmethod
+    def from_arrays(cls, a, tmp=None):
+        """The model :meth:`arrays` described (a memory-mapped table is mapped again from ``tmp()``)."""
+        self = cls.__new__(cls)
+        meta = [int(x) for x in a["meta"]]
+        self.order, self.total, self.n_kept = meta[0], meta[3], meta[4:]
+        self.lp1, self.lp2 = a["lp1"], a["lp2"]
+        self.table_file = None
+        if "ht" in a:
+            self.ht = a["ht"]
+        else:
+            self.table_file = os.path.join(tmp(), TABLE_FILE)
+            self.ht = np.memmap(self.table_file, dtype=np.uint64, mode="r+")
+        self.htf = self.ht.view(np.float64)
+        self.ht_shift, self.ht_mask = np.uint64(meta[1]), np.uint64(meta[2])
+        return self
+
+
+def count_ngrams(trainer, corpus, engine, budget, tmp, progress, work=None):
     """The first pass: count position keys, then the pruned n-gram model.
 
     Parameters
@@ -139,29 +186,42 @@ def count_ngrams(trainer, corpus, engine, budget, tmp, progress):
     budget : int
         Memory budget of the count runs (then spilled to ``tmp()``).
     progress : bool
+    work : WorkDir, optional
+        Checkpoints: the finished model (``ngrams.npz``) is loaded instead of
+        counting; else the pass continues after its last checkpoint.
 
     Returns
     -------
     NgramModel
     """
+    if work is not None and work.exists("ngrams.json"):
+        meta = work.load_json("ngrams.json")
+        corpus.restore(meta["corpus"])
+        trainer.stats.update(meta["stats"])
+        trainer.stats.setdefault("resumed", {})["ngrams"] = True
+        return NgramModel.from_arrays(work.load_arrays("ngrams.npz"), tmp)
     store = RunStore(budget, tmp, "ngrams")
-    bar = progress_bar(progress, desc="Count Ngrams", unit="B", unit_scale=True)
-    for data, offsets in corpus.first_pass():
+    ckpt = PassCheckpoints(work, "pass1", store, corpus)
+    trainer.stats.setdefault("resumed", {})["pass1_batches"] = ckpt.skip
+    bar = progress_bar(progress and not ckpt.complete, desc="Count Ngrams", unit="B", unit_scale=True,
+                       total=corpus.size_hint)
+    bar.update(corpus.total_bytes)
+
+    def count(data, offsets):
         seg_start, seg_end = engine.segments(data, offsets)
         runs = engine.count_keys(data, seg_start, seg_end)
         while runs:
             store.add(*runs.pop(0))
-        del data, offsets, seg_start, seg_end
-        release_memory()
-        bar.update(corpus.last_bytes)
-    bar.close()
+
+    counted = ckpt.run(corpus.first_pass(ckpt.skip) if not ckpt.complete else (), bar, count)
+    trainer.stats.setdefault("batches_counted", {})["pass1"] = counted
     if corpus.total_bytes == 0:
         raise ValueError("empty corpus: the texts hold no characters to train on")
     trainer.stats.update(n_docs=corpus.n_docs, n_bytes=corpus.total_bytes)
     levels = LevelCounts(trainer.order, trainer.min_count)
-    bar = progress_bar(progress, desc="Prune Ngrams", unit=" keys", unit_scale=True)
+    bar = progress_bar(progress, desc="Prune Ngrams", unit=" keys", unit_scale=True, total=store.entries_upper_bound())
     n_keys = 0
-    for keys, counts in store.blocks():
+    for keys, counts in store.blocks(remove=work is None):
         levels.feed(keys, counts)
         n_keys += int(keys.shape[0])
         bar.update(int(keys.shape[0]))
@@ -170,6 +230,13 @@ def count_ngrams(trainer, corpus, engine, budget, tmp, progress):
     trainer.stats.update(n_ngram_spills=store.n_spilled)
     if levels.total != corpus.total_bytes:  # pragma: no cover - internal invariant
         raise RuntimeError(f"n-gram counts cover {levels.total} positions, expected {corpus.total_bytes}")
-    model = NgramModel(levels.finish(), levels.total, trainer.order)
+    model = NgramModel(levels.finish(), levels.total, trainer.order, budget, tmp)
+    trainer.stats["ngram_table_mapped"] = model.table_file is not None
     trainer.stats.update(n_position_keys=n_keys, ngrams_kept=model.n_kept)
+    if work is not None:
+        keep = ("n_docs", "n_bytes", "n_ngram_spills", "n_position_keys", "ngrams_kept", "ngram_table_mapped")
+        work.save_arrays("ngrams.npz", **model.arrays())
+        work.save_json("ngrams.json", {"corpus": corpus.state(),
+                                       "stats": {k: trainer.stats[k] for k in keep}})
+        ckpt.done()
     return model

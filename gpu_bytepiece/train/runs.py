@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from .. import config
+from ..files import fsync_file
 from ..cpu_fallback.train import merge_into, merge_runs
 from .memory import release_memory
 
@@ -110,6 +111,28 @@ class RunStore:
         self.m = 0
         release_memory()
 
+    def entries_upper_bound(self):
+        """At least as many entries as :meth:`blocks` yields (what is held and spilled; a progress total)."""
+        return sum(n for _, n, _ in self.spills) + self.m + sum(int(k.shape[0]) for k, _ in self.runs)
+
+    def checkpoint(self):
+        """Spill everything held in memory (fsync'd): ``[(file name, entries)]`` of every spill so far."""
+        self._fold()
+        if self.m:
+            self._spill()
+            fsync_file(self.spills[-1][0])
+        return [(os.path.basename(p), n) for p, n, _ in self.spills]
+
+    def restore(self, spills):
+        """Continue from a :meth:`checkpoint`: ``spills`` as it returned them (files in ``tmp()``)."""
+        self.spills = []
+        for name, n in spills:
+            path = os.path.join(self.tmp(), name)
+            keys = np.memmap(path, dtype=np.uint64, mode="r", shape=(n,))
+            self.spills.append((path, n, np.array(keys[:: self.sample])))
+            del keys
+        self.n_spilled = 1 + max((int(name[len(self.name):-4]) for name, _ in spills), default=-1)
+
     def _read(self, spill, a, b):
         path, n, _ = spill
         keys = np.fromfile(path, dtype=np.uint64, count=b - a, offset=8 * a)
@@ -126,8 +149,12 @@ class RunStore:
         keys = np.fromfile(path, dtype=np.uint64, count=b - a, offset=8 * a)
         return a + int(np.searchsorted(keys, key, side="left"))
 
-    def blocks(self):
-        """Yield the merged result: sorted blocks of distinct keys and their total counts."""
+    def blocks(self, remove=True):
+        """Yield the merged result: sorted blocks of distinct keys and their total counts.
+
+        ``remove``: delete the spills at the end (else the caller does, once
+        what it made of the blocks is checkpointed).
+        """
         self._fold()
         if not self.spills:
             if self.m:
@@ -150,6 +177,12 @@ class RunStore:
                 lo_idx[i] = hi
             if parts:
                 yield self._merge_all(parts)
+        if remove:
+            self.remove_spills()
+
+    def remove_spills(self):
+        """Delete the spill files."""
         for path, _, _ in self.spills:
-            os.remove(path)
+            if os.path.exists(path):
+                os.remove(path)
         self.spills = []

@@ -36,9 +36,16 @@ dictionaries:
    as the reference's ``Tokenizer._tokenize``).
 
 Memory: one text batch, the count runs up to ``memory_budget`` (then spilled
-to disk and merged back by key ranges), the kept n-grams, and the distinct
-pieces. Texts are read twice (a one-shot iterator is spilled to disk once).
-``train`` sets glibc's mmap threshold (see :func:`.memory.tune_malloc`).
+to disk and merged back by key ranges), the kept n-grams (their Viterbi
+table is memory-mapped from a file when it is over ``memory_budget``, and
+the log says so), and the distinct pieces (held in RAM: the piece counting
+and pruning are not bounded by the budget). Texts are read twice (a one-shot
+iterator is spilled to disk once). ``train`` sets glibc's mmap threshold
+(see :func:`.memory.tune_malloc`).
+
+Resumable: with ``work_dir`` (:mod:`.checkpoint`) each finished stage and the
+finished batches of both corpus passes are checkpointed; a rerun after a
+kill continues from them and gives the same model.
 
 Stages: :mod:`.corpus` (packing, two passes), :mod:`.ngrams` (1, 2),
 :mod:`.pieces` (3, 4), :mod:`.runs` (merging and spilling count runs), on an
@@ -65,6 +72,7 @@ from ..core.ngram import MAX_ORDER
 from ..device import resolve_device
 from ..model import Model, model_to_json_obj, save_model
 from ..sizes import parse_size
+from .checkpoint import WorkDir
 from .corpus import Corpus
 from .engines import make_engine
 from .memory import tune_malloc
@@ -136,7 +144,8 @@ class Trainer:
 
     # ------------------------------------------------------------ training
     def train(self, texts, workers=None, batch_size=1000, device="auto", *,
-              memory_budget=None, tmp_dir=None, progress=True, batch_bytes=None):
+              memory_budget=None, tmp_dir=None, progress=True, batch_bytes=None,
+              work_dir=None, overwrite=False):
         """Train on ``texts`` (an iterable of str, read twice or spilled once).
 
         Parameters
@@ -164,13 +173,33 @@ class Trainer:
             Texts are packed in batches of about this many UTF-8 bytes
             (default ``config.TRAIN_BATCH_BYTES``, 8 MiB). Never changes the
             model.
+        work_dir : str, optional
+            Resumable training: checkpoints of each finished stage, and of
+            finished batches within the two corpus passes (every
+            ``config.TRAIN_CHECKPOINT_BYTES``), go to this folder (made if
+            missing), and spills too. Rerun with the same texts and
+            parameters after a crash or a kill: finished work is not redone
+            and the model is the same. What a finished training leaves there
+            (the piece counts and the pruning's result) makes a rerun
+            immediate; remove the folder when done.
+        overwrite : bool
+            With ``work_dir``: a folder holding another training's
+            checkpoints (other parameters, other inputs) is emptied and
+            started again, instead of raising ``ValueError``.
 
         Returns
         -------
         Trainer
             ``self``; ``models`` (one :class:`~gpu_bytepiece.model.Model` per
             size), ``pieces`` (``{piece bytes: count}`` per size) and
-            ``stats`` are set.
+            ``stats`` are set (``stats['resumed']``: what checkpoints gave;
+            ``stats['batches_counted']``: batches counted by this call).
+
+        Raises
+        ------
+        ValueError
+            ``work_dir`` holds another training's checkpoints (and not
+            ``overwrite``), or the texts differ from those checkpointed.
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
@@ -189,25 +218,32 @@ class Trainer:
             return tmp_holder["dir"]
 
         corpus = Corpus(texts, batch_bytes, tmp)
+        corpus.size_hint = getattr(texts, "size_hint", None)
+        work = None
+        if work_dir is not None:
+            work = WorkDir(work_dir, self._identity(texts, corpus, batch_bytes), overwrite=overwrite)
+            tmp_holder["dir"] = work.path
+            tmp_holder["keep"] = True
         tune_malloc()
-        self.models, self.pieces, self.stats = [], [], {}
+        self.models, self.pieces = [], []
+        self.stats = {"resumed": {}, "batches_counted": {}}
         engine = None
         try:
             with numba_threads(workers):
                 engine = make_engine(self, use_cuda, dev_index)
                 t0 = time.perf_counter()
-                ngrams = count_ngrams(self, corpus, engine, budget, tmp, progress)
+                ngrams = count_ngrams(self, corpus, engine, budget, tmp, progress, work)
                 t1 = time.perf_counter()
-                pieces = count_pieces(self, corpus, engine, ngrams, budget, tmp, progress)
+                pieces = count_pieces(self, corpus, engine, ngrams, budget, tmp, progress, work)
                 del ngrams
                 t2 = time.perf_counter()
-                results = prune_pieces(self, pieces, engine, progress)
+                results = prune_pieces(self, pieces, engine, progress, work)
                 t3 = time.perf_counter()
         finally:
             corpus.close()
             if engine is not None:
                 engine.close()
-            if "dir" in tmp_holder:
+            if "dir" in tmp_holder and "keep" not in tmp_holder:
                 shutil.rmtree(tmp_holder["dir"], ignore_errors=True)
         self.stats.update(seconds_ngrams=t1 - t0, seconds_pieces=t2 - t1, seconds_prune=t3 - t2,
                           device=engine.name)
@@ -217,7 +253,37 @@ class Trainer:
             self.models.append(Model(pieces=pieces.bytes_of(idx), counts=counts.astype(np.int64),
                                      source="<trainer>"))
         self.pieces = [dict(zip(m.pieces, m.counts.tolist())) for m in self.models]
+        self.stats["notes"] = self._notes()
         return self
+
+    def _notes(self) -> list:
+        """Why a model came out smaller than the size asked, one line per such model."""
+        out = []
+        kept, stable = self.stats.get("pieces_kept_by_min_count"), self.stats.get("pieces_before_cut")
+        for size, m in zip(self.max_vocab_size, self.models):
+            if m.vocab_size >= size:
+                continue
+            if stable + 3 < size:
+                mpl = "inf" if self.max_piece_length == math.inf else self.max_piece_length
+                out.append(f"{m.vocab_size} ids, fewer than the {size} asked: only {kept:,} pieces (the 256 bytes "
+                           f"included) are seen at least min_count={self.min_count} times and are at most "
+                           f"max_piece_length={mpl} bytes long, and {stable:,} of them survive pruning; a lower "
+                           "min_count or more text gives more")
+            else:
+                out.append(f"{m.vocab_size} ids, fewer than the {size} asked: after the cut to {size - 3} pieces, "
+                           f"{size - 3 - len(m.pieces):,} that the others' tokenization no longer uses were dropped "
+                           "(as BytePiece does)")
+        return out
+
+    def _identity(self, texts, corpus, batch_bytes) -> dict:
+        """What a work folder checks before resuming: parameters, batching, the inputs when known."""
+        mpl = self.max_piece_length
+        params = {"order": self.order, "max_vocab_size": list(self.max_vocab_size),
+                  "max_piece_length": "inf" if mpl == math.inf else int(mpl), "min_count": self.min_count,
+                  "isolate_digits": self.isolate_digits, "ensure_unicode": self.ensure_unicode}
+        ident = getattr(texts, "identity", None)
+        return {"params": params, "batch_bytes": int(batch_bytes), "one_shot": corpus.one_shot,
+                "inputs": ident() if callable(ident) else None}
 
     # ------------------------------------------------------------ output
     def dump(self, pieces: dict) -> dict:
