@@ -24,13 +24,11 @@ Same model, same text, same ids (checked). Two comparisons:
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 from _common import MB, PARTS, load_docs, machine_line, model_path, require_shared, time_interleaved, utf8_len

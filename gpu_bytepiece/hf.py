@@ -35,6 +35,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from .files import write_atomic
 from .model import DEFAULT_MODEL_NAME, Model, ModelError, load_model, parse_pieces, save_model
 from .specials import RESERVED
 
@@ -206,11 +207,8 @@ def dumps_tokenizer_json(obj: dict) -> str:
 
 
 def _write_json(path: str, obj, exact_vocab: bool = False) -> None:
-    tmp = path + ".tmp"
     text = dumps_tokenizer_json(obj) if exact_vocab else json.dumps(obj, ensure_ascii=False, indent=2)
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, (text + "\n").encode("utf-8"))
 
 
 def save_pretrained(model: Model, directory, special_tokens=(), scores=None) -> list:
