@@ -127,6 +127,9 @@ TRAIN_CHECKPOINT_BYTES = 256 << 20
 #: Trainer: the long-piece hash table starts with ``2 ** this`` slots (it grows).
 TRAIN_PIECE_TABLE_BITS = 12
 
+#: Trainer on Ray: batches in flight per actor (sent, not yet reduced by the driver).
+TRAIN_RAY_INFLIGHT = 2
+
 #: Largest model file, after decompression, that ``load_model`` reads (a
 #: BytePiece model of 1M pieces is about 60 MB); a bigger one is refused, not
 #: read (a gzip or zip bomb). Raise it for a larger model: set this, or the

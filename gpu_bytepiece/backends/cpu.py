@@ -14,7 +14,7 @@ from ..text import iter_packed
 from ..trie import Trie
 from .layout import put_specials, sampling_scores, segment_layout, segment_table
 
-__all__ = ["CPUBackend", "concurrent_numba_ok", "numba_threads"]
+__all__ = ["CPUBackend", "concurrent_numba_ok", "numba_threads", "set_numba_threads"]
 
 _CONCURRENT_OK = None
 
@@ -162,6 +162,12 @@ def concurrent_numba_ok() -> bool:
         except Exception:  # pragma: no cover - numba internals moved
             _CONCURRENT_OK = False
     return _CONCURRENT_OK
+
+def set_numba_threads(threads: int | None) -> None:
+    """Numba's CPU threads for this process from now on (None: leave them; capped at Numba's pool)."""
+    if threads:
+        numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+
 
 @contextmanager
 def numba_threads(num_threads):

@@ -28,6 +28,7 @@ import traceback
 import numpy as np
 
 from ..device import cluster_device
+from ..ray_cluster import RayError, actor_plan, import_ray, init_ray
 from .errors import DataError, PipelineError
 from .shard import encode_shard
 from .workers import ShardFailed, device_error, load_tokenizer
@@ -37,24 +38,16 @@ __all__ = ["TokenizeBatch", "tokenize_dataset", "ShardActor", "run_shards_ray"]
 
 def _ray():
     try:
-        import ray
-    except ImportError:
-        raise PipelineError("Ray is not installed: pip install 'gpu-bytepiece[ray]'") from None
-    return ray
+        return import_ray()
+    except RayError as e:
+        raise PipelineError(str(e)) from None
 
 
 def _init(address: str | None):
-    ray = _ray()
-    if not ray.is_initialized():
-        if address in (None, "", "auto", "local"):
-            ray.init(include_dashboard=False, log_to_driver=False)
-        else:
-            ray.init(address=address, log_to_driver=False)
-    return ray
-
-
-def _cluster_gpus(ray) -> int:
-    return int(ray.cluster_resources().get("GPU", 0))
+    try:
+        return init_ray(address)
+    except RayError as e:
+        raise PipelineError(str(e)) from None
 
 
 class TokenizeBatch:
@@ -116,12 +109,10 @@ def tokenize_dataset(ds, model=None, *, text_key: str = "text", ids_key: str = "
     (``concurrency`` defaults to their number), else uses CPU actors
     (``concurrency`` defaults to the cluster's CPUs over ``num_threads``).
     """
-    ray = _ray()
-    gpu = cluster_device(device, _cluster_gpus(ray)) == "cuda"
     threads = num_threads or 1
+    gpu, n_actors = actor_plan(_ray(), device, None, threads)
     if concurrency is None:
-        res = ray.cluster_resources()
-        concurrency = max(1, int(res.get("GPU", 0))) if gpu else max(1, int(res.get("CPU", 1)) // threads)
+        concurrency = n_actors
     ctor = dict(model=model, text_key=text_key, ids_key=ids_key, device="cuda" if gpu else "cpu",
                 add_bos=add_bos, add_eos=add_eos, alpha=alpha, seed=seed, num_threads=threads)
     args = dict(batch_format="pyarrow", batch_size=batch_size, concurrency=concurrency,
@@ -153,11 +144,8 @@ def run_shards_ray(ctx, pending, model, device, workers, threads, address, on_do
     except ValueError:
         raise device_error(device) from None
     ray = _init(address)
-    gpu = cluster_device(device, _cluster_gpus(ray)) == "cuda"
     threads = threads or 1
-    if workers is None:
-        res = ray.cluster_resources()
-        workers = max(1, int(res.get("GPU", 0))) if gpu else max(1, int(res.get("CPU", 1)) // threads)
+    gpu, workers = actor_plan(ray, device, workers, threads)
     n = max(1, min(workers, len(pending)))
     if model is not None:
         model = os.path.abspath(model)

@@ -64,10 +64,9 @@ def _die_with_parent() -> None:
 
 def _set_threads(threads: int | None) -> None:
     """Numba's CPU threads for this process (None: leave them)."""
-    if threads:
-        import numba
+    from ..backends.cpu import set_numba_threads
 
-        numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+    set_numba_threads(threads)
 
 
 def load_tokenizer(model, device: str, threads: int | None, special_tokens=()):

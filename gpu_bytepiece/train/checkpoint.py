@@ -212,32 +212,34 @@ class PassCheckpoints:
             work.remove_orphans("table", [(self.state or {}).get("extra")], ".npz")
 
     def run(self, batches, bar, count) -> int:
-        """``count(data, offsets)`` each batch of ``batches``, advancing ``bar`` and checkpointing.
+        """``count(*item)`` for each ``(index, nbytes, item)`` of ``batches``, in batch order,
+        advancing ``bar`` and checkpointing (``index``: the batch's place in the pass,
+        ``nbytes``: its input bytes; :meth:`.corpus.Corpus.numbered`).
 
         Returns the number of batches counted (none when the pass was complete).
         """
         counted = 0
         if self.complete:
             return counted
-        for data, offsets in batches:
-            count(data, offsets)
-            del data, offsets
+        for index, nbytes, item in batches:
+            count(*item)
+            del item
             release_memory()
-            bar.update(self.corpus.last_bytes)
+            bar.update(nbytes)
             counted += 1
-            self.after_batch()
+            self.after_batch(index, nbytes)
         self.finish()
         bar.close()
         return counted
 
-    def after_batch(self):
-        """Call after each counted batch (``corpus.index``, ``corpus.last_bytes``)."""
-        kill_point(self.name, self.corpus.index)
+    def after_batch(self, index, nbytes):
+        """Call after batch ``index`` (of ``nbytes`` input bytes) is counted."""
+        kill_point(self.name, index)
         if self.work is None:
             return
-        self.since += self.corpus.last_bytes
+        self.since += nbytes
         if self.since >= config.TRAIN_CHECKPOINT_BYTES:
-            self._save(self.corpus.index + 1, False)
+            self._save(index + 1, False)
             self.since = 0
 
     def finish(self):
@@ -254,7 +256,7 @@ class PassCheckpoints:
             if self.corpus.spill is not None:
                 self.corpus.spill.flush()
                 os.fsync(self.corpus.spill.fileno())
-            state["corpus"] = self.corpus.state()
+            state["corpus"] = self.corpus.state(batches)
         self.work.save_json(f"{self.name}.json", state)
         if self.save_extra is not None:  # the extras of earlier checkpoints
             self.work.remove_orphans("table", [state["extra"]], ".npz")

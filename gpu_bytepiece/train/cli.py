@@ -77,6 +77,9 @@ def add_subcommands(sub) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="start again when the work folder holds another training's checkpoints "
                         "(other inputs or parameters) instead of refusing")
+    p.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
+                   help="count both corpus passes on a Ray cluster (HOST:PORT, or alone: a local Ray), one "
+                        "actor per CPU or GPU; the inputs are read here; same model as without --ray")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_train)
 
@@ -131,7 +134,8 @@ def run_train(args) -> int:
         work_dir = f"{args.output}.work" if args.work_dir is None else (args.work_dir or None)
         t0 = time.perf_counter()
         trainer.train(texts, workers=args.workers, device=args.device, memory_budget=args.memory_budget,
-                      tmp_dir=args.tmp_dir, progress=not args.quiet, work_dir=work_dir, overwrite=args.overwrite)
+                      tmp_dir=args.tmp_dir, progress=not args.quiet, work_dir=work_dir, overwrite=args.overwrite,
+                      ray=args.ray)
         paths = trainer.save(args.output)
         if work_dir is not None:
             WorkDir.remove_folder(work_dir)

@@ -75,6 +75,8 @@ class Corpus:
         self.n_docs = 0
         self.size_hint = None  # input bytes expected, when known (progress bars)
         self.hashes = []  # per batch of the first pass
+        self._base = (0, 0, 0)  # batches, bytes, documents restored from a checkpoint
+        self._sizes = []  # (bytes, documents) of each batch read since
         self.index = -1  # the batch last yielded
 
     def _pack(self, it):
@@ -88,11 +90,20 @@ class Corpus:
         self.total_bytes = state["total_bytes"]
         self.n_docs = state["n_docs"]
         self.spill_index = [tuple(x) for x in state.get("spill_index", [])]
+        self._base = (len(self.hashes), self.total_bytes, self.n_docs)
+        self._sizes = []
 
-    def state(self) -> dict:
-        """What a checkpoint needs to continue: hashes, totals, the spill's index."""
-        return {"hashes": list(self.hashes), "total_bytes": self.total_bytes, "n_docs": self.n_docs,
-                "spill_index": [list(x) for x in self.spill_index]}
+    def state(self, batches=None) -> dict:
+        """What a checkpoint needs to continue: hashes, totals, the spill's index.
+
+        ``batches``: of the first that many batches only (the pass may have
+        read further ahead than it counted, as on Ray); default all read.
+        """
+        n0, bytes0, docs0 = self._base
+        k = len(self.hashes) if batches is None else batches
+        tail = self._sizes[:k - n0]
+        return {"hashes": list(self.hashes[:k]), "total_bytes": bytes0 + sum(b for b, _ in tail),
+                "n_docs": docs0 + sum(d for _, d in tail), "spill_index": [list(x) for x in self.spill_index[:k]]}
 
     def _open_spill(self, done):
         path = os.path.join(self.tmp(), "texts.bin")
@@ -134,6 +145,7 @@ class Corpus:
             self.last_bytes = int(data.shape[0])
             self.total_bytes += self.last_bytes
             self.n_docs += int(offsets.shape[0] - 1)
+            self._sizes.append((self.last_bytes, int(offsets.shape[0] - 1)))
             if self.spill is not None:
                 pos = self.spill.tell()
                 self.spill.write(offsets.tobytes())
@@ -171,6 +183,12 @@ class Corpus:
             raise ChangedInput(
                 f"the texts changed between the two passes ({len(self.hashes)} batches, then {self.index + 1}): "
                 "pass a re-iterable that yields the same texts each time, or an iterator (read once)")
+
+    def numbered(self, batches):
+        """``(index, nbytes, (data, offsets))`` for each batch a pass yields (what
+        :meth:`.checkpoint.PassCheckpoints.run` reads)."""
+        for data, offsets in batches:
+            yield self.index, self.last_bytes, (data, offsets)
 
     def close(self):
         if self.spill is not None:

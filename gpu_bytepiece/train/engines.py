@@ -123,8 +123,8 @@ class CPUEngine:
         """An empty hash table of long pieces (see ``cpu_fallback.train_pieces.new_piece_table``)."""
         return cp.new_piece_table(config.TRAIN_PIECE_TABLE_BITS)
 
-    def count_pieces(self, data, flags, seg_start, seg_end, table):
-        """Short pieces of a batch as a sorted run; long ones into ``table``."""
+    def extract_pieces(self, data, flags, seg_start, seg_end):
+        """The pieces of a batch: short ones as packed keys (unsorted), long ones as ``(start, length)``."""
         chunks = chunk_bounds(seg_end - seg_start, self.n_threads)
         n_short = np.zeros(chunks.shape[0] - 1, dtype=np.int64)
         n_long = np.zeros(chunks.shape[0] - 1, dtype=np.int64)
@@ -135,17 +135,26 @@ class CPUEngine:
         long_start = np.empty(int(long_at[-1]), dtype=np.int64)
         long_len = np.empty(int(long_at[-1]), dtype=np.int64)
         cp.extract_pieces(data, flags, seg_start, seg_end, chunks, short_at, long_at, keys, long_start, long_len)
+        return keys, long_start, long_len
+
+    @staticmethod
+    def short_run(keys):
+        """Sorted ``(distinct keys, counts)`` of the packed short pieces ``keys`` (sorted in place)."""
+        keys.sort()
+        return ct.run_lengths(keys)
+
+    @staticmethod
+    def add_long_pieces(data, long_start, long_len, table):
+        """``table`` with the long pieces ``data[start:start + length]`` added (see ``count_long_pieces``)."""
         t, h, o, ln, c, pool, sizes = table
+        return (*cp.count_long_pieces(data, long_start, long_len, t, h, o, ln, c, pool, sizes), sizes)
 
-        def sort_short(_):
-            keys.sort()
-            return ct.run_lengths(keys)
-
-        def add_long(_):
-            return cp.count_long_pieces(data, long_start, long_len, t, h, o, ln, c, pool, sizes)
-
-        (uk, uc), (t, h, o, ln, c, pool) = self.map(lambda f: f(None), [sort_short, add_long])
-        return uk, uc, (t, h, o, ln, c, pool, sizes)
+    def count_pieces(self, data, flags, seg_start, seg_end, table):
+        """Short pieces of a batch as a sorted run; long ones into ``table``."""
+        keys, long_start, long_len = self.extract_pieces(data, flags, seg_start, seg_end)
+        (uk, uc), table = self.map(lambda f: f(), [lambda: self.short_run(keys),
+                                                   lambda: self.add_long_pieces(data, long_start, long_len, table)])
+        return uk, uc, table
 
     def lex_sorted(self, pieces, idx):
         """``idx`` (piece indices) sorted by the pieces' bytes."""

@@ -173,7 +173,7 @@ class NgramModel:
         return self
 
 
-def count_ngrams(trainer, corpus, engine, budget, tmp, progress, work=None):
+def count_ngrams(trainer, corpus, engine, budget, tmp, progress, work=None, cluster=None):
     """The first pass: count position keys, then the pruned n-gram model.
 
     Parameters
@@ -189,6 +189,8 @@ def count_ngrams(trainer, corpus, engine, budget, tmp, progress, work=None):
     work : WorkDir, optional
         Checkpoints: the finished model (``ngrams.npz``) is loaded instead of
         counting; else the pass continues after its last checkpoint.
+    cluster : RayPasses, optional
+        Count the batches' keys on Ray actors (:mod:`.ray`), reduced here.
 
     Returns
     -------
@@ -207,13 +209,17 @@ def count_ngrams(trainer, corpus, engine, budget, tmp, progress, work=None):
                        total=corpus.size_hint)
     bar.update(corpus.total_bytes)
 
-    def count(data, offsets):
-        seg_start, seg_end = engine.segments(data, offsets)
-        runs = engine.count_keys(data, seg_start, seg_end)
+    def add(runs):
         while runs:
             store.add(*runs.pop(0))
 
-    counted = ckpt.run(corpus.first_pass(ckpt.skip) if not ckpt.complete else (), bar, count)
+    def count(data, offsets):
+        add(engine.count_keys(data, *engine.segments(data, offsets)))
+
+    batches = corpus.numbered(corpus.first_pass(ckpt.skip)) if not ckpt.complete else ()
+    if cluster is not None:
+        batches, count = cluster.count_keys(batches), add
+    counted = ckpt.run(batches, bar, count)
     trainer.stats.setdefault("batches_counted", {})["pass1"] = counted
     if corpus.total_bytes == 0:
         raise ValueError("empty corpus: the texts hold no characters to train on")

@@ -35,7 +35,7 @@ class Pieces:
         return [pool[o:o + n].tobytes() for o, n in zip(self.off[idx].tolist(), self.ln[idx].tolist())]
 
 
-def count_pieces(trainer, corpus, engine, ngrams, budget, tmp, progress, work=None):
+def count_pieces(trainer, corpus, engine, ngrams, budget, tmp, progress, work=None, cluster=None):
     """The second pass: segment with the n-gram model and count the distinct pieces.
 
     Pieces of up to 7 bytes are counted as packed keys (sorted runs merged by
@@ -43,7 +43,9 @@ def count_pieces(trainer, corpus, engine, ngrams, budget, tmp, progress, work=No
     engine's hash table of byte strings; bytes never seen get count 1.
     ``trainer.stats`` gets the pass's figures. With a work folder ``work``
     the finished counts are loaded (``pieces.npz``), or the pass continues
-    after its last checkpoint.
+    after its last checkpoint. With ``cluster`` (:class:`~.ray.RayPasses`) the
+    Viterbi and the batches' piece runs are computed on Ray actors, and
+    reduced here.
 
     Returns
     -------
@@ -68,15 +70,24 @@ def count_pieces(trainer, corpus, engine, ngrams, budget, tmp, progress, work=No
     held["table"] = tuple(saved[k] for k in _TABLE) if saved is not None else engine.new_piece_table()
     bar = progress_bar(progress and not ckpt.complete, desc="Count Pieces", unit="B", unit_scale=True,
                        total=corpus.total_bytes)
-    viterbi = engine.viterbi(ngrams) if not ckpt.complete else None
+    batches = corpus.numbered(corpus.second_pass(ckpt.skip)) if not ckpt.complete else ()
+    if cluster is None:
+        viterbi = engine.viterbi(ngrams) if not ckpt.complete else None
 
-    def count(data, offsets):
-        seg_start, seg_end = engine.segments(data, offsets)
-        flags = viterbi(data, seg_start, seg_end)
-        keys, counts, held["table"] = engine.count_pieces(data, flags, seg_start, seg_end, held["table"])
-        short.add(keys, counts)
+        def count(data, offsets):
+            seg_start, seg_end = engine.segments(data, offsets)
+            flags = viterbi(data, seg_start, seg_end)
+            keys, counts, held["table"] = engine.count_pieces(data, flags, seg_start, seg_end, held["table"])
+            short.add(keys, counts)
+    else:
+        batches = cluster.count_pieces(batches, ngrams)
 
-    counted = ckpt.run(corpus.second_pass(ckpt.skip) if not ckpt.complete else (), bar, count)
+        def count(data, result):
+            keys, counts, long_start, long_len = result
+            held["table"] = engine.add_long_pieces(data, long_start, long_len, held["table"])
+            short.add(keys, counts)
+
+    counted = ckpt.run(batches, bar, count)
     trainer.stats.setdefault("batches_counted", {})["pass2"] = counted
     table = held.pop("table")
     # short pieces (<= 7 bytes, packed keys) then long ones (the table)

@@ -69,7 +69,7 @@ import numpy as np
 from .. import config, jit_cache
 from ..backends.cpu import numba_threads
 from ..core.ngram import MAX_ORDER
-from ..device import resolve_device
+from ..device import cluster_device, resolve_device
 from ..model import Model, model_to_json_obj, save_model
 from ..sizes import parse_size
 from .checkpoint import WorkDir
@@ -145,7 +145,7 @@ class Trainer:
     # ------------------------------------------------------------ training
     def train(self, texts, workers=None, batch_size=1000, device="auto", *,
               memory_budget=None, tmp_dir=None, progress=True, batch_bytes=None,
-              work_dir=None, overwrite=False):
+              work_dir=None, overwrite=False, ray=None):
         """Train on ``texts`` (an iterable of str, read twice or spilled once).
 
         Parameters
@@ -186,6 +186,15 @@ class Trainer:
             With ``work_dir``: a folder holding another training's
             checkpoints (other parameters, other inputs) is emptied and
             started again, instead of raising ``ValueError``.
+        ray : bool or str, optional
+            Run both corpus passes on Ray actors (:mod:`.ray`): ``True`` (or
+            ``'auto'``) starts or attaches to a local Ray, ``'HOST:PORT'``
+            attaches to a cluster (an unreachable one raises
+            ``RuntimeError`` at once). One actor per CPU of the cluster, or
+            per GPU where it has GPUs and ``device`` allows them; ``workers``
+            are then the driver's threads (pruning). The texts are read on
+            this machine; the model is the same as without Ray, and a
+            ``work_dir`` resumes across both.
 
         Returns
         -------
@@ -208,7 +217,15 @@ class Trainer:
             raise ValueError(f"workers must be an int >= 1, got {workers!r}")
         budget = config.TRAIN_MEMORY_BUDGET if memory_budget is None else parse_size(memory_budget, "memory_budget")
         batch_bytes = config.TRAIN_BATCH_BYTES if batch_bytes is None else parse_size(batch_bytes, "batch_bytes")
-        use_cuda, dev_index, _ = resolve_device(device)
+        cluster = None
+        if ray is not None and ray is not False:
+            from .ray import RayPasses
+
+            cluster_device(device, 0)  # a bad device string fails here; the actors resolve it
+            cluster = RayPasses(self, None if ray is True else str(ray), device)
+            use_cuda, dev_index = False, 0  # the driver prunes on the CPU
+        else:
+            use_cuda, dev_index, _ = resolve_device(device)
         jit_cache.announce("the trainer", "cpu_fallback/train", "cpu_fallback/train_pieces")
         tmp_holder = {}
 
@@ -232,9 +249,11 @@ class Trainer:
             with numba_threads(workers):
                 engine = make_engine(self, use_cuda, dev_index)
                 t0 = time.perf_counter()
-                ngrams = count_ngrams(self, corpus, engine, budget, tmp, progress, work)
+                ngrams = count_ngrams(self, corpus, engine, budget, tmp, progress, work, cluster)
                 t1 = time.perf_counter()
-                pieces = count_pieces(self, corpus, engine, ngrams, budget, tmp, progress, work)
+                pieces = count_pieces(self, corpus, engine, ngrams, budget, tmp, progress, work, cluster)
+                if cluster is not None:
+                    cluster.close()
                 del ngrams
                 t2 = time.perf_counter()
                 results = prune_pieces(self, pieces, engine, progress, work)
@@ -243,10 +262,12 @@ class Trainer:
             corpus.close()
             if engine is not None:
                 engine.close()
+            if cluster is not None:
+                cluster.close()
             if "dir" in tmp_holder and "keep" not in tmp_holder:
                 shutil.rmtree(tmp_holder["dir"], ignore_errors=True)
         self.stats.update(seconds_ngrams=t1 - t0, seconds_pieces=t2 - t1, seconds_prune=t3 - t2,
-                          device=engine.name)
+                          device=engine.name if cluster is None else f"{cluster.name}; pruning: {engine.name}")
         for idx, counts in results:
             order = np.lexsort((pieces.rank[idx], pieces.ln[idx]))
             idx, counts = idx[order], counts[order]

@@ -1,0 +1,204 @@
+"""Training on Ray: both corpus passes as map steps on actors, reduced exactly on the driver.
+
+``Trainer.train(..., ray=True | "HOST:PORT")`` and ``gpu-bytepiece train
+--ray [ADDRESS]``. The driver reads and packs the texts into the same
+batches as a single-process run (:class:`~.corpus.Corpus`) and sends each
+batch to a :class:`TrainActor` (one per CPU of the cluster, or one per GPU
+with ``num_gpus=1`` where the cluster has GPUs and the device allows them),
+which keeps the compiled code loaded:
+
+- pass 1: the batch's training segments and sorted ``(position key,
+  count)`` runs;
+- pass 2: the n-gram Viterbi (the n-gram model goes to each actor once,
+  through ``ray.put``), the batch's short pieces as a sorted run and its
+  long pieces as ``(start, length)``.
+
+The driver reduces the results in batch order with the single-process code:
+runs go to the same :class:`~.runs.RunStore` (exact sums), long pieces into
+the same hash table, in the same order, so the model is byte-identical;
+checkpoints (:mod:`.checkpoint`) are taken after the same batches, and a
+work folder resumes across ``--ray`` and single-process runs. Pruning stays
+on the driver. At most ``config.TRAIN_RAY_INFLIGHT`` batches per actor are
+in flight (what bounds the driver's extra memory).
+
+Ray (start, attach, actor sizing) is :mod:`gpu_bytepiece.ray_cluster`, shared
+with ``encode --ray``; importing this module does not import Ray.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from types import SimpleNamespace
+
+import numpy as np
+
+from .. import config
+from ..backends.cpu import set_numba_threads
+from ..device import resolve_device
+from ..ray_cluster import actor_plan, check_address, import_ray, init_ray
+from .engines import make_engine
+from .ngrams import NgramModel
+
+__all__ = ["TrainActor", "RayPasses"]
+
+#: The trainer's parameters an actor needs (its engine reads them).
+_PARAMS = ("order", "isolate_digits", "ensure_unicode")
+
+
+def _writable(a):
+    """``a`` as a writable C array (Ray hands out read-only views of its object store; Numba
+    would compile another specialization for them)."""
+    return np.require(a, requirements=("C", "W"))
+
+
+class TrainActor:
+    """One actor: a training engine (CPU, or this actor's GPU) kept across batches.
+
+    Parameters
+    ----------
+    params : dict
+        ``order``, ``isolate_digits``, ``ensure_unicode`` of the trainer.
+    device : str
+        ``'cpu'`` or ``'cuda'`` (the GPU Ray gave the actor).
+    threads : int
+        Numba CPU threads.
+    """
+
+    def __init__(self, params: dict, device: str, threads: int):
+        set_numba_threads(threads)
+        use_cuda, index, _ = resolve_device(device)
+        self.engine = make_engine(SimpleNamespace(**params), use_cuda, index)
+        self.viterbi = None
+
+    def ready(self) -> str:
+        """The engine's name (``cpu``, ``cuda:0``), once the actor is up."""
+        return self.engine.name
+
+    def count_keys(self, data, offsets):
+        """Pass 1 of one batch: its sorted ``(position keys, counts)`` runs."""
+        data, offsets = _writable(data), _writable(offsets)
+        return self.engine.count_keys(data, *self.engine.segments(data, offsets))
+
+    def load_ngrams(self, arrays: dict) -> None:
+        """Keep the n-gram model (:meth:`NgramModel.arrays`, the table included) for pass 2."""
+        ng = NgramModel.from_arrays({k: _writable(v) for k, v in arrays.items()})
+        self.viterbi = self.engine.viterbi(ng)
+
+    def count_pieces(self, data, offsets):
+        """Pass 2 of one batch: ``(short keys, counts, long starts, long lengths)``."""
+        data, offsets = _writable(data), _writable(offsets)
+        seg_start, seg_end = self.engine.segments(data, offsets)
+        flags = self.viterbi(data, seg_start, seg_end)
+        keys, long_start, long_len = self.engine.extract_pieces(data, flags, seg_start, seg_end)
+        return (*self.engine.short_run(keys), long_start, long_len)
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+class RayPasses:
+    """The map steps of both corpus passes on Ray actors (started at the first batch).
+
+    Parameters
+    ----------
+    trainer : Trainer
+    address : str or None
+        A Ray cluster's ``HOST:PORT`` (or ``ray://HOST:PORT``); None: a local Ray.
+    device : str
+        ``auto``, ``cpu``, ``cuda``: GPU actors where the cluster has GPUs and this allows them.
+    """
+
+    def __init__(self, trainer, address, device):
+        import_ray()  # Ray missing, or
+        check_address(address)  # an unreachable cluster, fails now, not after reading the texts
+        self.params = {k: getattr(trainer, k) for k in _PARAMS}
+        self.address = address
+        self.device = device
+        self.ray = None
+        self.actors = []
+        self.gpu = False
+        self.n_actors = 0
+        self.ngrams_ref = None
+
+    @property
+    def name(self) -> str:
+        """What ran the passes, e.g. ``ray: 2 cpu actors`` (``ray`` before they start)."""
+        if not self.n_actors:
+            return "ray"
+        return f"ray: {self.n_actors} {'cuda' if self.gpu else 'cpu'} actors"
+
+    def _start(self):
+        if self.ray is not None:
+            return
+        ray = init_ray(self.address)
+        threads = 1
+        self.gpu, n = actor_plan(ray, self.device, None, threads)
+        cls = ray.remote(num_cpus=threads, num_gpus=1 if self.gpu else 0)(TrainActor)
+        self.actors = [cls.remote(self.params, "cuda" if self.gpu else "cpu", threads) for _ in range(n)]
+        self.ray, self.n_actors = ray, n
+        self._get([a.ready.remote() for a in self.actors], "starting")
+
+    def _get(self, refs, what):
+        try:
+            return self.ray.get(refs)
+        except self.ray.exceptions.RayError as e:
+            lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+            raise RuntimeError(f"a Ray training actor failed {what}: {lines[-1] if lines else type(e).__name__}") \
+                from None
+
+    def _map(self, batches, method, keep_data):
+        """``(index, nbytes, (data?, result))`` in batch order for ``(index, nbytes, (data, offsets))``."""
+        pending = deque()
+        load = {}
+        for index, nbytes, (data, offsets) in batches:
+            self._start()
+            if len(pending) >= config.TRAIN_RAY_INFLIGHT * len(self.actors):
+                yield self._finish(pending.popleft(), load)
+            actor = min(self.actors, key=lambda a: load.get(id(a), 0))
+            load[id(actor)] = load.get(id(actor), 0) + 1
+            ref = getattr(actor, method).remote(data, offsets)
+            pending.append((index, nbytes, data if keep_data else None, ref, actor))
+            del data, offsets
+        while pending:
+            yield self._finish(pending.popleft(), load)
+
+    def _finish(self, item, load):
+        index, nbytes, data, ref, actor = item
+        result = self._get(ref, f"on batch {index}")
+        load[id(actor)] -= 1
+        if isinstance(result, tuple):
+            result = tuple(_writable(a) for a in result)
+        else:
+            result = [tuple(_writable(a) for a in run) for run in result]
+        return index, nbytes, (result,) if data is None else (data, result)
+
+    def count_keys(self, batches):
+        """Pass 1: ``(index, nbytes, (runs,))`` per batch, in order."""
+        return self._map(batches, "count_keys", False)
+
+    def count_pieces(self, batches, ngrams):
+        """Pass 2: ``(index, nbytes, (data, (keys, counts, long_start, long_len)))`` per batch, in order.
+
+        ``ngrams`` (an :class:`NgramModel`) goes to every actor once, before the first batch.
+        """
+        def loaded():
+            for item in batches:
+                if self.ngrams_ref is None:
+                    self._start()
+                    arrays = ngrams.arrays()
+                    arrays["ht"] = np.asarray(ngrams.ht)  # a memory-mapped table too
+                    self.ngrams_ref = self.ray.put(arrays)
+                    self._get([a.load_ngrams.remote(self.ngrams_ref) for a in self.actors], "loading the n-grams")
+                yield item
+
+        return self._map(loaded(), "count_pieces", True)
+
+    def close(self):
+        """Stop the actors (a Ray this process started stays up until it exits)."""
+        if self.ray is not None:
+            for a in self.actors:
+                try:
+                    self.ray.kill(a)
+                except Exception:  # pragma: no cover
+                    pass
+        self.actors, self.ngrams_ref = [], None
