@@ -90,9 +90,13 @@ def actor_plan(ray, device: str | None, workers: int | None, threads: int | None
     ``gpu``: each actor gets one GPU (:func:`~gpu_bytepiece.device.cluster_device`
     on the cluster's GPU count). ``n_actors``: ``workers`` when set, else one
     per GPU, or one per ``threads`` (default 1) of the cluster's CPUs.
+    :class:`RayError` when GPUs are asked for and the cluster has none.
     """
     res = ray.cluster_resources()
     gpu = cluster_device(device, int(res.get("GPU", 0))) == "cuda"
+    if gpu and not res.get("GPU", 0):  # actors asking for a GPU would wait for one forever
+        raise RayError(f"device {device!r} asks for a GPU per Ray actor, but the Ray cluster has no GPUs; "
+                       "use device 'cpu' or 'auto'")
     if workers:
         return gpu, int(workers)
     if gpu:

@@ -12,21 +12,11 @@ import pytest
 
 from conftest import corpus_docs
 
-ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'gpu-bytepiece[ray]' to run the Ray tests")
+pytest.importorskip("ray", reason="Ray is not installed: pip install 'gpu-bytepiece[ray]' to run the Ray tests")
 pytest.importorskip("ray.data", reason="Ray Data is not installed: pip install 'ray[data]'")
 
 from gpu_bytepiece import Tokenizer  # noqa: E402
 from gpu_bytepiece.pipeline import EncodeOptions, PipelineError, encode, read_dataset  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    if started:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")

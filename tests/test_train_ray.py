@@ -16,7 +16,7 @@ import sys
 import pytest
 from conftest import corpus_docs
 
-ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'gpu-bytepiece[ray]' to run the Ray tests")
+pytest.importorskip("ray", reason="Ray is not installed: pip install 'gpu-bytepiece[ray]' to run the Ray tests")
 
 from gpu_bytepiece import config  # noqa: E402
 from gpu_bytepiece.cli import main  # noqa: E402
@@ -32,16 +32,6 @@ from gpu_bytepiece.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 ARGS = ["--vocab-size", "600", "--min-count", "2", "-q", "--workers", "1"]
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    if started:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +90,10 @@ def test_an_unreachable_cluster_fails_at_once_in_one_line(data, tmp_path):
         "gpu-bytepiece train: error: cannot reach a Ray cluster at '127.0.0.1:1' (127.0.0.1:1: Connection "
         "refused); give the head node's HOST:PORT (ray start --head prints it), or --ray alone for a local Ray"]
     assert not (tmp_path / "m.model").exists() and not (tmp_path / "m.model.work").exists()
+
+
+def test_cuda_actors_on_a_cluster_without_gpus_are_refused(local_ray, data):
+    # (actors asking for a GPU would wait for one forever)
+    with pytest.raises(RuntimeError, match=r"^device 'cuda' asks for a GPU per Ray actor, but the Ray cluster "
+                                           r"has no GPUs; use device 'cpu' or 'auto'$"):
+        Trainer(max_vocab_size=600).train(data[0], progress=False, ray=True, device="cuda")

@@ -36,16 +36,10 @@ from .workers import ShardFailed, device_error, load_tokenizer
 __all__ = ["TokenizeBatch", "tokenize_dataset", "ShardActor", "run_shards_ray"]
 
 
-def _ray():
+def _as_pipeline_error(fn, *args):
+    """``fn(*args)`` (a :mod:`gpu_bytepiece.ray_cluster` function), its :class:`RayError` as a PipelineError."""
     try:
-        return import_ray()
-    except RayError as e:
-        raise PipelineError(str(e)) from None
-
-
-def _init(address: str | None):
-    try:
-        return init_ray(address)
+        return fn(*args)
     except RayError as e:
         raise PipelineError(str(e)) from None
 
@@ -110,7 +104,7 @@ def tokenize_dataset(ds, model=None, *, text_key: str = "text", ids_key: str = "
     (``concurrency`` defaults to the cluster's CPUs over ``num_threads``).
     """
     threads = num_threads or 1
-    gpu, n_actors = actor_plan(_ray(), device, None, threads)
+    gpu, n_actors = _as_pipeline_error(actor_plan, _as_pipeline_error(import_ray), device, None, threads)
     if concurrency is None:
         concurrency = n_actors
     ctor = dict(model=model, text_key=text_key, ids_key=ids_key, device="cuda" if gpu else "cpu",
@@ -143,9 +137,9 @@ def run_shards_ray(ctx, pending, model, device, workers, threads, address, on_do
         cluster_device(device, 0)  # a bad string fails before Ray starts
     except ValueError:
         raise device_error(device) from None
-    ray = _init(address)
+    ray = _as_pipeline_error(init_ray, address)
     threads = threads or 1
-    gpu, workers = actor_plan(ray, device, workers, threads)
+    gpu, workers = _as_pipeline_error(actor_plan, ray, device, workers, threads)
     n = max(1, min(workers, len(pending)))
     if model is not None:
         model = os.path.abspath(model)
