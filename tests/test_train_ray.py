@@ -31,7 +31,8 @@ config.TRAIN_CHECKPOINT_BYTES = 24 << 10
 from gpu_bytepiece.cli import main
 sys.exit(main(sys.argv[1:]))
 """
-ARGS = ["--vocab-size", "600", "--min-count", "2", "-q", "--workers", "1"]
+# a small budget: count runs spill and the n-gram table the actors get is memory-mapped on the driver
+ARGS = ["--vocab-size", "600", "--min-count", "2", "-q", "--workers", "1", "--memory-budget", "256K"]
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +58,11 @@ def _child(*args, kill_at=None):
 
 def test_api_on_ray_gives_the_same_model(local_ray, data, tmp_path):
     docs, _, want = data
-    t = Trainer(max_vocab_size=600, min_count=2).train(docs, progress=False, batch_bytes="8K", ray=True)
+    t = Trainer(max_vocab_size=600, min_count=2).train(docs, progress=False, batch_bytes="8K", ray=True,
+                                                       memory_budget="256K")
     assert t.stats["device"] == "ray: 2 cpu actors; pruning: cpu"
+    # the driver's reduce spilled n-gram count runs, and the n-gram table the actors got was memory-mapped
+    assert t.stats["n_ngram_spills"] > 0 and t.stats["ngram_table_mapped"]
     assert t.stats["n_docs"] == len(docs) and t.stats["n_bytes"] > 8 * (8 << 10)  # many batches on 2 actors
     t.save(tmp_path / "m.model")
     assert (tmp_path / "m.model").read_bytes() == want
@@ -79,6 +83,23 @@ def test_cli_on_ray_resumes_a_killed_single_process_run(local_ray, data, tmp_pat
     assert "(ray: 2 cpu actors; pruning: cpu)" in err and "pass1_batches 3" in err, err
     assert out.read_bytes() == want
     assert not (tmp_path / "m.model.work").exists()
+
+
+def test_a_run_on_ray_killed_in_pass_2_resumes(local_ray, data, tmp_path, monkeypatch, capsys):
+    # a child attached to this module's Ray by its address (--ray HOST:PORT), killed after pass 2's
+    # batch 7 (checkpointed after batch 6, with batches in flight on the actors), resumed here
+    _, inp, want = data
+    out = tmp_path / "m.model"
+    address = local_ray.get_runtime_context().gcs_address
+    r = _child(inp, "-o", out, *ARGS, "--ray", address, kill_at="pass2:7")
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert (tmp_path / "m.model.work" / "pass2.json").exists()
+    monkeypatch.setattr(config, "TRAIN_BATCH_BYTES", 8 << 10)
+    monkeypatch.setattr(config, "TRAIN_CHECKPOINT_BYTES", 24 << 10)
+    assert main(["train", str(inp), "-o", str(out), *ARGS, "--ray"]) == 0
+    err = capsys.readouterr().err
+    assert "ngrams True" in err and "pass2_batches 6" in err, err
+    assert out.read_bytes() == want
 
 
 def test_an_unreachable_cluster_fails_at_once_in_one_line(data, tmp_path):

@@ -11,6 +11,8 @@ One file per job, imports going down:
 - ``engines`` / ``cuda_engine``: the stages' array work on the CPU drivers
   (``cpu_fallback.train``, ``cpu_fallback.train_pieces``) or the GPU kernels
   (``kernels.train``);
+- ``checkpoint``: the work folder (resumable stages and batches);
+- ``ray``: both corpus passes as map steps on Ray actors, reduced here;
 - ``memory``: glibc heap settings; ``progress``: progress bars;
 - ``cli``: the ``train`` subcommand (its inputs are read by the pipeline's
   one reader, :class:`gpu_bytepiece.pipeline.InputTexts`).

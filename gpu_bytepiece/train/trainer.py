@@ -47,6 +47,10 @@ Resumable: with ``work_dir`` (:mod:`.checkpoint`) each finished stage and the
 finished batches of both corpus passes are checkpointed; a rerun after a
 kill continues from them and gives the same model.
 
+Distributed: with ``ray`` (:mod:`.ray`) the two corpus passes run as map
+steps on Ray actors and are reduced here by the same code, in batch order:
+the same model, and the same checkpoints.
+
 Stages: :mod:`.corpus` (packing, two passes), :mod:`.ngrams` (1, 2),
 :mod:`.pieces` (3, 4), :mod:`.runs` (merging and spilling count runs), on an
 engine (:mod:`.engines`, :mod:`.cuda_engine`). Tunables are the ``TRAIN_*``
