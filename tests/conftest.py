@@ -146,3 +146,40 @@ def local_ray():
     yield ray
     if started:
         ray.shutdown()
+
+
+#: ``gpu-bytepiece train`` in a child process, in batches of 8 KB with checkpoints every 24 KB (the
+#: training kill-and-resume tests: ``GPU_BYTEPIECE_TEST_KILL_AT`` kills it, see ``train/checkpoint.py``).
+TRAIN_CHILD = """
+import sys
+from gpu_bytepiece import config
+config.TRAIN_BATCH_BYTES = 8 << 10
+config.TRAIN_CHECKPOINT_BYTES = 24 << 10
+from gpu_bytepiece.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def train_child(*args, kill_at: str | None = None):
+    """Run ``gpu-bytepiece train ARGS`` as :data:`TRAIN_CHILD` (killed at ``kill_at``, e.g. ``'pass2:7'``)."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    env.pop("GPU_BYTEPIECE_TEST_KILL_AT", None)
+    if kill_at:
+        env["GPU_BYTEPIECE_TEST_KILL_AT"] = kill_at
+    return subprocess.run([sys.executable, "-c", TRAIN_CHILD, "train", *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def train_corpus(folder: Path, vocab_size: int):
+    """A small training corpus (79 KB of zh and en): ``(docs, folder/in.jsonl, the bytes of the model
+    trained on it in one process with min_count=2)``."""
+    from gpu_bytepiece.train.trainer import Trainer
+
+    docs = corpus_docs("zh", 120, every=131, max_chars=2000) + corpus_docs("en", 12, every=97, max_chars=6000)
+    path = folder / "in.jsonl"
+    path.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in docs), encoding="utf-8")
+    want = Trainer(max_vocab_size=vocab_size, min_count=2).train(docs, progress=False).save(folder / "want.model")
+    return docs, path, Path(want[0]).read_bytes()

@@ -7,14 +7,10 @@ is not installed (``pip install 'gpu-bytepiece[ray]'``).
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import subprocess
-import sys
 
 import pytest
-from conftest import corpus_docs
+from conftest import train_child, train_corpus
 
 pytest.importorskip("ray", reason="Ray is not installed: pip install 'gpu-bytepiece[ray]' to run the Ray tests")
 
@@ -22,15 +18,6 @@ from gpu_bytepiece import config  # noqa: E402
 from gpu_bytepiece.cli import main  # noqa: E402
 from gpu_bytepiece.train.trainer import Trainer  # noqa: E402
 
-# the CLI in a child, in batches of 8 KB with checkpoints every 24 KB (as tests/test_train_resume.py)
-_CHILD = """
-import sys
-from gpu_bytepiece import config
-config.TRAIN_BATCH_BYTES = 8 << 10
-config.TRAIN_CHECKPOINT_BYTES = 24 << 10
-from gpu_bytepiece.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
 # a small budget: count runs spill and the n-gram table the actors get is memory-mapped on the driver
 ARGS = ["--vocab-size", "600", "--min-count", "2", "-q", "--workers", "1", "--memory-budget", "256K"]
 
@@ -38,22 +25,7 @@ ARGS = ["--vocab-size", "600", "--min-count", "2", "-q", "--workers", "1", "--me
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """The corpus (a list, and a JSONL file) and the single-process model's bytes."""
-    d = tmp_path_factory.mktemp("train_ray")
-    docs = corpus_docs("zh", 120, every=131, max_chars=2000) + corpus_docs("en", 12, every=97, max_chars=6000)
-    path = d / "in.jsonl"
-    path.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in docs), encoding="utf-8")
-    want = Trainer(max_vocab_size=600, min_count=2).train(docs, progress=False).save(d / "want.model")[0]
-    with open(want, "rb") as f:
-        return docs, path, f.read()
-
-
-def _child(*args, kill_at=None):
-    env = dict(os.environ)
-    env.pop("GPU_BYTEPIECE_TEST_KILL_AT", None)
-    if kill_at:
-        env["GPU_BYTEPIECE_TEST_KILL_AT"] = kill_at
-    return subprocess.run([sys.executable, "-c", _CHILD, "train", *map(str, args)], env=env,
-                          capture_output=True, text=True, timeout=300)
+    return train_corpus(tmp_path_factory.mktemp("train_ray"), 600)
 
 
 def test_api_on_ray_gives_the_same_model(local_ray, data, tmp_path):
@@ -73,7 +45,7 @@ def test_cli_on_ray_resumes_a_killed_single_process_run(local_ray, data, tmp_pat
     # remaining batches, pass 2 and its mid-pass checkpoints run on the actors
     _, inp, want = data
     out = tmp_path / "m.model"
-    r = _child(inp, "-o", out, *ARGS, kill_at="pass1:5")
+    r = train_child(inp, "-o", out, *ARGS, kill_at="pass1:5")
     assert r.returncode == -signal.SIGKILL, r.stderr
     assert (tmp_path / "m.model.work" / "pass1.json").exists()
     monkeypatch.setattr(config, "TRAIN_BATCH_BYTES", 8 << 10)
@@ -91,7 +63,7 @@ def test_a_run_on_ray_killed_in_pass_2_resumes(local_ray, data, tmp_path, monkey
     _, inp, want = data
     out = tmp_path / "m.model"
     address = local_ray.get_runtime_context().gcs_address
-    r = _child(inp, "-o", out, *ARGS, "--ray", address, kill_at="pass2:7")
+    r = train_child(inp, "-o", out, *ARGS, "--ray", address, kill_at="pass2:7")
     assert r.returncode == -signal.SIGKILL, r.stderr
     assert (tmp_path / "m.model.work" / "pass2.json").exists()
     monkeypatch.setattr(config, "TRAIN_BATCH_BYTES", 8 << 10)
@@ -105,7 +77,7 @@ def test_a_run_on_ray_killed_in_pass_2_resumes(local_ray, data, tmp_path, monkey
 def test_an_unreachable_cluster_fails_at_once_in_one_line(data, tmp_path):
     # a child, where Ray is not initialized (Ray itself would retry for minutes)
     _, inp, _ = data
-    r = _child(inp, "-o", tmp_path / "m.model", *ARGS, "--ray", "127.0.0.1:1")
+    r = train_child(inp, "-o", tmp_path / "m.model", *ARGS, "--ray", "127.0.0.1:1")
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
         "gpu-bytepiece train: error: cannot reach a Ray cluster at '127.0.0.1:1' (127.0.0.1:1: Connection "

@@ -12,41 +12,23 @@ import subprocess
 import sys
 
 import pytest
-from conftest import corpus_docs
+from conftest import train_child, train_corpus
 
 from gpu_bytepiece.train.trainer import Trainer
 
-# a real CLI run in a child, with small batches and checkpoints: 8 batches of 8 KB, checkpoints after 3, 6, 8
-_CHILD = """
-import sys
-from gpu_bytepiece import config
-config.TRAIN_BATCH_BYTES = 8 << 10
-config.TRAIN_CHECKPOINT_BYTES = 24 << 10
-from gpu_bytepiece.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
 # a small budget: count runs spill and the n-gram table is memory-mapped (both checkpointed)
 ARGS = ["--vocab-size", "800", "--min-count", "2", "-q", "--workers", "1", "--memory-budget", "256K"]
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    d = tmp_path_factory.mktemp("resume")
-    docs = corpus_docs("zh", 120, every=131, max_chars=2000) + corpus_docs("en", 12, every=97, max_chars=6000)
-    path = d / "in.jsonl"
-    path.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in docs), encoding="utf-8")
-    want = Trainer(max_vocab_size=800, min_count=2).train(docs, progress=False).save(d / "want.model")[0]
-    with open(want, "rb") as f:
-        return path, f.read()
+    _, path, want = train_corpus(tmp_path_factory.mktemp("resume"), 800)
+    return path, want
 
 
 def _train(inp, out, *extra, kill_at=None):
-    env = dict(os.environ)
-    env.pop("GPU_BYTEPIECE_TEST_KILL_AT", None)
-    if kill_at:
-        env["GPU_BYTEPIECE_TEST_KILL_AT"] = kill_at
-    return subprocess.run([sys.executable, "-c", _CHILD, "train", str(inp), "-o", str(out), *ARGS, *extra],
-                          env=env, capture_output=True, text=True, timeout=300)
+    # a real CLI run in a child, with small batches and checkpoints: 8 batches of 8 KB, checkpoints after 3, 6, 8
+    return train_child(inp, "-o", out, *ARGS, *extra, kill_at=kill_at)
 
 
 @pytest.mark.parametrize("kill_at, left, resumed", [

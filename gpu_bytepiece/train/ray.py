@@ -7,8 +7,8 @@ batch to a :class:`TrainActor` (one per CPU of the cluster, or one per GPU
 with ``num_gpus=1`` where the cluster has GPUs and the device allows them),
 which keeps the compiled code loaded:
 
-- pass 1: the batch's training segments and sorted ``(position key,
-  count)`` runs;
+- pass 1: the batch's training segments and its ``(position key, count)``
+  pairs, one sorted run;
 - pass 2: the n-gram Viterbi (the n-gram model goes to each actor once,
   through ``ray.put``), the batch's short pieces as a sorted run and its
   long pieces as ``(start, length)``.
@@ -38,6 +38,7 @@ from ..device import resolve_device
 from ..ray_cluster import actor_plan, check_address, import_ray, init_ray
 from .engines import make_engine
 from .ngrams import NgramModel
+from .runs import RunStore
 
 __all__ = ["TrainActor", "RayPasses"]
 
@@ -70,14 +71,11 @@ class TrainActor:
         self.engine = make_engine(SimpleNamespace(**params), use_cuda, index)
         self.viterbi = None
 
-    def ready(self) -> str:
-        """The engine's name (``cpu``, ``cuda:0``), once the actor is up."""
-        return self.engine.name
-
     def count_keys(self, data, offsets):
-        """Pass 1 of one batch: its sorted ``(position keys, counts)`` runs."""
+        """Pass 1 of one batch: its ``(position keys, counts)``, one sorted run (merged here,
+        not on the driver)."""
         data, offsets = _writable(data), _writable(offsets)
-        return self.engine.count_keys(data, *self.engine.segments(data, offsets))
+        return [RunStore.merge_all(self.engine.count_keys(data, *self.engine.segments(data, offsets)))]
 
     def load_ngrams(self, arrays: dict) -> None:
         """Keep the n-gram model (:meth:`NgramModel.arrays`, the table included) for pass 2."""
@@ -135,8 +133,7 @@ class RayPasses:
         self.gpu, n = actor_plan(ray, self.device, None, threads)
         cls = ray.remote(num_cpus=threads, num_gpus=1 if self.gpu else 0)(TrainActor)
         self.actors = [cls.remote(self.params, "cuda" if self.gpu else "cpu", threads) for _ in range(n)]
-        self.ray, self.n_actors = ray, n
-        self._get([a.ready.remote() for a in self.actors], "starting")
+        self.ray, self.n_actors = ray, n  # (the actors start while the driver reads the first batches)
 
     def _get(self, refs, what):
         try:

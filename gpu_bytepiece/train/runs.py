@@ -70,7 +70,9 @@ class RunStore:
             self._fold()
             self._spill()
 
-    def _merge_all(self, runs):
+    @staticmethod
+    def merge_all(runs):
+        """One sorted run of distinct keys with the summed counts of sorted ``runs`` (merged pairwise)."""
         runs = list(runs)
         while len(runs) > 1:
             nxt = []
@@ -85,7 +87,7 @@ class RunStore:
         """Merge the small runs into the main run, in place."""
         if not self.runs:
             return
-        kb, cb = self._merge_all(self.runs)
+        kb, cb = self.merge_all(self.runs)
         self.runs = []
         need = self.m + int(kb.shape[0])
         if self.main_k is None:
@@ -176,7 +178,7 @@ class RunStore:
                     parts.append(self._read(sp, lo_idx[i], hi))
                 lo_idx[i] = hi
             if parts:
-                yield self._merge_all(parts)
+                yield self.merge_all(parts)
         if remove:
             self.remove_spills()
 
