@@ -82,9 +82,9 @@ def count_pieces(trainer, corpus, engine, ngrams, budget, tmp, progress, work=No
     else:
         batches = cluster.count_pieces(batches, ngrams)
 
-        def count(data, result):
-            keys, counts, long_start, long_len = result
-            held["table"] = engine.add_long_pieces(data, long_start, long_len, held["table"])
+        def count(result):  # the long pieces' bytes, end to end, stand for the batch
+            keys, counts, long_bytes, long_at, long_len = result
+            held["table"] = engine.add_long_pieces(long_bytes, long_at, long_len, held["table"])
             short.add(keys, counts)
 
     counted = ckpt.run(batches, bar, count)

@@ -11,7 +11,7 @@ which keeps the compiled code loaded:
   pairs, one sorted run;
 - pass 2: the n-gram Viterbi (the n-gram model goes to each actor once,
   through ``ray.put``), the batch's short pieces as a sorted run and its
-  long pieces as ``(start, length)``.
+  long pieces' bytes, in order.
 
 The driver reduces the results in batch order with the single-process code:
 runs go to the same :class:`~.runs.RunStore` (exact sums), long pieces into
@@ -19,7 +19,7 @@ the same hash table, in the same order, so the model is byte-identical;
 checkpoints (:mod:`.checkpoint`) are taken after the same batches, and a
 work folder resumes across ``--ray`` and single-process runs. Pruning stays
 on the driver. At most ``config.TRAIN_RAY_INFLIGHT`` batches per actor are
-in flight (what bounds the driver's extra memory).
+in flight (in Ray's object store; the driver keeps no batch once sent).
 
 Ray (start, attach, actor sizing) is :mod:`gpu_bytepiece.ray_cluster`, shared
 with ``encode --ray``; importing this module does not import Ray.
@@ -83,12 +83,18 @@ class TrainActor:
         self.viterbi = self.engine.viterbi(ng)
 
     def count_pieces(self, data, offsets):
-        """Pass 2 of one batch: ``(short keys, counts, long starts, long lengths)``."""
+        """Pass 2 of one batch: ``(short keys, counts, long pieces' bytes, their starts there, lengths)``.
+
+        The long pieces' bytes, end to end in the batch's order, are all the
+        driver needs of the batch to add them to its table (in the same order).
+        """
         data, offsets = _writable(data), _writable(offsets)
         seg_start, seg_end = self.engine.segments(data, offsets)
         flags = self.viterbi(data, seg_start, seg_end)
         keys, long_start, long_len = self.engine.extract_pieces(data, flags, seg_start, seg_end)
-        return (*self.engine.short_run(keys), long_start, long_len)
+        long_at = np.cumsum(long_len) - long_len
+        long_bytes = data[np.arange(int(long_len.sum()), dtype=np.int64) + np.repeat(long_start - long_at, long_len)]
+        return (*self.engine.short_run(keys), long_bytes, long_at, long_len)
 
     def close(self) -> None:
         self.engine.close()
@@ -143,8 +149,8 @@ class RayPasses:
             raise RuntimeError(f"a Ray training actor failed {what}: {lines[-1] if lines else type(e).__name__}") \
                 from None
 
-    def _map(self, batches, method, keep_data):
-        """``(index, nbytes, (data?, result))`` in batch order for ``(index, nbytes, (data, offsets))``."""
+    def _map(self, batches, method):
+        """``(index, nbytes, (result,))`` in batch order for ``(index, nbytes, (data, offsets))``."""
         pending = deque()
         load = {}
         for index, nbytes, (data, offsets) in batches:
@@ -154,27 +160,28 @@ class RayPasses:
             actor = min(self.actors, key=lambda a: load.get(id(a), 0))
             load[id(actor)] = load.get(id(actor), 0) + 1
             ref = getattr(actor, method).remote(data, offsets)
-            pending.append((index, nbytes, data if keep_data else None, ref, actor))
+            pending.append((index, nbytes, ref, actor))
             del data, offsets
         while pending:
             yield self._finish(pending.popleft(), load)
 
     def _finish(self, item, load):
-        index, nbytes, data, ref, actor = item
+        index, nbytes, ref, actor = item
         result = self._get(ref, f"on batch {index}")
         load[id(actor)] -= 1
         if isinstance(result, tuple):
             result = tuple(_writable(a) for a in result)
         else:
             result = [tuple(_writable(a) for a in run) for run in result]
-        return index, nbytes, (result,) if data is None else (data, result)
+        return index, nbytes, (result,)
 
     def count_keys(self, batches):
         """Pass 1: ``(index, nbytes, (runs,))`` per batch, in order."""
-        return self._map(batches, "count_keys", False)
+        return self._map(batches, "count_keys")
 
     def count_pieces(self, batches, ngrams):
-        """Pass 2: ``(index, nbytes, (data, (keys, counts, long_start, long_len)))`` per batch, in order.
+        """Pass 2: ``(index, nbytes, ((keys, counts, long bytes, long_at, long_len),))`` per batch, in order
+        (:meth:`TrainActor.count_pieces`).
 
         ``ngrams`` (an :class:`NgramModel`) goes to every actor once, before the first batch.
         """
@@ -188,7 +195,7 @@ class RayPasses:
                     self._get([a.load_ngrams.remote(self.ngrams_ref) for a in self.actors], "loading the n-grams")
                 yield item
 
-        return self._map(loaded(), "count_pieces", True)
+        return self._map(loaded(), "count_pieces")
 
     def close(self):
         """Stop the actors (a Ray this process started stays up until it exits)."""
