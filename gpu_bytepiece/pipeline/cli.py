@@ -8,6 +8,8 @@ import json
 import os
 import sys
 
+from ..debug import debug_traceback
+from ..files import write_atomic
 from .errors import DataError, PipelineError
 from ..sizes import size_option
 from .formats import FORMATS, strip_suffix
@@ -156,10 +158,10 @@ def format_summary(s: dict) -> str:
         f"encoded {_n(s['docs'], 'document')}: {_n(s['tokens'], 'token')} from {_fmt_bytes(s['text_bytes'])} "
         f"of text ({s['bytes_per_token']:.2f} bytes/token)")
     if not s.get("already_complete"):
-        # standard input has no size to count: its rate is given in text bytes
-        rate, what = (s["input_bytes"], "input") if s["input_bytes"] else (s["text_bytes"], "text")
-        lines.append(f"time {secs:.1f} s: {_fmt_bytes(rate / secs)}/s of {what}, "
-                     f"{s['tokens'] / secs:,.0f} tokens/s")
+        # rates in text bytes (UTF-8 of the documents: decompressed, without JSON), whatever the files
+        read = f"; read {_fmt_bytes(s['input_bytes'])} of input files" if s["input_bytes"] else ""
+        lines.append(f"time {secs:.1f} s: {_fmt_bytes(s['text_bytes'] / secs)}/s of text, "
+                     f"{s['tokens'] / secs:,.0f} tokens/s{read}")
     if s.get("manifest"):
         lines.append(f"shards: {s['shards']} ({s['shards_resumed']} already done, {s['shards_run']} run now)")
     if s.get("blank_lines"):
@@ -193,18 +195,18 @@ def run_encode(args) -> int:
         ray=args.ray, threads=args.threads)
     try:
         summary = encode(opts)
+        print(format_summary(summary), file=sys.stderr)
+        if args.summary_json:
+            write_atomic(args.summary_json, json.dumps(summary, indent=1).encode())
     except DataError as e:
-        print(f"gpu-bytepiece encode: bad data: {e}", file=sys.stderr)
-        print("  (finished shards are kept; fix the input, or rerun with --on-error skip to skip and count "
-              "bad records)", file=sys.stderr)
+        debug_traceback()
+        print(f"gpu-bytepiece encode: bad data: {e}; fix the input, or rerun with --on-error skip to skip "
+              "and count bad records (finished shards are kept)", file=sys.stderr)
         return 1
     except (PipelineError, ModelError, DeviceError, OSError) as e:
+        debug_traceback()
         print(f"gpu-bytepiece encode: {e}", file=sys.stderr)
         return 1
-    print(format_summary(summary), file=sys.stderr)
-    if args.summary_json:
-        with open(args.summary_json, "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=1)
     return 0
 
 
@@ -238,7 +240,8 @@ def run_merge(args) -> int:
             raise PipelineError(f"{existing[0]} exists; use --overwrite to replace it")
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         sizes = merge_datasets(prefixes, out, fmt, allow_duplicates=args.allow_duplicates)
-    except PipelineError as e:
+    except (PipelineError, OSError) as e:
+        debug_traceback()
         print(f"gpu-bytepiece merge: {e}", file=sys.stderr)
         return 1
     print(f"merged {len(prefixes)} {fmt} datasets into " + ", ".join(f"{k} ({v:,} bytes)" for k, v in sizes.items()),

@@ -20,6 +20,7 @@ follows the batch size, never a file's size. Bad records raise
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sys
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ except ImportError:  # pragma: no cover - orjson is a dependency, but a missing 
     _fast_loads = None
 
 __all__ = ["Batch", "ShardStats", "iter_shard"]
+
+_log = logging.getLogger("gpu_bytepiece.pipeline")
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _MISSING = object()
@@ -342,6 +345,9 @@ class _TextFilesReader(_Reader):
                     if last:
                         break
                 src.finish()
+                if inp.is_stdin and line_no > 2:  # more than one \n: likely many documents, one a line
+                    _log.warning("note: standard input was read as one document (it holds %s line breaks); "
+                                 "for one document a line, pass --split-lines", f"{line_no - 1:,}")
             finally:
                 consumed += src.consumed()
                 src.close()

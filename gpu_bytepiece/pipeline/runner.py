@@ -249,7 +249,7 @@ def encode(opts: EncodeOptions) -> dict:
         params["seed"] = int(opts.seed) if opts.seed is not None else None
     params.update(_special_params(opts, model))
     if prefix == "-":
-        return _encode_to_stdout(opts, inputs, params, model, batch_bytes, t0)
+        return _all_skipped_fails(_encode_to_stdout(opts, inputs, params, model, batch_bytes, t0))
 
     os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
     lock_fd = _lock(prefix + ".lock")
@@ -339,9 +339,9 @@ def _run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0) 
                      vocab_size=params["vocab_size"], schema=schema, text_key=opts.text_key, batch_bytes=batch_bytes)
     log.info("encode: %d shards, %d to run (%.2f s after start)", len(shards), len(pending), time.monotonic() - t0)
     total = sum(s["bytes"] for s in shards)
-    done_bytes = sum(s["bytes"] for s in shards if str(s["index"]) in manifest.done)
-    show = opts.progress if opts.progress is not None else sys.stderr.isatty()
-    bar = Progress(total if not stdin else None, done_bytes, bool(show))
+    before = _totals(_done_records(manifest))  # the shards an earlier run finished
+    bar = Progress(total if not stdin else None, before["input_bytes"], opts.progress, docs=before["docs"],
+                   tokens=before["tokens"])
 
     def on_done(index, rec):
         manifest.mark_done(index, rec)
@@ -351,7 +351,7 @@ def _run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0) 
             _run_shards(opts, ctx, pending, model, bar, on_done, stdin)
     except ShardFailed as e:
         manifest.flush()
-        bar.close()
+        bar.close(failed=True)
         if e.kind == "data":
             raise DataError.from_dict(e.payload) from None
         if e.shard_index is None:
@@ -359,13 +359,16 @@ def _run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0) 
         raise PipelineError(f"shard {e.shard_index} failed: {e.payload}") from None
     except BaseException:
         manifest.flush()
-        bar.close()
+        bar.close(failed=True)
         raise
     bar.close()
     manifest.flush()
     log.info("encode: %d shards encoded %.2f s after start; joining them", len(pending), time.monotonic() - t0)
     # join the shards in order into the dataset
+    join = bar.stage("join", " shards", len(shards))
     sizes = merge_datasets([shard_prefix(shard_dir, s["index"]) for s in shards], prefix, fmt)
+    join.update(len(shards))
+    join.close()
     manifest.data["complete"] = True
     manifest.data["outputs"] = sizes
     manifest.data["totals"] = {k: v for k, v in _totals(_done_records(manifest)).items() if k != "samples"}
@@ -441,12 +444,13 @@ def _encode_to_stdout(opts, inputs, params, model, batch_bytes, t0) -> dict:
     tok = load_tokenizer(model, devices[0], opts.threads or (None if gpu else os.cpu_count()),
                          params.get("special_tokens", ()))
     writer = JsonlWriter(None, out=sys.stdout.buffer)
-    show = opts.progress if opts.progress is not None else sys.stderr.isatty()
-    bar = Progress(sum(s["bytes"] for s in shards) or None, 0, bool(show))
+    bar = Progress(sum(s["bytes"] for s in shards) or None, 0, opts.progress)
     try:
         records = [encode_shard(ctx, s, tok, progress=bar.update, writer=writer) for s in shards]
         writer.close()
-    finally:
-        bar.close()
+    except BaseException:
+        bar.close(failed=True)
+        raise
+    bar.close()
     return _summary_dict(_totals(records), "-", "jsonl", ["-"], t0, shards=len(shards), resumed=0,
                          ran=len(shards), already=False, manifest=None)
