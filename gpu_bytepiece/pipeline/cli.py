@@ -109,6 +109,9 @@ def add_subcommands(sub) -> None:
                           "given with --special-token); the others are encoded as ordinary text")
     enc.add_argument("--on-error", choices=("fail", "skip"), default="fail",
                      help="bad records: stop with file and line (fail, default) or skip and count them")
+    enc.add_argument("--max-record-bytes", type=parse_size, default=None, metavar="SIZE",
+                     help="a longer line (JSONL, --split-lines text) is a bad record (too_large), read past "
+                          "without being kept (default 256M)")
     mode = enc.add_mutually_exclusive_group()
     mode.add_argument("--resume", dest="overwrite", action="store_false", default=False,
                       help="continue a job on this output (the default; refused if inputs or parameters differ)")
@@ -192,7 +195,7 @@ def run_encode(args) -> int:
         special_tokens=tuple(args.special_tokens), allowed_special=args.allowed_special or "all",
         add_bos=args.add_bos, append_eos=args.append_eos, alpha=args.alpha, seed=args.seed,
         on_error=args.on_error, overwrite=args.overwrite, keep_shards=args.keep_shards, progress=args.progress,
-        ray=args.ray, threads=args.threads)
+        ray=args.ray, threads=args.threads, max_record_bytes=args.max_record_bytes)
     try:
         summary = encode(opts)
         print(format_summary(summary), file=sys.stderr)

@@ -37,7 +37,7 @@ from .datasets import merge_datasets
 from .errors import DataError, JobConflict, PipelineError
 from .formats import infer_format, output_files
 from .inputs import discover_inputs, parquet_file, plan_shards, sniff_stdin
-from .jobfiles import check_done_reads, clean_shard_dir, remove_outputs
+from .jobfiles import check_done_reads, clean_shard_dir, listed_shard_files, remove_outputs
 from .manifest import Manifest
 from .progress import Progress
 from .shard import JobContext, encode_shard, shard_prefix
@@ -83,6 +83,7 @@ class EncodeOptions:
     threads: int | None = None
     special_tokens: tuple = ()
     allowed_special: object = "all"
+    max_record_bytes: int | None = None
 
 
 # ------------------------------------------------------------------ the job
@@ -217,6 +218,8 @@ def encode(opts: EncodeOptions) -> dict:
             check_int("seed", opts.seed)
         check_flag("add_bos", opts.add_bos)
         check_flag("append_eos", opts.append_eos)
+        if opts.max_record_bytes is not None:
+            check_int("max_record_bytes", opts.max_record_bytes, 1)
     except (TypeError, ValueError) as e:
         raise PipelineError(str(e)) from None
     if opts.workers is not None and opts.workers < 1:
@@ -242,6 +245,8 @@ def encode(opts: EncodeOptions) -> dict:
         "shard_bytes": int(opts.shard_bytes or auto_shard_bytes(inputs)),
     }
     _check_shard_bytes(params["shard_bytes"], inputs)
+    if opts.max_record_bytes is not None:  # in the job only when given: other jobs keep their manifests
+        params["max_record_bytes"] = int(opts.max_record_bytes)
     schema = output_schema(inputs, opts.text_key) if fmt == "parquet" else None
     if schema is not None:
         params["parquet_schema"] = schema.to_string(show_schema_metadata=False)
@@ -320,7 +325,7 @@ def _run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0) 
         sizes = manifest.data.get("outputs", {})
         if all(os.path.exists(p) and os.path.getsize(p) == sizes.get(os.path.basename(p)) for p in finals):
             if not opts.keep_shards:
-                clean_shard_dir(shard_dir, finished_too=True)
+                clean_shard_dir(shard_dir, finished_too=True, listed=listed_shard_files(mpath, manifest.done))
             return _summary(manifest, prefix, fmt, t0, resumed=len(manifest.shards), ran=0, already=True)
         manifest.data["complete"] = False
     os.makedirs(shard_dir, exist_ok=True)
@@ -374,7 +379,7 @@ def _run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0) 
     manifest.data["totals"] = {k: v for k, v in _totals(_done_records(manifest)).items() if k != "samples"}
     manifest.save()
     if not opts.keep_shards:
-        clean_shard_dir(shard_dir, finished_too=True)
+        clean_shard_dir(shard_dir, finished_too=True, listed=listed_shard_files(mpath, manifest.done))
     log.info("encode: done %.2f s after start", time.monotonic() - t0)
     return _summary(manifest, prefix, fmt, t0, resumed=resumed, ran=len(pending), already=False)
 

@@ -45,7 +45,7 @@ class JobContext:
     @property
     def read_params(self) -> dict:
         return {"text_key": self.text_key, "split_lines": self.params["split_lines"],
-                "batch_bytes": self.batch_bytes}
+                "batch_bytes": self.batch_bytes, "max_record_bytes": self.params.get("max_record_bytes")}
 
 
 # ------------------------------------------------------------------ encoding

@@ -190,3 +190,104 @@ def test_stdout_output_of_only_skipped_records_fails(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 1 and "every record was skipped (missing_text 2) (wrong --text-key?)" in err, err
     assert f"{p}:1: missing_text" in err
+
+
+# ------------------------------------------------------------------ item 7: record size cap
+def _bomb(tmp_path) -> Path:
+    """A small .gz whose second line (a JSON object) decompresses to 3 MiB."""
+    p = tmp_path / "bomb.jsonl.gz"
+    body = b'{"text": "ok"}\n{"text": "' + b"a" * (3 << 20) + b'"}\n{"text": "after"}\n'
+    p.write_bytes(gzip.compress(body, 9))
+    assert p.stat().st_size < 10_000
+    return p
+
+
+def test_a_line_over_the_cap_is_a_counted_bad_record(tmp_path, monkeypatch):
+    from gpu_bytepiece import Tokenizer, config
+    from gpu_bytepiece.pipeline import read_dataset, streams
+
+    reads = []
+    real = streams.Source.read
+    monkeypatch.setattr(streams.Source, "read", lambda self, n: reads.append(n) or real(self, n))
+    monkeypatch.setattr(config, "READ_BLOCK", 1 << 16)
+    bomb = _bomb(tmp_path)
+    s = encode(EncodeOptions(inputs=[str(bomb)], output=str(tmp_path / "o"), format="npy", device="cpu",
+                             workers=1, progress=False, on_error="skip", max_record_bytes=1 << 16))
+    assert (s["docs"], s["skipped"]) == (2, {"too_large": 1})
+    assert s["skipped_samples"][0]["line"] == 2 and "3,145,740 bytes" in s["skipped_samples"][0]["detail"]
+    tok = Tokenizer(device="cpu")
+    assert list(read_dataset(str(tmp_path / "o"), "npy")[0]) == tok.encode("ok") + tok.encode("after")
+    assert max(reads) <= 4 << 16  # the line was read past in bounded pieces, never whole
+    monkeypatch.setattr(config, "MAX_RECORD_BYTES", 1 << 20)  # the tunable default
+    monkeypatch.setattr(config, "READ_BLOCK", 4 << 20)  # the whole line in one block: still too large
+    s = encode(EncodeOptions(inputs=[str(bomb)], output=str(tmp_path / "p"), format="npy", device="cpu",
+                             workers=1, progress=False, on_error="skip"))
+    assert s["skipped"] == {"too_large": 1}
+
+
+def test_a_line_over_the_cap_fails_with_file_and_line(tmp_path, capsys):
+    bomb = _bomb(tmp_path)
+    rc = cli("encode", bomb, "-o", tmp_path / "o", "--device", "cpu", "--workers", "1", "--max-record-bytes", "1M")
+    err = capsys.readouterr().err
+    assert rc == 1 and f"{bomb}:2: too_large" in err and "--max-record-bytes" in err, err
+    txt = tmp_path / "lines.txt"
+    txt.write_bytes(b"short\n" + b"b" * 5000 + b"\nend\n")
+    rc = cli("encode", txt, "-o", tmp_path / "t", "--device", "cpu", "--workers", "1", "--split-lines",
+             "--max-record-bytes", "4K", "--on-error", "skip")
+    err = capsys.readouterr().err
+    assert rc == 0 and "skipped 1 bad records: too_large 1" in err, err
+
+
+def test_line_blocks_stand_for_each_line_over_the_cap_once_in_any_range():
+    import random
+
+    from gpu_bytepiece.pipeline.streams import LongLine, iter_line_blocks
+
+    rng = random.Random(1)
+    for _ in range(300):
+        lines = [b"x" * rng.choice([0, 1, 5, 30, 100, 300]) for _ in range(rng.randint(1, 30))]
+        ended = rng.random() < 0.5  # the last line ends with \n (else an empty last line is no line)
+        data = b"\n".join(lines) + b"\n" * ended
+        cap, step = rng.choice([10, 50, 200]), rng.choice([7, 50, 200, 10_000])
+        got = []
+        for a in range(0, len(data), step):
+            f = io.BytesIO(data)
+            f.seek(max(a - 1, 0))
+            for off, d in iter_line_blocks(f.read, a, min(a + step, len(data)), block=rng.choice([16, 64, 1 << 16]),
+                                           max_line=cap):
+                if type(d) is LongLine:
+                    got.append((off, int(d)))
+                    continue
+                for ln in (d[:-1] if d.endswith(b"\n") else d).split(b"\n"):
+                    got.append((off, int(len(ln)) if len(ln) > cap else ln))
+                    off += len(ln) + 1
+        want, off = [], 0
+        for ln in lines if ended or lines[-1] else lines[:-1]:
+            want.append((off, len(ln)) if len(ln) > cap else (off, ln))
+            off += len(ln) + 1
+        assert got == want
+
+
+# ------------------------------------------------------------------ item 10: --overwrite removes what the manifest lists
+def test_overwrite_removes_only_what_the_manifest_lists(tmp_path):
+    from gpu_bytepiece.pipeline.errors import JobConflict
+
+    out = tmp_path / "o"
+    opts = dict(inputs=[SAMPLE], output=str(out), format="npy", device="cpu", workers=1, progress=False,
+                shard_bytes=16 << 10, keep_shards=True)
+    encode(EncodeOptions(**opts))
+    shards = tmp_path / "o.shards"
+    ours = sorted(os.listdir(shards))
+    assert "000000.ids.npy" in ours
+    stranger = shards / "999999.ids.npy"  # this tool's name pattern, but no job wrote it
+    stranger.write_bytes(b"not ours")
+    s = encode(EncodeOptions(**dict(opts, overwrite=True, keep_shards=False)))
+    assert s["shards_resumed"] == 0 and stranger.read_bytes() == b"not ours"
+    assert os.listdir(shards) == ["999999.ids.npy"]  # the job's own shard files are gone (was: every match)
+    m = json.loads((tmp_path / "o.manifest.json").read_text())
+    m["done"]["0"]["files"] = {"../elsewhere.npy": 1}
+    (tmp_path / "o.manifest.json").write_text(json.dumps(m))
+    (tmp_path / "elsewhere.npy").write_bytes(b"keep")
+    with pytest.raises(JobConflict, match="outside the job's shard folder"):
+        encode(EncodeOptions(**dict(opts, overwrite=True)))
+    assert (tmp_path / "elsewhere.npy").read_bytes() == b"keep"
