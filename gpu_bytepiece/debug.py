@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-__all__ = ["enable", "debug_traceback"]
+__all__ = ["enable", "debug_traceback", "one_line"]
 
 _LOG = logging.getLogger("gpu_bytepiece")
 
@@ -23,3 +23,12 @@ def enable(on: bool = True) -> None:
 def debug_traceback() -> None:
     """Show the exception being handled with its traceback, under ``--debug`` only."""
     _LOG.debug("traceback (--debug):", exc_info=True)
+
+
+def one_line(err: BaseException) -> str:
+    """An error's one-line message; an ``OSError`` as ``FILE: what went wrong``
+    (not ``[Errno 2] No such file or directory: 'FILE'``)."""
+    if isinstance(err, OSError) and err.strerror:
+        where = " -> ".join(str(f) for f in (err.filename, err.filename2) if f is not None)
+        return f"{where}: {err.strerror}" if where else err.strerror
+    return str(err)

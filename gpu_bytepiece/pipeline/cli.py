@@ -8,7 +8,7 @@ import json
 import os
 import sys
 
-from ..debug import debug_traceback
+from ..debug import debug_traceback, one_line
 from ..files import write_atomic
 from .errors import DataError, PipelineError
 from ..sizes import size_option
@@ -203,12 +203,13 @@ def run_encode(args) -> int:
             write_atomic(args.summary_json, json.dumps(summary, indent=1).encode())
     except DataError as e:
         debug_traceback()
-        print(f"gpu-bytepiece encode: bad data: {e}; fix the input, or rerun with --on-error skip to skip "
+        fix = "check --text-key, " if e.reason == "missing_text" else ""
+        print(f"gpu-bytepiece encode: bad data: {e}; {fix}fix the input, or rerun with --on-error skip to skip "
               "and count bad records (finished shards are kept)", file=sys.stderr)
         return 1
     except (PipelineError, ModelError, DeviceError, OSError) as e:
         debug_traceback()
-        print(f"gpu-bytepiece encode: {e}", file=sys.stderr)
+        print(f"gpu-bytepiece encode: {one_line(e)}", file=sys.stderr)
         return 1
     return 0
 
@@ -245,7 +246,7 @@ def run_merge(args) -> int:
         sizes = merge_datasets(prefixes, out, fmt, allow_duplicates=args.allow_duplicates)
     except (PipelineError, OSError) as e:
         debug_traceback()
-        print(f"gpu-bytepiece merge: {e}", file=sys.stderr)
+        print(f"gpu-bytepiece merge: {one_line(e)}", file=sys.stderr)
         return 1
     print(f"merged {len(prefixes)} {fmt} datasets into " + ", ".join(f"{k} ({v:,} bytes)" for k, v in sizes.items()),
           file=sys.stderr)

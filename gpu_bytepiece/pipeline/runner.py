@@ -256,7 +256,12 @@ def encode(opts: EncodeOptions) -> dict:
     if prefix == "-":
         return _all_skipped_fails(_encode_to_stdout(opts, inputs, params, model, batch_bytes, t0))
 
-    os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
+    folder = os.path.dirname(os.path.abspath(prefix))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise PipelineError(f"{folder}: cannot create the output's folder ({e.strerror}); choose another "
+                            "--output") from None
     lock_fd = _lock(prefix + ".lock")
     try:
         return _all_skipped_fails(_run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0))

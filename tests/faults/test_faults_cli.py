@@ -90,7 +90,7 @@ def test_the_summary_of_a_gz_input_counts_text_bytes(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------ item 3: bar totals
-@pytest.mark.parametrize("kind", ["jsonl", "text"])
+@pytest.mark.parametrize("kind", ["jsonl", "text", "resumed"])
 def test_the_bar_ends_on_the_summarys_totals(tmp_path, monkeypatch, kind):
     bars = []
 
@@ -100,7 +100,16 @@ def test_the_bar_ends_on_the_summarys_totals(tmp_path, monkeypatch, kind):
             bars.append(self)
 
     monkeypatch.setattr(runner, "Progress", Spy)
-    if kind == "jsonl":
+    if kind == "resumed":  # a rerun whose shards an earlier run finished: the bar starts at them
+        src, extra = SAMPLE, dict(shard_bytes=4096, format="npy")
+        encode(EncodeOptions(inputs=[src], output=str(tmp_path / "o"), device="cpu", workers=1, progress=False,
+                             keep_shards=True, **extra))
+        manifest = tmp_path / "o.manifest.json"
+        m = json.loads(manifest.read_text())
+        m["complete"] = False
+        del m["done"]["1"]
+        manifest.write_text(json.dumps(m))
+    elif kind == "jsonl":
         src, extra = SAMPLE, dict(shard_bytes=4096)
     else:  # one document per file: the writer's close ends it
         src = tmp_path / "doc.txt"
@@ -109,7 +118,8 @@ def test_the_bar_ends_on_the_summarys_totals(tmp_path, monkeypatch, kind):
     opts = EncodeOptions(inputs=[str(src)], output=str(tmp_path / "o"), device="cpu", workers=1,
                          progress=True, **extra)
     s = encode(opts)
-    bar = bars[0]
+    bar = bars[-1]
+    assert s["shards_resumed"] == (s["shards"] - 1 if kind == "resumed" else 0)
     assert (bar.docs, bar.tokens) == (s["docs"], s["tokens"]) and s["docs"] >= 1
     assert bar.bytes == bar.total == s["input_bytes"] == os.path.getsize(src)
     assert bar.bar.n == bar.total  # what tqdm shows at 100%
@@ -291,3 +301,11 @@ def test_overwrite_removes_only_what_the_manifest_lists(tmp_path):
     with pytest.raises(JobConflict, match="outside the job's shard folder"):
         encode(EncodeOptions(**dict(opts, overwrite=True)))
     assert (tmp_path / "elsewhere.npy").read_bytes() == b"keep"
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line_with_the_fix(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    rc = cli("encode", SAMPLE, "-o", tmp_path / "file" / "sub" / "o", "--device", "cpu")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and f"{tmp_path / 'file' / 'sub'}: cannot create" in err[0], err
+    assert "choose another --output" in err[0] and "Errno" not in err[0]
