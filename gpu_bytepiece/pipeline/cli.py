@@ -43,10 +43,12 @@ The job keeps PREFIX.manifest.json (inputs, parameters, finished shards) and
 PREFIX.shards/ until done. Run the same command again after a crash or kill:
 finished shards are kept and the result is byte-identical to an uninterrupted
 run, whatever --workers, --device or --batch-bytes. A different job on the
-same output is refused unless --overwrite. Bad records (malformed JSON, a
-missing or non-string text, invalid UTF-8, lone surrogates) stop the job
-with file and line (--on-error fail) or are skipped and counted per reason
-(--on-error skip); none is dropped silently.
+same output is refused unless --overwrite, which deletes only the files the
+job's manifest lists (and the dataset). Bad records (malformed JSON, a
+missing or non-string text, invalid UTF-8, lone surrogates, JSON nested too
+deep, a line over --max-record-bytes) stop the job with file and line
+(--on-error fail) or are skipped and counted per reason (--on-error skip);
+none is dropped silently. An error is one line (--debug: and its traceback).
 """
 
 
