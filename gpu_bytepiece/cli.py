@@ -11,7 +11,7 @@ import argparse
 import logging
 import sys
 
-from . import __version__, _gc
+from . import __version__, _gc, debug
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"gpu-bytepiece {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more (device choice, stages)")
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     try:
@@ -38,21 +39,27 @@ def build_parser() -> argparse.ArgumentParser:
     from .hf_cli import add_subcommands as add_hf  # issue 10: gpu-bytepiece export
 
     add_hf(sub)
+    for command in sub.choices.values():  # also taken after the command: `gpu-bytepiece encode ... --debug`
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
     return parser
+
+
+_DEBUG_HELP = "on an error, also show its traceback (an error is otherwise one line)"
 
 
 def main(argv=None) -> int:
     _gc.hold()  # released by the job once it has started (see gpu_bytepiece._gc)
-    try:
+    try:  # a SIGINT anywhere (importing, loading the compiled code, running): one line, 130
         parser = build_parser()
         args = parser.parse_args(argv)
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                             format="%(message)s")
-        try:
-            return int(args.func(args) or 0)
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return 130
+        debug.enable(args.debug)
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        debug.debug_traceback()
+        print("interrupted", file=sys.stderr)
+        return 130
     finally:
         _gc.release()
 

@@ -59,6 +59,12 @@ CUDA_SCAN_MAX_TILES = 1024
 #: Bytes read at a time from an input stream.
 READ_BLOCK = 4 << 20
 
+#: Largest record (a line of JSONL or of ``--split-lines`` text) a reader
+#: keeps; a longer one is a bad record (``too_large``), read past without
+#: being buffered (a decompression bomb of one line). ``encode
+#: --max-record-bytes`` sets it per job.
+MAX_RECORD_BYTES = 256 << 20
+
 #: A one-document text file larger than this is tokenized in fragments of
 #: about this size, cut at segment ends (ids are those of the whole document).
 #: A fixed constant, not the batch size, so that sampled outputs

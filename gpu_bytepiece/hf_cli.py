@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from .debug import debug_traceback
+
 __all__ = ["add_subcommands"]
 
 
@@ -29,6 +31,7 @@ def run_export(args) -> int:
     try:
         tok = Tokenizer(args.model, special_tokens=args.special_tokens, device="cpu")
     except (ModelError, ValueError) as e:
+        debug_traceback()
         print(f"gpu-bytepiece export: {e}", file=sys.stderr)
         return 2
     for path in tok.save_pretrained(args.output):

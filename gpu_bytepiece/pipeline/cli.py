@@ -8,6 +8,8 @@ import json
 import os
 import sys
 
+from ..debug import debug_traceback, one_line
+from ..files import write_atomic
 from .errors import DataError, PipelineError
 from ..sizes import size_option
 from .formats import FORMATS, strip_suffix
@@ -41,10 +43,12 @@ The job keeps PREFIX.manifest.json (inputs, parameters, finished shards) and
 PREFIX.shards/ until done. Run the same command again after a crash or kill:
 finished shards are kept and the result is byte-identical to an uninterrupted
 run, whatever --workers, --device or --batch-bytes. A different job on the
-same output is refused unless --overwrite. Bad records (malformed JSON, a
-missing or non-string text, invalid UTF-8, lone surrogates) stop the job
-with file and line (--on-error fail) or are skipped and counted per reason
-(--on-error skip); none is dropped silently.
+same output is refused unless --overwrite, which deletes only the files the
+job's manifest lists (and the dataset). Bad records (malformed JSON, a
+missing or non-string text, invalid UTF-8, lone surrogates, JSON nested too
+deep, a line over --max-record-bytes) stop the job with file and line
+(--on-error fail) or are skipped and counted per reason (--on-error skip);
+none is dropped silently. An error is one line (--debug: and its traceback).
 """
 
 
@@ -107,6 +111,9 @@ def add_subcommands(sub) -> None:
                           "given with --special-token); the others are encoded as ordinary text")
     enc.add_argument("--on-error", choices=("fail", "skip"), default="fail",
                      help="bad records: stop with file and line (fail, default) or skip and count them")
+    enc.add_argument("--max-record-bytes", type=parse_size, default=None, metavar="SIZE",
+                     help="a longer line (JSONL, --split-lines text) is a bad record (too_large), read past "
+                          "without being kept (default 256M)")
     mode = enc.add_mutually_exclusive_group()
     mode.add_argument("--resume", dest="overwrite", action="store_false", default=False,
                       help="continue a job on this output (the default; refused if inputs or parameters differ)")
@@ -156,10 +163,10 @@ def format_summary(s: dict) -> str:
         f"encoded {_n(s['docs'], 'document')}: {_n(s['tokens'], 'token')} from {_fmt_bytes(s['text_bytes'])} "
         f"of text ({s['bytes_per_token']:.2f} bytes/token)")
     if not s.get("already_complete"):
-        # standard input has no size to count: its rate is given in text bytes
-        rate, what = (s["input_bytes"], "input") if s["input_bytes"] else (s["text_bytes"], "text")
-        lines.append(f"time {secs:.1f} s: {_fmt_bytes(rate / secs)}/s of {what}, "
-                     f"{s['tokens'] / secs:,.0f} tokens/s")
+        # rates in text bytes (UTF-8 of the documents: decompressed, without JSON), whatever the files
+        read = f"; read {_fmt_bytes(s['input_bytes'])} of input files" if s["input_bytes"] else ""
+        lines.append(f"time {secs:.1f} s: {_fmt_bytes(s['text_bytes'] / secs)}/s of text, "
+                     f"{s['tokens'] / secs:,.0f} tokens/s{read}")
     if s.get("manifest"):
         lines.append(f"shards: {s['shards']} ({s['shards_resumed']} already done, {s['shards_run']} run now)")
     if s.get("blank_lines"):
@@ -190,21 +197,22 @@ def run_encode(args) -> int:
         special_tokens=tuple(args.special_tokens), allowed_special=args.allowed_special or "all",
         add_bos=args.add_bos, append_eos=args.append_eos, alpha=args.alpha, seed=args.seed,
         on_error=args.on_error, overwrite=args.overwrite, keep_shards=args.keep_shards, progress=args.progress,
-        ray=args.ray, threads=args.threads)
+        ray=args.ray, threads=args.threads, max_record_bytes=args.max_record_bytes)
     try:
         summary = encode(opts)
+        print(format_summary(summary), file=sys.stderr)
+        if args.summary_json:
+            write_atomic(args.summary_json, json.dumps(summary, indent=1).encode())
     except DataError as e:
-        print(f"gpu-bytepiece encode: bad data: {e}", file=sys.stderr)
-        print("  (finished shards are kept; fix the input, or rerun with --on-error skip to skip and count "
-              "bad records)", file=sys.stderr)
+        debug_traceback()
+        fix = "check --text-key, " if e.reason == "missing_text" else ""
+        print(f"gpu-bytepiece encode: bad data: {e}; {fix}fix the input, or rerun with --on-error skip to skip "
+              "and count bad records (finished shards are kept)", file=sys.stderr)
         return 1
     except (PipelineError, ModelError, DeviceError, OSError) as e:
-        print(f"gpu-bytepiece encode: {e}", file=sys.stderr)
+        debug_traceback()
+        print(f"gpu-bytepiece encode: {one_line(e)}", file=sys.stderr)
         return 1
-    print(format_summary(summary), file=sys.stderr)
-    if args.summary_json:
-        with open(args.summary_json, "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=1)
     return 0
 
 
@@ -238,8 +246,9 @@ def run_merge(args) -> int:
             raise PipelineError(f"{existing[0]} exists; use --overwrite to replace it")
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         sizes = merge_datasets(prefixes, out, fmt, allow_duplicates=args.allow_duplicates)
-    except PipelineError as e:
-        print(f"gpu-bytepiece merge: {e}", file=sys.stderr)
+    except (PipelineError, OSError) as e:
+        debug_traceback()
+        print(f"gpu-bytepiece merge: {one_line(e)}", file=sys.stderr)
         return 1
     print(f"merged {len(prefixes)} {fmt} datasets into " + ", ".join(f"{k} ({v:,} bytes)" for k, v in sizes.items()),
           file=sys.stderr)

@@ -15,6 +15,7 @@ REASONS = {
     "invalid_utf8": "the bytes are not valid UTF-8",
     "lone_surrogate": "the text holds a lone surrogate (no UTF-8 encoding)",
     "too_deep": "the JSON is nested deeper than the reader's limit",
+    "too_large": "the record (a line) is larger than --max-record-bytes",
 }
 
 

@@ -20,17 +20,18 @@ follows the batch size, never a file's size. Bad records raise
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sys
-from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
 
 from .. import config
+from .batches import Batch, ShardStats
 from .errors import DataError, PipelineError
 from .inputs import InputFile, parquet_file
-from .streams import Source, check_unchanged, count_lines, fragment_cut, hash_bytes, iter_line_blocks
+from .streams import LongLine, Source, check_unchanged, count_lines, fragment_cut, hash_bytes, iter_line_blocks
 
 try:  # ~2x faster than json on long strings; optional: without it json does all the work
     from orjson import loads as _fast_loads
@@ -39,54 +40,11 @@ except ImportError:  # pragma: no cover - orjson is a dependency, but a missing 
 
 __all__ = ["Batch", "ShardStats", "iter_shard"]
 
+_log = logging.getLogger("gpu_bytepiece.pipeline")
+
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _MISSING = object()
 _BLANK_START = b" \t\r\x0b\x0c"
-
-
-@dataclass
-class ShardStats:
-    """What reading a shard saw: documents, bad records per reason, samples."""
-
-    docs: int = 0
-    text_bytes: int = 0
-    blank_lines: int = 0
-    skipped: dict = field(default_factory=dict)
-    samples: list = field(default_factory=list)
-    reads: list = field(default_factory=list)  # [path, start, length, blake2b] per input read (Source.finish)
-
-    MAX_SAMPLES = 10
-
-    def skip(self, err: DataError) -> None:
-        self.skipped[err.reason] = self.skipped.get(err.reason, 0) + 1
-        if len(self.samples) < self.MAX_SAMPLES:
-            self.samples.append(err.to_dict())
-
-
-@dataclass
-class Batch:
-    """Pieces of documents to tokenize together.
-
-    ``texts`` are pieces (str list or pyarrow string array). A piece is a
-    whole document unless ``starts``/``ends`` (bool arrays) say it is not the
-    first/last piece of its document. ``first_continues``: the first piece
-    continues the writer's open document; ``last_open``: the last document
-    goes on in the next batch; ``abort_open``: drop the writer's open
-    document first (it turned out bad). ``table``: the rows for Parquet
-    output (one per piece). ``input_bytes``: progress in input-file bytes.
-    """
-
-    texts: object
-    starts: np.ndarray | None = None
-    ends: np.ndarray | None = None
-    first_continues: bool = False
-    last_open: bool = False
-    abort_open: bool = False
-    table: object = None
-    input_bytes: int = 0
-
-    def __len__(self) -> int:
-        return len(self.texts)
 
 
 class _Reader:
@@ -99,6 +57,12 @@ class _Reader:
         self.on_error = on_error
         self.stats = stats
         self.want_table = want_table
+        self.max_record = int(params.get("max_record_bytes") or config.MAX_RECORD_BYTES)
+
+    def too_large(self, inp: InputFile, size: int, where: dict) -> None:
+        """A record (line) of ``size`` bytes over the cap: a bad record, read past unkept."""
+        self.bad(DataError(inp.path, "too_large", f"{size:,} bytes, over the cap of {self.max_record:,} "
+                           "(--max-record-bytes)", **where))
 
     def bad(self, err: DataError) -> None:
         if self.on_error == "fail":
@@ -128,7 +92,12 @@ class _JsonlReader(_Reader):
         fast = None if self.want_table else _fast_loads
         texts, metas, size = [], [], 0
         try:
-            for off, data in iter_line_blocks(src.read, start, None if end < 0 or inp.compression else end):
+            for off, data in iter_line_blocks(src.read, start, None if end < 0 or inp.compression else end,
+                                              max_line=self.max_record):
+                if type(data) is LongLine:
+                    line_no += 1
+                    self.too_large(inp, data, dict(line=line_no) if numbered else dict(offset=off))
+                    continue
                 lines = data.split(b"\n")
                 if lines[-1] == b"":
                     lines.pop()
@@ -139,6 +108,9 @@ class _JsonlReader(_Reader):
                     pos += len(raw) + 1
                     if raw[:1] in _BLANK_START and not raw.strip():  # b"" is in it too
                         self.stats.blank_lines += 1
+                        continue
+                    if len(raw) > self.max_record:
+                        self.too_large(inp, len(raw), dict(line=line_no) if numbered else dict(offset=here))
                         continue
                     text = None
                     if fast is not None:
@@ -239,7 +211,12 @@ class _TextLinesReader(_Reader):
         line_no = 1
         try:
             for off, data in iter_line_blocks(src.read, start, None if end < 0 or inp.compression else end,
-                                              block=min(max(self.batch_bytes, 1 << 16), 64 << 20)):
+                                              block=min(max(self.batch_bytes, 1 << 16), 64 << 20),
+                                              max_line=self.max_record):
+                if type(data) is LongLine:
+                    self.too_large(inp, data, dict(line=line_no) if numbered else dict(offset=off))
+                    line_no += 1
+                    continue
                 a = np.frombuffer(data, dtype=np.uint8)
                 nl = np.flatnonzero(a == 10)
                 starts = np.concatenate(([0], nl + 1))
@@ -247,11 +224,14 @@ class _TextLinesReader(_Reader):
                 if ends[-1] == starts[-1]:  # the block ends with \n: no unterminated last line
                     starts, ends = starts[:-1], ends[:-1]
                 n = len(starts)
-                keep = np.ones(n, dtype=bool)
+                keep = ends - starts <= self.max_record
+                for k in np.flatnonzero(~keep):
+                    self.too_large(inp, int(ends[k] - starts[k]),
+                                   dict(line=line_no + int(k)) if numbered else dict(offset=off + int(starts[k])))
                 try:
                     data.decode("utf-8")
                 except UnicodeDecodeError:
-                    for k in range(n):
+                    for k in np.flatnonzero(keep).tolist():
                         seg = data[starts[k]:ends[k]]
                         try:
                             seg.decode("utf-8")
@@ -342,6 +322,9 @@ class _TextFilesReader(_Reader):
                     if last:
                         break
                 src.finish()
+                if inp.is_stdin and line_no > 2:  # more than one \n: likely many documents, one a line
+                    _log.warning("note: standard input was read as one document (it holds %s line breaks); "
+                                 "for one document a line, pass --split-lines", f"{line_no - 1:,}")
             finally:
                 consumed += src.consumed()
                 src.close()

@@ -37,7 +37,7 @@ from .datasets import merge_datasets
 from .errors import DataError, JobConflict, PipelineError
 from .formats import infer_format, output_files
 from .inputs import discover_inputs, parquet_file, plan_shards, sniff_stdin
-from .jobfiles import check_done_reads, clean_shard_dir, remove_outputs
+from .jobfiles import check_done_reads, clean_shard_dir, listed_shard_files, remove_outputs
 from .manifest import Manifest
 from .progress import Progress
 from .shard import JobContext, encode_shard, shard_prefix
@@ -83,6 +83,7 @@ class EncodeOptions:
     threads: int | None = None
     special_tokens: tuple = ()
     allowed_special: object = "all"
+    max_record_bytes: int | None = None
 
 
 # ------------------------------------------------------------------ the job
@@ -217,6 +218,8 @@ def encode(opts: EncodeOptions) -> dict:
             check_int("seed", opts.seed)
         check_flag("add_bos", opts.add_bos)
         check_flag("append_eos", opts.append_eos)
+        if opts.max_record_bytes is not None:
+            check_int("max_record_bytes", opts.max_record_bytes, 1)
     except (TypeError, ValueError) as e:
         raise PipelineError(str(e)) from None
     if opts.workers is not None and opts.workers < 1:
@@ -242,6 +245,8 @@ def encode(opts: EncodeOptions) -> dict:
         "shard_bytes": int(opts.shard_bytes or auto_shard_bytes(inputs)),
     }
     _check_shard_bytes(params["shard_bytes"], inputs)
+    if opts.max_record_bytes is not None:  # in the job only when given: other jobs keep their manifests
+        params["max_record_bytes"] = int(opts.max_record_bytes)
     schema = output_schema(inputs, opts.text_key) if fmt == "parquet" else None
     if schema is not None:
         params["parquet_schema"] = schema.to_string(show_schema_metadata=False)
@@ -249,9 +254,14 @@ def encode(opts: EncodeOptions) -> dict:
         params["seed"] = int(opts.seed) if opts.seed is not None else None
     params.update(_special_params(opts, model))
     if prefix == "-":
-        return _encode_to_stdout(opts, inputs, params, model, batch_bytes, t0)
+        return _all_skipped_fails(_encode_to_stdout(opts, inputs, params, model, batch_bytes, t0))
 
-    os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
+    folder = os.path.dirname(os.path.abspath(prefix))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise PipelineError(f"{folder}: cannot create the output's folder ({e.strerror}); choose another "
+                            "--output") from None
     lock_fd = _lock(prefix + ".lock")
     try:
         return _all_skipped_fails(_run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0))
@@ -320,7 +330,7 @@ def _run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0) 
         sizes = manifest.data.get("outputs", {})
         if all(os.path.exists(p) and os.path.getsize(p) == sizes.get(os.path.basename(p)) for p in finals):
             if not opts.keep_shards:
-                clean_shard_dir(shard_dir, finished_too=True)
+                clean_shard_dir(shard_dir, finished_too=True, listed=listed_shard_files(mpath, manifest.done))
             return _summary(manifest, prefix, fmt, t0, resumed=len(manifest.shards), ran=0, already=True)
         manifest.data["complete"] = False
     os.makedirs(shard_dir, exist_ok=True)
@@ -339,9 +349,9 @@ def _run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0) 
                      vocab_size=params["vocab_size"], schema=schema, text_key=opts.text_key, batch_bytes=batch_bytes)
     log.info("encode: %d shards, %d to run (%.2f s after start)", len(shards), len(pending), time.monotonic() - t0)
     total = sum(s["bytes"] for s in shards)
-    done_bytes = sum(s["bytes"] for s in shards if str(s["index"]) in manifest.done)
-    show = opts.progress if opts.progress is not None else sys.stderr.isatty()
-    bar = Progress(total if not stdin else None, done_bytes, bool(show))
+    before = _totals(_done_records(manifest))  # the shards an earlier run finished
+    bar = Progress(total if not stdin else None, before["input_bytes"], opts.progress, docs=before["docs"],
+                   tokens=before["tokens"])
 
     def on_done(index, rec):
         manifest.mark_done(index, rec)
@@ -351,7 +361,7 @@ def _run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0) 
             _run_shards(opts, ctx, pending, model, bar, on_done, stdin)
     except ShardFailed as e:
         manifest.flush()
-        bar.close()
+        bar.close(failed=True)
         if e.kind == "data":
             raise DataError.from_dict(e.payload) from None
         if e.shard_index is None:
@@ -359,19 +369,22 @@ def _run_job(opts, fmt, prefix, inputs, params, model, schema, batch_bytes, t0) 
         raise PipelineError(f"shard {e.shard_index} failed: {e.payload}") from None
     except BaseException:
         manifest.flush()
-        bar.close()
+        bar.close(failed=True)
         raise
     bar.close()
     manifest.flush()
     log.info("encode: %d shards encoded %.2f s after start; joining them", len(pending), time.monotonic() - t0)
     # join the shards in order into the dataset
+    join = bar.stage("join", " shards", len(shards))
     sizes = merge_datasets([shard_prefix(shard_dir, s["index"]) for s in shards], prefix, fmt)
+    join.update(len(shards))
+    join.close()
     manifest.data["complete"] = True
     manifest.data["outputs"] = sizes
     manifest.data["totals"] = {k: v for k, v in _totals(_done_records(manifest)).items() if k != "samples"}
     manifest.save()
     if not opts.keep_shards:
-        clean_shard_dir(shard_dir, finished_too=True)
+        clean_shard_dir(shard_dir, finished_too=True, listed=listed_shard_files(mpath, manifest.done))
     log.info("encode: done %.2f s after start", time.monotonic() - t0)
     return _summary(manifest, prefix, fmt, t0, resumed=resumed, ran=len(pending), already=False)
 
@@ -441,12 +454,13 @@ def _encode_to_stdout(opts, inputs, params, model, batch_bytes, t0) -> dict:
     tok = load_tokenizer(model, devices[0], opts.threads or (None if gpu else os.cpu_count()),
                          params.get("special_tokens", ()))
     writer = JsonlWriter(None, out=sys.stdout.buffer)
-    show = opts.progress if opts.progress is not None else sys.stderr.isatty()
-    bar = Progress(sum(s["bytes"] for s in shards) or None, 0, bool(show))
+    bar = Progress(sum(s["bytes"] for s in shards) or None, 0, opts.progress)
     try:
         records = [encode_shard(ctx, s, tok, progress=bar.update, writer=writer) for s in shards]
         writer.close()
-    finally:
-        bar.close()
+    except BaseException:
+        bar.close(failed=True)
+        raise
+    bar.close()
     return _summary_dict(_totals(records), "-", "jsonl", ["-"], t0, shards=len(shards), resumed=0,
                          ran=len(shards), already=False, manifest=None)

@@ -45,7 +45,7 @@ class JobContext:
     @property
     def read_params(self) -> dict:
         return {"text_key": self.text_key, "split_lines": self.params["split_lines"],
-                "batch_bytes": self.batch_bytes}
+                "batch_bytes": self.batch_bytes, "max_record_bytes": self.params.get("max_record_bytes")}
 
 
 # ------------------------------------------------------------------ encoding
@@ -140,12 +140,19 @@ def encode_shard(ctx: JobContext, shard: dict, tok, progress=None, writer=None) 
                 writer.write(ids, offsets, table=table, first_continues=batch.first_continues,
                              last_open=batch.last_open)
                 text_bytes += nbytes
-            input_bytes += batch.input_bytes
+            # progress in the shard's planned input bytes (what the bar's total sums): a reader
+            # reads a little around its range, and stdin has no size
+            step = min(batch.input_bytes, shard["bytes"] - input_bytes)
+            input_bytes += step
             if progress is not None:
-                progress(batch.input_bytes, writer.docs - docs0, writer.tokens - tokens0)
+                progress(step, writer.docs - docs0, writer.tokens - tokens0)
             if sleep:
                 time.sleep(sleep)
+        docs0, tokens0 = writer.docs, writer.tokens
         files = writer.close() if own else {}
+        if progress is not None:  # the rest of the shard, and a last document the close ended
+            progress(shard["bytes"] - input_bytes, writer.docs - docs0, writer.tokens - tokens0)
+        input_bytes = shard["bytes"]
     except OSError as e:  # reading errors are PipelineErrors already: this is writing (disk full, ...)
         if own:
             writer.discard()

@@ -22,7 +22,7 @@ from .. import config
 from .errors import PipelineError
 from .inputs import InputFile
 
-__all__ = ["Source", "InputChanged", "check_unchanged", "hash_bytes", "verify_read", "iter_line_blocks",
+__all__ = ["Source", "InputChanged", "check_unchanged", "hash_bytes", "verify_read", "iter_line_blocks", "LongLine",
            "count_lines", "fragment_cut"]
 
 
@@ -148,7 +148,27 @@ class Source:
                 self.raw.close()
 
 
-def iter_line_blocks(read, start: int, end: int | None, block: int | None = None) -> Iterator:
+class LongLine(int):
+    """What :func:`iter_line_blocks` yields for a line over ``max_line``
+    bytes instead of its bytes: the line's length (without its ``\\n``)."""
+
+
+def _skip_line(read, small: int):
+    """Read on to the end of the current line without keeping it: ``(bytes
+    skipped before the \\n, the bytes after it, eof)``."""
+    n = 0
+    while True:
+        chunk = read(small)
+        if not chunk:
+            return n, b"", True
+        i = chunk.find(b"\n")
+        if i >= 0:
+            return n + i, chunk[i + 1:], False
+        n += len(chunk)
+
+
+def iter_line_blocks(read, start: int, end: int | None, block: int | None = None,
+                     max_line: int | None = None) -> Iterator:
     """Yield ``(offset, data)``: runs of whole lines of a stream.
 
     ``read(n)`` reads from file offset ``start - 1`` when ``start > 0`` (the
@@ -156,6 +176,10 @@ def iter_line_blocks(read, start: int, end: int | None, block: int | None = None
     yielded are those whose first byte lies in ``[start, end)`` (``end`` None:
     to the end); each ends with ``\\n`` except possibly the file's last. Reads
     at most about ``block`` bytes at a time, and little past ``end``.
+    A line longer than ``max_line`` bytes is not kept: once that many of its
+    bytes are buffered the rest is read and dropped, and ``(offset,
+    LongLine(length))`` stands for it (memory stays within a few times
+    ``max_line``, whatever the line: a decompression bomb of one line).
     """
     block = config.READ_BLOCK if block is None else block
     small = 1 << 16
@@ -177,6 +201,20 @@ def iter_line_blocks(read, start: int, end: int | None, block: int | None = None
     while True:
         if end is not None and off >= end:
             return
+        if max_line is not None and len(buf) > max_line:
+            j = buf.rfind(b"\n")
+            # the last line in the buffer is over the cap, and starts in the range
+            if len(buf) - j - 1 > max_line and (end is None or off + j + 1 < end):
+                if j >= 0:
+                    yield off, buf[:j + 1]
+                    off += j + 1
+                n, buf = len(buf) - j - 1, b""
+                if not eof:
+                    more, buf, eof = _skip_line(read, small)
+                    n += more
+                yield off, LongLine(n)
+                off += n + 1
+                continue
         if end is not None and end - off <= len(buf):
             i = buf.find(b"\n", end - off - 1)
             if i >= 0:  # the last line that starts before `end` is complete

@@ -12,6 +12,7 @@ import argparse
 import sys
 import time
 
+from ..debug import debug_traceback
 from ..sizes import size_option
 
 
@@ -140,6 +141,7 @@ def run_train(args) -> int:
         if work_dir is not None:
             WorkDir.remove_folder(work_dir)
     except (OSError, ValueError, TypeError, RuntimeError) as e:
+        debug_traceback()
         print(f"gpu-bytepiece train: error: {e}", file=sys.stderr)
         return 2
     st = trainer.stats

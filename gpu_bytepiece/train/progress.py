@@ -14,18 +14,20 @@ import time
 __all__ = ["progress_bar"]
 
 
-def progress_bar(enabled, **kw):
+def progress_bar(enabled, bar=None, **kw):
     """A stage's progress: a ``tqdm`` bar with ``kw`` on a terminal, one line at the end elsewhere.
 
-    ``enabled`` False: an object that ignores the same calls.
+    ``enabled`` False: an object that ignores the same calls. ``bar`` True: the
+    bar even off a terminal (``encode --progress``).
     """
     if not enabled:
         return _NoBar()
     stream = sys.stderr
-    if getattr(stream, "isatty", lambda: False)():
+    if bar or getattr(stream, "isatty", lambda: False)():
         from tqdm import tqdm
 
-        return tqdm(ncols=0, file=stream, **kw)
+        kw.setdefault("ncols", 0)
+        return tqdm(file=stream, **kw)
     return _LineBar(stream, kw.get("desc", ""), kw.get("unit", ""), kw.get("total"))
 
 
@@ -41,7 +43,8 @@ class _NoBar:
 
 
 class _LineBar(_NoBar):
-    """One line when the stage ends: ``Count Ngrams: 95.0 MB in 12.3 s (7.7 MB/s)``."""
+    """One line when the stage ends: ``Count Ngrams: 95.0 MB in 12.3 s (7.7 MB/s)``
+    (what this run did: a resumed stage's ``initial`` is not counted)."""
 
     def __init__(self, stream, desc, unit, total):
         self.stream, self.desc, self.unit, self.total = stream, desc, unit, total
