@@ -127,6 +127,14 @@ TRAIN_CHECKPOINT_BYTES = 256 << 20
 #: Trainer: the long-piece hash table starts with ``2 ** this`` slots (it grows).
 TRAIN_PIECE_TABLE_BITS = 12
 
+#: Trainer: the long pieces (over 7 bytes) of pass 2 may hold ``1 / this``
+#: of the memory budget (then they are spilled), the short ones the rest;
+#: the pieces pruning drops at once go to disk past that share too.
+TRAIN_LONG_PIECE_SHARE = 4
+
+#: Trainer: merged pieces are sorted into kept and dropped ones this many at a time.
+TRAIN_SORT_STEP = 1 << 20
+
 #: Largest model file, after decompression, that ``load_model`` reads (a
 #: BytePiece model of 1M pieces is about 60 MB); a bigger one is refused, not
 #: read (a gzip or zip bomb). Raise it for a larger model: set this, or the

@@ -11,7 +11,41 @@ from ..files import fsync_file
 from ..cpu_fallback.train import merge_into, merge_runs
 from .memory import release_memory
 
-__all__ = ["RunStore"]
+__all__ = ["RunStore", "key_ranges"]
+
+
+def key_ranges(spills, entries, step):
+    """Split sorted spilled runs into key ranges of about ``entries`` entries of all runs together.
+
+    ``spills``: ``(path, n, sample)`` per run, a file starting with its ``n``
+    sorted uint64 keys and ``sample`` every ``step``-th of them. Yields, per
+    range in key order, ``[(run index, a, b)]``: the run's entries
+    ``a..b`` in the range (none empty). Equal keys are never split.
+    """
+    samples = np.sort(np.concatenate([s[2] for s in spills]))
+    per_block = max(1, entries // step)
+    bounds = np.unique(samples[per_block::per_block])
+    lo_idx = [0] * len(spills)
+    for r in range(len(bounds) + 1):
+        parts = []
+        for i, sp in enumerate(spills):
+            hi = sp[1] if r == len(bounds) else _lower_bound(sp, bounds[r], step)
+            if hi > lo_idx[i]:
+                parts.append((i, lo_idx[i], hi))
+            lo_idx[i] = hi
+        if parts:
+            yield parts
+
+
+def _lower_bound(spill, key, step):
+    path, n, sample = spill
+    j = int(np.searchsorted(sample, key, side="left"))
+    if j == 0:
+        return 0
+    a = (j - 1) * step
+    b = min(n, j * step + 1)
+    keys = np.fromfile(path, dtype=np.uint64, count=b - a, offset=8 * a)
+    return a + int(np.searchsorted(keys, key, side="left"))
 
 
 class RunStore:
@@ -139,16 +173,6 @@ class RunStore:
         counts = np.fromfile(path, dtype=np.int64, count=b - a, offset=8 * n + 8 * a)
         return keys, counts
 
-    def _lower_bound(self, spill, key):
-        path, n, sample = spill
-        j = int(np.searchsorted(sample, key, side="left"))
-        if j == 0:
-            return 0
-        a = (j - 1) * self.sample
-        b = min(n, j * self.sample + 1)
-        keys = np.fromfile(path, dtype=np.uint64, count=b - a, offset=8 * a)
-        return a + int(np.searchsorted(keys, key, side="left"))
-
     def blocks(self, remove=True):
         """Yield the merged result: sorted blocks of distinct keys and their total counts.
 
@@ -163,20 +187,9 @@ class RunStore:
             self.m = 0
             return
         self._spill()
-        # key ranges of about budget / TRAIN_MERGE_BLOCK_DIVISOR bytes of entries from all runs together
-        samples = np.sort(np.concatenate([s[2] for s in self.spills]))
-        per_block = max(1, (self.budget // config.TRAIN_MERGE_BLOCK_DIVISOR) // self.sample)
-        bounds = np.unique(samples[per_block::per_block])
-        lo_idx = [0] * len(self.spills)
-        for r in range(len(bounds) + 1):
-            parts = []
-            for i, sp in enumerate(self.spills):
-                hi = sp[1] if r == len(bounds) else self._lower_bound(sp, bounds[r])
-                if hi > lo_idx[i]:
-                    parts.append(self._read(sp, lo_idx[i], hi))
-                lo_idx[i] = hi
-            if parts:
-                yield self._merge_all(parts)
+        # key ranges of about budget / TRAIN_MERGE_BLOCK_DIVISOR entries from all runs together
+        for parts in key_ranges(self.spills, self.budget // config.TRAIN_MERGE_BLOCK_DIVISOR, self.sample):
+            yield self._merge_all([self._read(self.spills[i], a, b) for i, a, b in parts])
         if remove:
             self.remove_spills()
 
