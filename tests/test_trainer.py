@@ -382,7 +382,8 @@ def no_driver(monkeypatch):
 
 
 @pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") == "1", reason="no PTX compiler under the simulator")
-@pytest.mark.parametrize("name", ["fill_u64", "count_position_keys", "compact_counts", "ngram_viterbi_segments"])
+@pytest.mark.parametrize("name", ["fill_u64", "count_position_keys", "compact_counts", "ngram_viterbi_segments",
+                                  "split_pieces"])
 def test_train_kernels_compile_to_ptx(no_driver, name):
     """The trainer's kernels are real CUDA code: PTX for sm_90, float64, no calls out."""
     cuda = pytest.importorskip("numba.cuda")
@@ -402,6 +403,8 @@ def test_train_kernels_compile_to_ptx(no_driver, name):
         assert "fma" not in ptx
     if name == "count_position_keys":
         assert "atom.global.cas.b64" in ptx
+    if name == "split_pieces":
+        assert re.search(r"atom\.global\.add\.u64|red\.global\.add\.u64", ptx)
 
 
 def test_progress_off_a_terminal_and_the_small_model_note(slice_texts, capsys):

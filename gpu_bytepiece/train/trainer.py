@@ -165,8 +165,9 @@ class Trainer:
             Accepted for BytePiece compatibility; batches here are sized in
             bytes (``batch_bytes``). Never changes the model.
         device : {'auto', 'cpu', 'cuda', 'cuda:N'}
-            Where n-gram counting and the n-gram Viterbi run (piece pruning
-            runs on the CPU).
+            Where n-gram counting, the n-gram Viterbi and the pruning's
+            piece splitting run (segmenting, gathering pieces and building
+            the pruning's tokenizer run on the CPU).
         memory_budget : int or str, optional
             Bytes of n-gram and piece count runs kept in memory before they
             are merged and spilled to disk (``'512M'``, ``'2G'``; default
