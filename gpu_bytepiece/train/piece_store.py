@@ -19,7 +19,7 @@ from .. import config
 from ..cpu_fallback import train_pieces as cp
 from ..files import fsync_file
 from .memory import release_memory
-from .runs import key_ranges
+from .runs import SpilledRuns, key_ranges
 
 __all__ = ["DroppedPieces", "LongPieceStore", "byte_batches"]
 
@@ -37,7 +37,7 @@ def byte_batches(ln, max_bytes):
         a = b
 
 
-class LongPieceStore:
+class LongPieceStore(SpilledRuns):
     """Distinct pieces over 7 bytes and their counts, exact, in about ``budget`` bytes.
 
     Pass 2 counts pieces into ``table`` (``engine.new_piece_table``, a hash
@@ -61,14 +61,10 @@ class LongPieceStore:
     """
 
     def __init__(self, engine, budget, tmp, name="longpieces"):
+        super().__init__(tmp, name)
         self.engine = engine
         self.budget = budget
-        self.tmp = tmp
-        self.name = name
-        self.sample = config.TRAIN_SPILL_SAMPLE
         self.table = engine.new_piece_table()
-        self.spills = []  # (path, n, sample hashes)
-        self.n_spilled = 0
 
     def after_batch(self):
         """Spill the table if it is over the budget."""
@@ -83,12 +79,11 @@ class LongPieceStore:
         order = np.argsort(h[:n], kind="stable")
         data, offsets = cp.gather_pieces(pool, o, ln, order)
         hashes = h[:n][order]
-        path = os.path.join(self.tmp(), f"{self.name}{self.n_spilled}.bin")
-        self.n_spilled += 1
+        path = self._next_path()
         with open(path, "wb") as f:
             for a in (hashes, c[:n][order], offsets, data):
                 f.write(a.tobytes())
-        self.spills.append((path, n, hashes[:: self.sample].copy()))
+        self._spilled(path, hashes)
         _log.info("long-piece table of %d pieces (%.0f MB) is over its memory budget (%.0f MB): spilled to %s",
                   n, sum(int(a.nbytes) for a in self.table) / 1e6, self.budget / 1e6, path)
         self.table = None
@@ -98,21 +93,9 @@ class LongPieceStore:
 
     def checkpoint(self):
         """Spill the table (fsync'd): ``[(file name, entries)]`` of every spill so far."""
-        n0 = len(self.spills)
+        n_before = len(self.spills)
         self._spill()
-        if len(self.spills) > n0:
-            fsync_file(self.spills[-1][0])
-        return [(os.path.basename(p), n) for p, n, _ in self.spills]
-
-    def restore(self, spills):
-        """Continue from a :meth:`checkpoint`: ``spills`` as it returned them (files in ``tmp()``)."""
-        self.spills = []
-        for name, n in spills:
-            path = os.path.join(self.tmp(), name)
-            hashes = np.fromfile(path, dtype=np.uint64, count=n)
-            self.spills.append((path, n, hashes[:: self.sample].copy()))
-            del hashes
-        self.n_spilled = 1 + max((int(name[len(self.name):-4]) for name, _ in spills), default=-1)
+        return self._checkpointed(n_before)
 
     @staticmethod
     def _read(spill, a, b):
@@ -158,13 +141,6 @@ class LongPieceStore:
             yield pool, o[:n], ln[:n].astype(np.int64), c[:n]
         if remove:
             self.remove_spills()
-
-    def remove_spills(self):
-        """Delete the spill files."""
-        for path, _, _ in self.spills:
-            if os.path.exists(path):
-                os.remove(path)
-        self.spills = []
 
 
 class DroppedPieces:

@@ -11,7 +11,7 @@ from ..files import fsync_file
 from ..cpu_fallback.train import merge_into, merge_runs
 from .memory import release_memory
 
-__all__ = ["RunStore", "key_ranges"]
+__all__ = ["RunStore", "SpilledRuns", "key_ranges"]
 
 
 def key_ranges(spills, entries, step):
@@ -48,7 +48,54 @@ def _lower_bound(spill, key, step):
     return a + int(np.searchsorted(keys, key, side="left"))
 
 
-class RunStore:
+class SpilledRuns:
+    """Sorted runs spilled to files ``NAME<i>.bin`` in ``tmp()``, each starting with its sorted uint64 keys.
+
+    ``spills`` holds ``(path, entries, every config.TRAIN_SPILL_SAMPLE-th
+    key)`` per run (what :func:`key_ranges` reads); subclasses write the
+    files and call :meth:`_spilled`.
+    """
+
+    def __init__(self, tmp, name):
+        self.tmp = tmp
+        self.name = name
+        self.sample = config.TRAIN_SPILL_SAMPLE
+        self.spills = []  # (path, n, sample keys)
+        self.n_spilled = 0
+
+    def _next_path(self):
+        path = os.path.join(self.tmp(), f"{self.name}{self.n_spilled}.bin")
+        self.n_spilled += 1
+        return path
+
+    def _spilled(self, path, keys):
+        self.spills.append((path, int(keys.shape[0]), keys[:: self.sample].copy()))
+
+    def _checkpointed(self, n_before):
+        """``[(file name, entries)]`` of every spill so far, the ones after the first ``n_before`` fsync'd."""
+        for path, _, _ in self.spills[n_before:]:
+            fsync_file(path)
+        return [(os.path.basename(p), n) for p, n, _ in self.spills]
+
+    def restore(self, spills):
+        """Continue from a checkpoint: ``spills`` as it returned them (files in ``tmp()``)."""
+        self.spills = []
+        for name, n in spills:
+            path = os.path.join(self.tmp(), name)
+            keys = np.memmap(path, dtype=np.uint64, mode="r", shape=(n,))
+            self.spills.append((path, n, np.array(keys[:: self.sample])))
+            del keys
+        self.n_spilled = 1 + max((int(name[len(self.name):-4]) for name, _ in spills), default=-1)
+
+    def remove_spills(self):
+        """Delete the spill files."""
+        for path, _, _ in self.spills:
+            if os.path.exists(path):
+                os.remove(path)
+        self.spills = []
+
+
+class RunStore(SpilledRuns):
     """Sorted ``(key, count)`` runs merged exactly; spilled to disk over a budget.
 
     New runs merge among themselves like a binary counter (a run merges into
@@ -72,16 +119,12 @@ class RunStore:
     """
 
     def __init__(self, budget, tmp, name):
+        super().__init__(tmp, name)
         self.budget = budget
-        self.tmp = tmp
-        self.name = name
-        self.sample = config.TRAIN_SPILL_SAMPLE
         self.runs = []
         self.main_k = None
         self.main_c = None
         self.m = 0
-        self.spills = []  # (path, n, sample keys)
-        self.n_spilled = 0
 
     @staticmethod
     def _bytes(runs):
@@ -135,12 +178,11 @@ class RunStore:
         if self.m == 0:
             return
         keys, counts = self.main_k[: self.m], self.main_c[: self.m]
-        path = os.path.join(self.tmp(), f"{self.name}{self.n_spilled}.bin")
-        self.n_spilled += 1
+        path = self._next_path()
         with open(path, "wb") as f:
             f.write(keys.tobytes())
             f.write(counts.tobytes())
-        self.spills.append((path, self.m, keys[:: self.sample].copy()))
+        self._spilled(path, keys)
         self.main_k = self.main_c = None
         self.m = 0
         release_memory()
@@ -151,21 +193,10 @@ class RunStore:
 
     def checkpoint(self):
         """Spill everything held in memory (fsync'd): ``[(file name, entries)]`` of every spill so far."""
+        n_before = len(self.spills)
         self._fold()
-        if self.m:
-            self._spill()
-            fsync_file(self.spills[-1][0])
-        return [(os.path.basename(p), n) for p, n, _ in self.spills]
-
-    def restore(self, spills):
-        """Continue from a :meth:`checkpoint`: ``spills`` as it returned them (files in ``tmp()``)."""
-        self.spills = []
-        for name, n in spills:
-            path = os.path.join(self.tmp(), name)
-            keys = np.memmap(path, dtype=np.uint64, mode="r", shape=(n,))
-            self.spills.append((path, n, np.array(keys[:: self.sample])))
-            del keys
-        self.n_spilled = 1 + max((int(name[len(self.name):-4]) for name, _ in spills), default=-1)
+        self._spill()
+        return self._checkpointed(n_before)
 
     def _read(self, spill, a, b):
         path, n, _ = spill
@@ -192,10 +223,3 @@ class RunStore:
             yield self._merge_all([self._read(self.spills[i], a, b) for i, a, b in parts])
         if remove:
             self.remove_spills()
-
-    def remove_spills(self):
-        """Delete the spill files."""
-        for path, _, _ in self.spills:
-            if os.path.exists(path):
-                os.remove(path)
-        self.spills = []
