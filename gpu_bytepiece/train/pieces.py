@@ -92,7 +92,8 @@ def count_pieces(trainer, corpus, engine, ngrams, budget, tmp, progress, work=No
     Pieces of up to 7 bytes are counted as packed keys (sorted runs merged by
     a :class:`~.runs.RunStore`), longer ones by a
     :class:`~.piece_store.LongPieceStore`; both spill to ``tmp()`` past
-    their share of ``budget`` (``config.TRAIN_LONG_PIECE_SHARE``). Merged,
+    their share (``config.TRAIN_LONG_PIECE_SHARE``) of ``budget`` less the
+    n-gram table (a quarter of ``budget`` at least). Merged,
     the pieces pruning keeps (bytes never seen get count 1) stay in memory
     and the others go to :class:`~.piece_store.DroppedPieces` (on disk past
     a share of ``budget``). ``trainer.stats`` gets the pass's figures. With
@@ -108,6 +109,8 @@ def count_pieces(trainer, corpus, engine, ngrams, budget, tmp, progress, work=No
         trainer.stats.update(work.load_json("pieces.json"))
         trainer.stats.setdefault("resumed", {})["pieces"] = True
         return Pieces(a["pool"], a["off"], a["ln"], a["cnt"], DroppedPieces.on_disk(lambda: work.path))
+    # the n-gram table the Viterbi reads takes its part of the budget (its pages are resident, mapped or not)
+    budget = max(budget // 4, budget - int(ngrams.ht.nbytes))
     share = budget // config.TRAIN_LONG_PIECE_SHARE
     short = RunStore(budget - share, tmp, "pieces")
     long = LongPieceStore(engine, share, tmp)
