@@ -190,8 +190,9 @@ class DroppedPieces:
     def _flush(self):
         if self.paths is None:
             self.paths = [os.path.join(self.folder(), name) for name in self.NAMES]
-            _log.info("%d+ pieces below min_count or too long (%.0f MB) are over the memory budget (%.0f MB): "
-                      "kept on disk in %s", self.n, self.held / 1e6, self.budget / 1e6, self.paths[0])
+            if self.held > self.budget:
+                _log.info("%d+ pieces below min_count or too long (%.0f MB) are over their share of the memory budget "
+                          "(%.0f MB): kept on disk in %s", self.n, self.held / 1e6, self.budget / 1e6, self.paths[0])
             for p in self.paths:
                 open(p, "wb").close()
         for j, p in enumerate(self.paths):
