@@ -62,7 +62,8 @@ def child(args) -> int:
         tr.save(out / "ours.model")
         st = tr.stats
         res = {k: st[k] for k in ("seconds_ngrams", "seconds_pieces", "seconds_prune", "n_bytes",
-                                  "n_ngram_spills", "n_piece_spills", "n_pieces_counted", "ngrams_kept")}
+                                  "n_ngram_spills", "n_piece_spills", "n_long_piece_spills", "n_pieces_counted",
+                                  "pieces_kept_by_min_count", "ngrams_kept")}
         res["vocab"] = tr.models[0].vocab_size
     elif args.child.startswith("spm-"):
         import sentencepiece as spm
@@ -189,7 +190,9 @@ def main(argv=None) -> int:
             if tool == "ours" and not r["failed"]:
                 note = (f"pass 1 + n-gram pruning {r['seconds_ngrams']:.1f} s, pass 2 {r['seconds_pieces']:.1f} s, "
                         f"piece pruning {r['seconds_prune']:.1f} s; {r['vocab']} ids; spills "
-                        f"{r['n_ngram_spills']}/{r['n_piece_spills']}; {r['n_pieces_counted']:,} pieces counted")
+                        f"{r['n_ngram_spills']}/{r['n_piece_spills']}/{r['n_long_piece_spills']} (n-grams/short/long "
+                        f"pieces); {r['n_pieces_counted']:,} pieces counted, {r['pieces_kept_by_min_count']:,} "
+                        "kept in memory")
             print(f"| {mb} | {tool} | {r['wall']:.1f} | {r['wall'] / mb:.3f} | {r['peak_rss'] / 1e6:.0f} | {note} |",
                   flush=True)
             if args.json:

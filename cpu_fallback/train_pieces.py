@@ -141,13 +141,15 @@ def new_piece_table(cap_bits):
 
 
 @numba.njit(cache=True, nogil=True)
-def count_long_pieces(data, long_start, long_len, table, p_hash, p_off, p_len, p_cnt, pool, sizes):
+def count_long_pieces(data, long_start, long_len, weights, table, p_hash, p_off, p_len, p_cnt, pool, sizes):
     """Add pieces ``data[long_start[i]:][:long_len[i]]`` to the piece table.
 
     A hash table of byte strings (FNV-1a, linear probing); new pieces are
-    copied to ``pool``. Returns the (possibly grown) arrays; ``sizes`` is
+    copied to ``pool``. Piece ``i`` counts ``weights[i]`` (1 when
+    ``weights`` is empty). Returns the (possibly grown) arrays; ``sizes`` is
     updated in place.
     """
+    weighted = weights.shape[0] > 0
     n = sizes[0]
     pool_n = sizes[1]
     bits = sizes[2]
@@ -158,6 +160,7 @@ def count_long_pieces(data, long_start, long_len, table, p_hash, p_off, p_len, p
         i = long_start[q]
         ln = long_len[q]
         j = i + ln
+        w = weights[q] if weighted else np.int64(1)
         h = _bytes_hash(data, i, j)
         slot = np.int64(_slot(h, shift))
         while True:
@@ -175,7 +178,7 @@ def count_long_pieces(data, long_start, long_len, table, p_hash, p_off, p_len, p
                 p_hash[n] = h
                 p_off[n] = pool_n
                 p_len[n] = ln
-                p_cnt[n] = 1
+                p_cnt[n] = w
                 table[slot] = n
                 pool_n += ln
                 n += 1
@@ -199,13 +202,32 @@ def count_long_pieces(data, long_start, long_len, table, p_hash, p_off, p_len, p
                         same = False
                         break
                 if same:
-                    p_cnt[t] += 1
+                    p_cnt[t] += w
                     break
             slot = (slot + 1) & mask
     sizes[0] = n
     sizes[1] = pool_n
     sizes[2] = bits
     return table, p_hash, p_off, p_len, p_cnt, pool
+
+
+@numba.njit(cache=True, nogil=True)
+def gather_pieces(pool, off, ln, idx):
+    """Pieces ``idx`` copied in that order into one pool: ``(pool, offsets)``, ``len(idx) + 1`` offsets."""
+    n = idx.shape[0]
+    out_off = np.empty(n + 1, dtype=np.int64)
+    total = 0
+    for q in range(n):
+        out_off[q] = total
+        total += ln[idx[q]]
+    out_off[n] = total
+    out = np.empty(total, dtype=np.uint8)
+    for q in range(n):
+        o = off[idx[q]]
+        d = out_off[q]
+        for t in range(ln[idx[q]]):
+            out[d + t] = pool[o + t]
+    return out, out_off
 
 
 # ------------------------------------------------------------------ byte-string order

@@ -136,6 +136,14 @@ TRAIN_PIECE_TABLE_BITS = 12
 #: Trainer on Ray: batches in flight per actor (sent, not yet reduced by the driver).
 TRAIN_RAY_INFLIGHT = 2
 
+#: Trainer: the long pieces (over 7 bytes) of pass 2 may hold ``1 / this``
+#: of the memory budget (then they are spilled), the short ones the rest;
+#: the pieces pruning drops at once go to disk past that share too.
+TRAIN_LONG_PIECE_SHARE = 4
+
+#: Trainer: merged pieces are sorted into kept and dropped ones this many at a time.
+TRAIN_SORT_STEP = 1 << 20
+
 #: Largest model file, after decompression, that ``load_model`` reads (a
 #: BytePiece model of 1M pieces is about 60 MB); a bigger one is refused, not
 #: read (a gzip or zip bomb). Raise it for a larger model: set this, or the

@@ -1,4 +1,4 @@
-"""Numba CUDA kernels of the trainer: n-gram counting and the n-gram Viterbi.
+"""Numba CUDA kernels of the trainer: n-gram counting, the n-gram Viterbi, splitting pieces.
 
 The per-position key and the per-segment Viterbi are the plain functions of
 :mod:`gpu_bytepiece.core.ngram` compiled with ``numba.cuda.jit(device=True)``
@@ -7,6 +7,11 @@ exactly as ``cpu_fallback.train`` compiles them with ``numba.njit``. The
 kernels differ from their CPU twins only in how they loop and in how equal
 keys meet (a hash table with atomics here, a sort there): both give the same
 sorted ``(key, count)`` runs and the same segmentations.
+
+Splitting pieces (the pruning's re-tokenization) runs the Unigram lattice
+of :mod:`gpu_bytepiece.core.lattice`, compiled as ``kernels.tokenize``
+compiles it, on each piece and adds the piece's weight to its tokens' counts
+with integer atomics (exact in any order).
 
 The host side that launches them is ``gpu_bytepiece.train.cuda_engine``.
 Importing this module needs numba-cuda but no GPU; kernels compile on first
@@ -21,7 +26,10 @@ from numba import cuda
 from gpu_bytepiece.core import ngram as _ng
 from gpu_bytepiece.core.ngram import HASH_MUL as _HASH_MUL
 
-__all__ = ["count_position_keys", "compact_counts", "ngram_viterbi_segments", "fill_u64", "SIGNATURES"]
+from .tokenize import backtrack, lattice
+
+__all__ = ["count_position_keys", "compact_counts", "ngram_viterbi_segments", "fill_u64", "split_pieces",
+           "SIGNATURES"]
 
 # The shared bodies, compiled for the GPU.
 position_key = cuda.jit(device=True)(_ng.position_key)
@@ -132,6 +140,38 @@ def ngram_viterbi_segments(data, seg_start, seg_end, seg_order, order, ensure_un
         t += stride
 
 
+@cuda.jit
+def split_pieces(pool, off, ln, out_start, order, cells, node_id, node_len, node_score, max_len, weights,
+                 best, back, out, result):
+    """Unigram-tokenize each piece ``pool[off[k]:off[k] + ln[k]]`` as one segment; count its tokens.
+
+    One thread per piece, grid-stride over ``order`` (a permutation of the
+    pieces, longest first). Piece ``k`` uses scratch ``best`` / ``back`` at
+    ``out_start[k] + k ..`` (``sum(ln) + len(ln)`` cells) and writes its ids
+    to ``out[out_start[k]:]`` (``sum(ln)`` cells, ``out_start`` the cumulative
+    lengths); then ``result[id] += weights[k]`` for each of its ids
+    (``cuda.atomic.add`` on int64: the same sums as the CPU in any order).
+
+    See Also
+    --------
+    gpu_bytepiece.cpu_fallback.train_pieces.tokenize_pieces,
+    gpu_bytepiece.cpu_fallback.train_pieces.add_split_counts : the CPU twins.
+    """
+    t = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    key = np.uint64(0)
+    while t < order.shape[0]:
+        k = order[t]
+        a = off[k]
+        o = out_start[k]
+        lattice(pool, a, a + ln[k], cells, node_score, max_len, -1.0, key, 0, best, back, o + k)
+        m = backtrack(ln[k], back, node_id, node_len, o + k, out, o)
+        w = weights[k]
+        for j in range(m):
+            cuda.atomic.add(result, out[o + j], w)
+        t += stride
+
+
 #: Argument types each kernel is launched with (C-contiguous 1-d arrays).
 SIGNATURES = {
     "fill_u64": "void(uint64[::1], uint64)",
@@ -141,4 +181,7 @@ SIGNATURES = {
     "ngram_viterbi_segments": "void(uint8[::1], int64[::1], int64[::1], int64[::1], int64, boolean, "
                               "float64[::1], float64[::1], uint64[::1], float64[::1], uint64, uint64, "
                               "uint8[::1], uint8[::1])",
+    "split_pieces": "void(uint8[::1], int64[::1], int64[::1], int64[::1], int64[::1], int64[::1], int32[::1], "
+                    "int32[::1], float64[::1], int64, int64[::1], float64[::1], int32[::1], int32[::1], "
+                    "int64[::1])",
 }

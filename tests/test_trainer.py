@@ -163,7 +163,8 @@ def test_ngram_counts_and_pieces_match_reference(slice_texts):
                 ours = lookup(key, ng.ht, ng.htf, ng.ht_shift, ng.ht_mask)
             assert ours == lp, (gram, ours, lp)
     pieces = count_pieces(tr, corpus, eng, ng, 1 << 30, None, False)
-    ours = dict(zip(pieces.bytes_of(np.arange(pieces.ln.shape[0])), pieces.cnt.tolist()))
+    ours = dict(pieces.items())  # the pieces pruning keeps and the dropped ones
+    assert len(ours) == tr.stats["n_pieces_counted"]
     for i in range(256):
         ref_pieces.setdefault(bytes([i]), 1)
     assert ours == ref_pieces
@@ -177,9 +178,28 @@ def test_bounded_memory_spills_give_the_same_model(slice_texts, tmp_path):
     small = Trainer(**kw).train(texts, progress=False, memory_budget="16K", batch_bytes="32K",
                                 tmp_dir=str(tmp_path))
     assert small.stats["n_ngram_spills"] > 3 and small.stats["n_piece_spills"] > 0
+    assert small.stats["n_long_piece_spills"] > 0 and small.stats["pieces_dropped_on_disk"]
     assert small.stats["ngram_table_mapped"] and not full.stats["ngram_table_mapped"]
     assert small.pieces == full.pieces
     assert os.listdir(tmp_path) == []  # spills cleaned up
+
+
+def test_piece_counts_do_not_depend_on_budget(slice_texts, tmp_path):
+    """A tiny budget spills the short and long piece runs and puts the dropped pieces on disk: same counts."""
+    texts = slice_texts[::4]
+    tr = Trainer(min_count=3)
+    eng = make_engine(tr, False, 0)
+    corpus = Corpus(texts, 1 << 13, None)
+    ng = count_ngrams(tr, corpus, eng, 1 << 30, None, False)
+    got = []
+    for budget in (1 << 30, 1 << 12):
+        pieces = count_pieces(tr, corpus, eng, ng, budget, lambda: str(tmp_path), False)
+        got.append((dict(pieces.items()), pieces.bytes_of(pieces.rank), pieces.cnt.tolist(), dict(tr.stats)))
+    (all_a, kept_a, cnt_a, st_a), (all_b, kept_b, cnt_b, st_b) = got
+    assert st_a["n_piece_spills"] == st_a["n_long_piece_spills"] == 0 and not st_a["pieces_dropped_on_disk"]
+    assert st_b["n_piece_spills"] > 3 and st_b["n_long_piece_spills"] > 3 and st_b["pieces_dropped_on_disk"]
+    assert kept_a == sorted(kept_a) and kept_b == kept_a and cnt_b == cnt_a
+    assert len(all_a) == st_a["n_pieces_counted"] > len(kept_a) and all_b == all_a
 
 
 def test_ngram_tables_do_not_depend_on_budget_or_batches(slice_texts, tmp_path):
@@ -362,7 +382,8 @@ def no_driver(monkeypatch):
 
 
 @pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") == "1", reason="no PTX compiler under the simulator")
-@pytest.mark.parametrize("name", ["fill_u64", "count_position_keys", "compact_counts", "ngram_viterbi_segments"])
+@pytest.mark.parametrize("name", ["fill_u64", "count_position_keys", "compact_counts", "ngram_viterbi_segments",
+                                  "split_pieces"])
 def test_train_kernels_compile_to_ptx(no_driver, name):
     """The trainer's kernels are real CUDA code: PTX for sm_90, float64, no calls out."""
     cuda = pytest.importorskip("numba.cuda")
@@ -382,6 +403,8 @@ def test_train_kernels_compile_to_ptx(no_driver, name):
         assert "fma" not in ptx
     if name == "count_position_keys":
         assert "atom.global.cas.b64" in ptx
+    if name == "split_pieces":
+        assert re.search(r"atom\.global\.add\.u64|red\.global\.add\.u64", ptx)
 
 
 def test_progress_off_a_terminal_and_the_small_model_note(slice_texts, capsys):

@@ -89,3 +89,27 @@ def test_train_on_cuda_sim_equals_cpu():
     gpu = Trainer(max_vocab_size=300, min_count=1).train(texts, device="cuda", progress=False)
     assert gpu.stats["device"] == "cuda:0"
     assert cpu.pieces == gpu.pieces
+
+
+def test_split_pieces_gpu_equals_cpu():
+    """The pruning's splits (the kept pieces' tokenizer on the dropped pieces) on the GPU: the same counts."""
+    from gpu_bytepiece.train import cuda_engine as ce
+    from gpu_bytepiece.train.pieces import count_pieces
+
+    tr = Trainer(max_vocab_size=300, min_count=2)
+    texts = _texts()[2:5]
+    corpus = Corpus(texts, 1 << 20, None)
+    eng = CPUEngine(tr)
+    ng = count_ngrams(tr, corpus, eng, 1 << 30, None, False)
+    pieces = count_pieces(tr, corpus, eng, ng, 1 << 30, None, False)
+    K, cK = pieces.rank, pieces.cnt
+    assert pieces.dropped.n > 20 and K.shape[0] > 256
+    cpu = eng.split(pieces, K, cK, pieces.dropped.batches(256))
+    gpu = ce.CUDAEngine(eng).split(pieces, K, cK, pieces.dropped.batches(256))
+    np.testing.assert_array_equal(gpu, cpu)
+    assert cpu.sum() > pieces.dropped.n
+    # the kept pieces split by their own tokenizer (the pruning's rounds), in two batches
+    m = (pieces.ln == 1) | (K % 2 == 0)  # the bytes and every other piece
+    cpu = eng.split(pieces, K[m], cK[m], pieces.batches(K, cK, 1000))
+    gpu = ce.CUDAEngine(eng).split(pieces, K[m], cK[m], pieces.batches(K, cK, 1000))
+    np.testing.assert_array_equal(gpu, cpu)

@@ -7,10 +7,11 @@ final name is always whole, whenever the process is killed:
 
 - ``pass1.json`` / ``pass2.json``: the finished input batches of a corpus
   pass (their number and content hashes) and the count runs spilled so far
-  (``ngrams*.bin``, ``pieces*.bin``, written and fsync'd before the state
-  that names them); pass 2 also ``table<batches>.npz`` (the long-piece hash table);
+  (``ngrams*.bin``; ``pieces*.bin`` and ``longpieces*.bin``, written and
+  fsync'd before the state that names them);
 - ``ngrams.npz`` + ``ngrams.json``: the finished n-gram model;
-- ``pieces.npz`` + ``pieces.json``: the finished piece counts;
+- ``pieces.npz`` + ``pieces.json`` + ``dropped_*.bin``: the finished piece
+  counts (the pieces pruning keeps; the others);
 - ``prune.npz``: the piece pruning after each re-tokenization round.
 
 A file no checkpoint names (written after the last checkpoint) is removed
@@ -32,10 +33,11 @@ from .memory import release_memory
 
 __all__ = ["PassCheckpoints", "WorkDir", "WorkDirMismatch", "kill_point"]
 
-VERSION = 1
+VERSION = 2
 #: The names a training writes in its work folder (nothing else is ever removed).
 _OURS = re.compile(r"(work\.json|pass[12]\.json|(ngrams|pieces)\.(npz|json)|table\d+\.npz|prune\.npz"
-                   r"|texts\.bin|ngram_table\.bin|(ngrams|pieces)\d+\.bin)(\.tmp-\d+)?$")
+                   r"|texts\.bin|ngram_table\.bin|(ngrams|pieces|longpieces)\d+\.bin|dropped_(pool|len|cnt)\.bin)"
+                   r"(\.tmp-\d+)?$")
 _KILL_ENV = "GPU_BYTEPIECE_TEST_KILL_AT"
 
 
@@ -185,31 +187,33 @@ class WorkDir:
 class PassCheckpoints:
     """The checkpoints of one corpus pass (``name``: ``pass1`` or ``pass2``), or none (``work`` None).
 
-    Restores the pass's count runs into ``store`` and the corpus's state, says
-    how many batches to skip (``skip``) and whether the pass is ``complete``;
+    Restores the pass's count runs into ``stores`` (a store or a list of
+    them: :class:`~.runs.RunStore`, :class:`~.piece_store.LongPieceStore`,
+    each with a distinct ``name``) and the corpus's state, says how many
+    batches to skip (``skip``) and whether the pass is ``complete``;
     :meth:`after_batch` checkpoints every ``config.TRAIN_CHECKPOINT_BYTES``
-    of input, :meth:`finish` at the end. ``save_extra()`` / ``load_extra``
-    add what else the pass keeps (the long-piece table).
+    of input, :meth:`finish` at the end.
     """
 
-    def __init__(self, work, name, store, corpus, save_extra=None):
-        self.work, self.name, self.store, self.corpus = work, name, store, corpus
-        self.save_extra = save_extra
+    def __init__(self, work, name, stores, corpus):
+        self.work, self.name, self.corpus = work, name, corpus
+        self.stores = list(stores) if isinstance(stores, (list, tuple)) else [stores]
         self.state = work.load_json(f"{name}.json") if work is not None else None
         self.skip = 0
         self.complete = False
         self.since = 0
         if work is None:
             return
+        spills = (self.state or {}).get("spills", {})
         if self.state is not None:
-            store.restore(self.state["spills"])
+            for store in self.stores:
+                store.restore(spills[store.name])
             self.skip = self.state["batches"]
             self.complete = self.state["complete"]
             if name == "pass1":
                 corpus.restore(self.state["corpus"])
-        work.remove_orphans(store.name, [n for n, _ in (self.state or {}).get("spills", [])])
-        if save_extra is not None:
-            work.remove_orphans("table", [(self.state or {}).get("extra")], ".npz")
+        for store in self.stores:
+            work.remove_orphans(store.name, [n for n, _ in spills.get(store.name, [])])
 
     def run(self, batches, bar, count) -> int:
         """``count(*item)`` for each ``(index, nbytes, item)`` of ``batches``, in batch order,
@@ -248,21 +252,18 @@ class PassCheckpoints:
             self._save(self.corpus.index + 1, True)
 
     def _save(self, batches, complete):
-        spills = self.store.checkpoint()
+        spills = {store.name: store.checkpoint() for store in self.stores}
         state = {"batches": batches, "complete": complete, "spills": spills}
-        if self.save_extra is not None:
-            state["extra"] = self.save_extra(batches)
         if self.name == "pass1":
             if self.corpus.spill is not None:
                 self.corpus.spill.flush()
                 os.fsync(self.corpus.spill.fileno())
             state["corpus"] = self.corpus.state(batches)
         self.work.save_json(f"{self.name}.json", state)
-        if self.save_extra is not None:  # the extras of earlier checkpoints
-            self.work.remove_orphans("table", [state["extra"]], ".npz")
 
     def done(self):
         """The stage that used the pass's counts is checkpointed: drop the pass's files."""
         if self.work is not None:
-            self.store.remove_spills()
+            for store in self.stores:
+                store.remove_spills()
             self.work.remove(f"{self.name}.json")

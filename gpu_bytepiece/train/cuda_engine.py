@@ -1,11 +1,14 @@
-"""The CUDA engine: n-gram key counting and the n-gram Viterbi on a GPU.
+"""The CUDA engine: n-gram key counting, the n-gram Viterbi and the pruning's piece splitting on a GPU.
 
 The host side of the kernels in ``gpu_bytepiece.kernels.train``: uploads,
-launches, downloads. Every other stage runs on the CPU engine it wraps.
+launches, downloads. Every other stage (segmenting, gathering the pieces of
+the flags, building the pruning's tokenizer) runs on the CPU engine it wraps.
 Importing this module needs numba-cuda but no GPU.
 """
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 from numba import cuda
@@ -13,7 +16,7 @@ from numba import cuda
 from .. import config
 from ..kernels import train as kt
 
-__all__ = ["CUDAEngine", "GPUNgramModel", "gpu_count_keys", "gpu_ngram_viterbi"]
+__all__ = ["CUDAEngine", "GPUNgramModel", "gpu_count_keys", "gpu_ngram_viterbi", "gpu_split"]
 
 
 def _grid(n):
@@ -86,11 +89,47 @@ def gpu_ngram_viterbi(data, seg_start, seg_end, gm, ensure_unicode):
     return d_flags.copy_to_host()
 
 
+def gpu_split(trie, node_score, batches, n_ids):
+    """:meth:`CPUEngine.split`'s counts on the GPU: ``n_ids`` token counts of the pieces of ``batches``.
+
+    ``trie`` and ``node_score`` are :meth:`CPUEngine.split_tokenizer`'s
+    (uploaded once); each batch ``(pool, off, ln, weights)`` is uploaded
+    (a pool seen in the batch before is reused) and split by the
+    ``split_pieces`` kernel, which adds into one device array of counts.
+    """
+    d_result = cuda.to_device(np.zeros(n_ids, dtype=np.int64))
+    d_trie = None
+    last_pool = d_pool = None
+    for pool, off, ln, w in batches:
+        if ln.shape[0] == 0:
+            continue
+        if d_trie is None:
+            d_trie = [cuda.to_device(np.ascontiguousarray(a)) for a in
+                      (trie.cells, trie.node_id, trie.node_len, node_score)]
+        if pool is not last_pool:
+            last_pool, d_pool = pool, cuda.to_device(pool)
+        ln = np.ascontiguousarray(ln, dtype=np.int64)
+        out_start = np.zeros(ln.shape[0], dtype=np.int64)
+        np.cumsum(ln[:-1], out=out_start[1:])
+        total = int(out_start[-1] + ln[-1])
+        order = np.argsort(-ln, kind="stable").astype(np.int64)
+        cells, node_id, node_len, d_score = d_trie
+        kt.split_pieces[_grid(ln.shape[0])](
+            d_pool, cuda.to_device(np.ascontiguousarray(off, dtype=np.int64)), cuda.to_device(ln),
+            cuda.to_device(out_start), cuda.to_device(order), cells, node_id, node_len, d_score,
+            int(trie.max_len), cuda.to_device(np.ascontiguousarray(w, dtype=np.int64)),
+            cuda.device_array(total + ln.shape[0], dtype=np.float64),
+            cuda.device_array(total + ln.shape[0], dtype=np.int32), cuda.device_array(total, dtype=np.int32),
+            d_result)
+    return d_result.copy_to_host()
+
+
 class CUDAEngine:
-    """The trainer's stages with n-gram counting and the Viterbi on a GPU.
+    """The trainer's stages with n-gram counting, the Viterbi and the pruning's splits on a GPU.
 
     Wraps the CPU engine (:class:`~gpu_bytepiece.train.engines.CPUEngine`):
-    segmenting, piece counting and pruning run there.
+    segmenting, gathering pieces and building the pruning's tokenizer run
+    there.
     """
 
     def __init__(self, cpu, index=0):
@@ -119,6 +158,15 @@ class CUDAEngine:
             return gpu_ngram_viterbi(data, seg_start, seg_end, gm, ensure_unicode)
 
         return run
+
+    def split(self, pieces, K, cK, batches):
+        """:meth:`CPUEngine.split` on the GPU (the tokenizer is built on the host, once)."""
+        batches = iter(batches)
+        first = next(batches, None)
+        if first is None:
+            return np.zeros(K.shape[0], dtype=np.int64)
+        trie, node_score = self.cpu.split_tokenizer(pieces, K, cK)
+        return gpu_split(trie, node_score, itertools.chain([first], batches), K.shape[0])
 
     def close(self):
         """Close the CPU engine."""

@@ -27,6 +27,7 @@ SEGMENT_MAX_CHARS = 10000
 SEGMENT_MAX_NEWLINES = 100
 
 _DIGIT_BITS = None
+_NO_WEIGHTS = np.zeros(0, dtype=np.int64)
 
 
 def _digit_bits() -> np.ndarray:
@@ -147,7 +148,7 @@ class CPUEngine:
     def add_long_pieces(data, long_start, long_len, table):
         """``table`` with the long pieces ``data[start:start + length]`` added (see ``count_long_pieces``)."""
         t, h, o, ln, c, pool, sizes = table
-        return (*cp.count_long_pieces(data, long_start, long_len, t, h, o, ln, c, pool, sizes), sizes)
+        return (*cp.count_long_pieces(data, long_start, long_len, _NO_WEIGHTS, t, h, o, ln, c, pool, sizes), sizes)
 
     def count_pieces(self, data, flags, seg_start, seg_end, table):
         """Short pieces of a batch as a sorted run; long ones into ``table``."""
@@ -164,46 +165,42 @@ class CPUEngine:
         cp.fix_prefix_ties(order, key8, pieces.pool, off, ln)
         return idx[order]
 
-    def split(self, pieces, K, cK, T, wT):
-        """Counts over ``K`` (lex-sorted piece indices) of the Unigram tokens of pieces ``T``.
+    def split(self, pieces, K, cK, batches):
+        """Counts over ``K`` (lex-sorted piece indices) of the Unigram tokens of the pieces of ``batches``.
 
         The tokenizer is BytePiece's of the kept pieces ``K`` with counts
-        ``cK``: score ``log(count) - log(total)``; each piece of ``T`` is one
+        ``cK``: score ``log(count) - log(total)``; each piece of a batch
+        ``(pool, off, ln, weights)`` (:meth:`~.pieces.Pieces.batches`) is one
         segment (raw bytes, as ``Tokenizer._tokenize``); token counts are
-        weighted by ``wT``.
+        weighted by ``weights``.
         """
         nK = K.shape[0]
         result = np.zeros(nK, dtype=np.int64)
-        if T.shape[0] == 0:
-            return result
-        pool = pieces.pool
-        lnK = pieces.ln[K]
-        base, check, node_id, node_len = _build(pool, pieces.off[K], lnK, np.arange(nK, dtype=np.int32))
-        max_len = int(lnK.max())
-        trie = Trie(base=base, check=check, node_id=node_id, node_len=node_len,
-                    cells=pack_cells(base, check), max_len=max_len)
-        # BytePiece's Tokenizer scores: log(count) - log(sum of counts), float64
-        total = int(cK.sum())
-        scores = np.log(cK.astype(np.float64)) - np.log(np.float64(total))
-        node_score = trie.node_scores(scores)
-        lnT = pieces.ln[T]
-        cum = np.cumsum(lnT)
-        a = 0
-        while a < T.shape[0]:
-            base_bytes = int(cum[a - 1]) if a else 0
-            b = max(a + 1, int(np.searchsorted(cum, base_bytes + config.TRAIN_SPLIT_BATCH_BYTES, side="right")))
-            off = pieces.off[T[a:b]]
-            ln = lnT[a:b]
-            out_start = np.zeros(b - a, dtype=np.int64)
+        trie = node_score = None
+        for pool, off, ln, w in batches:
+            if trie is None:
+                trie, node_score = self.split_tokenizer(pieces, K, cK)
+            out_start = np.zeros(ln.shape[0], dtype=np.int64)
             np.cumsum(ln[:-1], out=out_start[1:])
             out_ids = np.empty(int(ln.sum()), dtype=np.int32)
-            out_n = np.empty(b - a, dtype=np.int64)
+            out_n = np.empty(ln.shape[0], dtype=np.int64)
             chunks = chunk_bounds(ln, numba.get_num_threads())
-            cp.tokenize_pieces(pool, off, ln, chunks, trie.cells, node_id, node_len, node_score, max_len,
-                               out_ids, out_start, out_n)
-            cp.add_split_counts(out_ids, out_start, out_n, wT[a:b], result)
-            a = b
+            cp.tokenize_pieces(pool, off, ln, chunks, trie.cells, trie.node_id, trie.node_len, node_score,
+                               trie.max_len, out_ids, out_start, out_n)
+            cp.add_split_counts(out_ids, out_start, out_n, w, result)
         return result
+
+    @staticmethod
+    def split_tokenizer(pieces, K, cK):
+        """BytePiece's Unigram tokenizer of pieces ``K`` (lex-sorted) with counts ``cK``: ``(trie, node scores)``."""
+        lnK = pieces.ln[K]
+        base, check, node_id, node_len = _build(pieces.pool, pieces.off[K], lnK,
+                                                np.arange(K.shape[0], dtype=np.int32))
+        trie = Trie(base=base, check=check, node_id=node_id, node_len=node_len,
+                    cells=pack_cells(base, check), max_len=int(lnK.max()))
+        # BytePiece's Tokenizer scores: log(count) - log(sum of counts), float64
+        scores = np.log(cK.astype(np.float64)) - np.log(np.float64(int(cK.sum())))
+        return trie, trie.node_scores(scores)
 
 
 def make_engine(trainer, use_cuda, index):

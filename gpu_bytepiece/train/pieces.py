@@ -4,46 +4,101 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cpu_fallback.train_pieces import unpack_keys
+from .. import config
+from ..cpu_fallback.train_pieces import gather_pieces, unpack_keys
 from .checkpoint import PassCheckpoints, kill_point
+from .piece_store import DroppedPieces, LongPieceStore, byte_batches
 from .progress import progress_bar
 from .runs import RunStore
 
 __all__ = ["Pieces", "count_pieces", "prune_pieces"]
 
-#: The long-piece hash table's arrays (``engine.new_piece_table``), by name in a checkpoint.
-_TABLE = ("slots", "hashes", "offsets", "lengths", "counts", "pool", "sizes")
-
 
 class Pieces:
-    """Distinct pieces: bytes in ``pool`` at ``off`` with ``ln``, raw ``cnt``.
+    """The pieces pruning starts from, in byte order: bytes in ``pool`` at ``off`` with ``ln``, raw ``cnt``.
 
-    ``rank`` (set by :func:`prune_pieces`): a kept piece's place in byte
-    order, -1 for the others.
+    Those pieces are the 256 bytes and the pieces seen at least
+    ``min_count`` times of at most ``max_piece_length`` bytes; the others,
+    which pruning only splits once, are in ``dropped``
+    (:class:`~.piece_store.DroppedPieces`). ``rank``: a piece's place in
+    byte order.
     """
 
-    def __init__(self, pool, off, ln, cnt):
+    def __init__(self, pool, off, ln, cnt, dropped):
         self.pool = pool
         self.off = off
         self.ln = ln
         self.cnt = cnt
-        self.rank = None
+        self.rank = np.arange(ln.shape[0], dtype=np.int64)
+        self.dropped = dropped
 
     def bytes_of(self, idx):
         """The bytes of pieces ``idx``, a list of ``bytes``."""
         pool = self.pool
         return [pool[o:o + n].tobytes() for o, n in zip(self.off[idx].tolist(), self.ln[idx].tolist())]
 
+    def batches(self, idx, weights, max_bytes):
+        """Pieces ``idx`` with ``weights`` as :meth:`DroppedPieces.batches` yields them."""
+        for a, b in byte_batches(self.ln[idx], max_bytes):
+            yield self.pool, self.off[idx[a:b]], self.ln[idx[a:b]], weights[a:b]
+
+    def items(self):
+        """Every distinct piece counted, dropped ones included: ``(bytes, count)`` pairs."""
+        yield from zip(self.bytes_of(self.rank), self.cnt.tolist())
+        for pool, off, ln, cnt in self.dropped.batches(config.TRAIN_SPLIT_BATCH_BYTES):
+            yield from ((pool[o:o + n].tobytes(), c) for o, n, c in zip(off.tolist(), ln.tolist(), cnt.tolist()))
+
+
+class _Sorter:
+    """Routes merged blocks of distinct pieces: the ones pruning keeps in memory, the others to ``dropped``."""
+
+    def __init__(self, trainer, dropped):
+        self.t = trainer
+        self.dropped = dropped
+        self.parts = []
+
+    def add(self, pool, off, ln, cnt):
+        t = self.t
+        keep = (ln == 1) | ((ln <= t.max_piece_length) & (cnt >= t.min_count))
+        idx = np.flatnonzero(keep)
+        data, offsets = gather_pieces(pool, off, ln, idx)
+        self.parts.append((data, ln[idx], cnt[idx]))
+        self.dropped.add(pool, off, ln, cnt, np.flatnonzero(~keep))
+
+    def kept(self, engine):
+        """The kept pieces, the bytes never seen added with count 1, in byte order."""
+        pool = np.concatenate([d for d, _, _ in self.parts] + [np.zeros(0, np.uint8)])
+        ln = np.concatenate([x for _, x, _ in self.parts] + [np.zeros(0, np.int64)])
+        cnt = np.concatenate([c for _, _, c in self.parts] + [np.zeros(0, np.int64)])
+        self.parts = []
+        off = np.zeros(ln.shape[0], np.int64)
+        np.cumsum(ln[:-1], out=off[1:])
+        have = np.zeros(256, dtype=bool)
+        have[pool[off[ln == 1]]] = True
+        missing = np.flatnonzero(~have).astype(np.uint8)
+        if missing.shape[0]:
+            off = np.concatenate((off, pool.shape[0] + np.arange(missing.shape[0], dtype=np.int64)))
+            pool = np.concatenate((pool, missing))
+            ln = np.concatenate((ln, np.ones(missing.shape[0], np.int64)))
+            cnt = np.concatenate((cnt, np.ones(missing.shape[0], np.int64)))
+        order = engine.lex_sorted(Pieces(pool, off, ln, cnt, None), np.arange(ln.shape[0], dtype=np.int64))
+        pool, offsets = gather_pieces(pool, off, ln, order)
+        return pool, offsets[:-1], ln[order], cnt[order]
+
 
 def count_pieces(trainer, corpus, engine, ngrams, budget, tmp, progress, work=None, cluster=None):
     """The second pass: segment with the n-gram model and count the distinct pieces.
 
     Pieces of up to 7 bytes are counted as packed keys (sorted runs merged by
-    a :class:`~.runs.RunStore`, spilled over ``budget``), longer ones in the
-    engine's hash table of byte strings; bytes never seen get count 1.
-    ``trainer.stats`` gets the pass's figures. With a work folder ``work``
-    the finished counts are loaded (``pieces.npz``), or the pass continues
-    after its last checkpoint. With ``cluster`` (:class:`~.ray.RayPasses`) the
+    a :class:`~.runs.RunStore`), longer ones by a
+    :class:`~.piece_store.LongPieceStore`; both spill to ``tmp()`` past
+    their share (``config.TRAIN_LONG_PIECE_SHARE``) of ``budget`` less the
+    n-gram table (a quarter of ``budget`` at least). Merged,
+    the pieces pruning keeps (bytes never seen get count 1) stay in memory
+    and the others go to :class:`~.piece_store.DroppedPieces` (on disk past
+    a share of ``budget``). ``trainer.stats`` gets the pass's figures. With
+    a work folder ``work`` the finished counts are loaded (``pieces.npz``),
+    or the pass continues after its last checkpoint. With ``cluster`` (:class:`~.ray.RayPasses`) the
     Viterbi and the batches' piece runs are computed on Ray actors, and
     reduced here.
 
@@ -55,19 +110,14 @@ def count_pieces(trainer, corpus, engine, ngrams, budget, tmp, progress, work=No
         a = work.load_arrays("pieces.npz")
         trainer.stats.update(work.load_json("pieces.json"))
         trainer.stats.setdefault("resumed", {})["pieces"] = True
-        return Pieces(a["pool"], a["off"], a["ln"], a["cnt"])
-    short = RunStore(budget, tmp, "pieces")
-    held = {"table": None}
-
-    def save_table(batches):
-        name = f"table{batches}.npz"
-        work.save_arrays(name, **dict(zip(_TABLE, held["table"])))
-        return name
-
-    ckpt = PassCheckpoints(work, "pass2", short, corpus, save_extra=save_table)
+        return Pieces(a["pool"], a["off"], a["ln"], a["cnt"], DroppedPieces.on_disk(lambda: work.path))
+    # the n-gram table the Viterbi reads takes its part of the budget (its pages are resident, mapped or not)
+    budget = max(budget // 4, budget - int(ngrams.ht.nbytes))
+    share = budget // config.TRAIN_LONG_PIECE_SHARE
+    short = RunStore(budget - share, tmp, "pieces")
+    long = LongPieceStore(engine, share, tmp)
+    ckpt = PassCheckpoints(work, "pass2", [short, long], corpus)
     trainer.stats.setdefault("resumed", {})["pass2_batches"] = ckpt.skip
-    saved = work.load_arrays(ckpt.state["extra"]) if ckpt.skip else None
-    held["table"] = tuple(saved[k] for k in _TABLE) if saved is not None else engine.new_piece_table()
     bar = progress_bar(progress and not ckpt.complete, desc="Count Pieces", unit="B", unit_scale=True,
                        total=corpus.total_bytes)
     batches = corpus.numbered(corpus.second_pass(ckpt.skip)) if not ckpt.complete else ()
@@ -77,50 +127,41 @@ def count_pieces(trainer, corpus, engine, ngrams, budget, tmp, progress, work=No
         def count(data, offsets):
             seg_start, seg_end = engine.segments(data, offsets)
             flags = viterbi(data, seg_start, seg_end)
-            keys, counts, held["table"] = engine.count_pieces(data, flags, seg_start, seg_end, held["table"])
+            keys, counts, long.table = engine.count_pieces(data, flags, seg_start, seg_end, long.table)
             short.add(keys, counts)
+            long.after_batch()
     else:
         batches = cluster.count_pieces(batches, ngrams)
 
         def count(result):  # the long pieces' bytes, end to end, stand for the batch
             keys, counts, long_bytes, long_at, long_len = result
-            held["table"] = engine.add_long_pieces(long_bytes, long_at, long_len, held["table"])
+            long.table = engine.add_long_pieces(long_bytes, long_at, long_len, long.table)
             short.add(keys, counts)
+            long.after_batch()
 
     counted = ckpt.run(batches, bar, count)
     trainer.stats.setdefault("batches_counted", {})["pass2"] = counted
-    table = held.pop("table")
-    # short pieces (<= 7 bytes, packed keys) then long ones (the table)
-    blocks = list(short.blocks(remove=work is None)) or [(np.zeros(0, np.uint64), np.zeros(0, np.int64))]
-    keys = np.concatenate([k for k, _ in blocks]) if len(blocks) != 1 else blocks[0][0]
-    cnt_s = np.concatenate([c for _, c in blocks]) if len(blocks) != 1 else blocks[0][1]
-    del blocks
-    pool_s, off_s, ln_s = unpack_keys(keys)
-    del keys
-    _, _, p_off, p_len, p_cnt, pool_l, sizes = table
-    n, pool_n = int(sizes[0]), int(sizes[1])
-    pool = np.concatenate((pool_s, pool_l[:pool_n]))
-    off = np.concatenate((off_s, p_off[:n] + pool_s.shape[0]))
-    ln = np.concatenate((ln_s, p_len[:n].astype(np.int64)))
-    cnt = np.concatenate((cnt_s, p_cnt[:n]))
-    del table, pool_s, off_s, ln_s, cnt_s, p_off, p_len, p_cnt, pool_l
-    # complete all bytes (count 1 if missing)
-    have = np.zeros(256, dtype=bool)
-    have[pool[off[ln == 1]]] = True
-    missing = np.flatnonzero(~have).astype(np.uint8)
-    if missing.shape[0]:
-        off = np.concatenate((off, pool.shape[0] + np.arange(missing.shape[0], dtype=np.int64)))
-        pool = np.concatenate((pool, missing))
-        ln = np.concatenate((ln, np.ones(missing.shape[0], np.int64)))
-        cnt = np.concatenate((cnt, np.ones(missing.shape[0], np.int64)))
-    trainer.stats.update(n_pieces_counted=int(cnt.shape[0]), n_piece_spills=short.n_spilled)
+    # every distinct piece once: short ones (packed keys), then long ones
+    dropped = DroppedPieces(tmp, share, persist=work is not None)
+    sorter = _Sorter(trainer, dropped)
+    step = config.TRAIN_SORT_STEP
+    for keys, cnt in short.blocks(remove=work is None):
+        for a in range(0, keys.shape[0], step):
+            sorter.add(*unpack_keys(keys[a:a + step]), cnt[a:a + step])
+    for pool, off, ln, cnt in long.blocks(remove=work is None):
+        for a in range(0, ln.shape[0], step):
+            sorter.add(pool, off[a:a + step], ln[a:a + step], cnt[a:a + step])
+    dropped.finish()
+    pool, off, ln, cnt = sorter.kept(engine)
+    trainer.stats.update(n_pieces_counted=int(cnt.shape[0]) + dropped.n, n_piece_spills=short.n_spilled,
+                         n_long_piece_spills=long.n_spilled, pieces_dropped_on_disk=dropped.on_disk_now)
     if work is not None:
         work.save_arrays("pieces.npz", pool=pool, off=off, ln=ln, cnt=cnt)
-        work.save_json("pieces.json", {k: trainer.stats[k] for k in ("n_pieces_counted", "n_piece_spills")})
+        work.save_json("pieces.json", {k: trainer.stats[k] for k in (
+            "n_pieces_counted", "n_piece_spills", "n_long_piece_spills", "pieces_dropped_on_disk")})
         ckpt.done()
-        work.remove_orphans("table", [], ".npz")
         work.remove("texts.bin")
-    return Pieces(pool, off, ln, cnt)
+    return Pieces(pool, off, ln, cnt, dropped)
 
 
 def prune_pieces(trainer, pieces, engine, progress, work=None):
@@ -139,13 +180,8 @@ def prune_pieces(trainer, pieces, engine, progress, work=None):
         Per size: kept piece indices (in byte order) and their counts.
     """
     bar = progress_bar(progress, desc="Prune Pieces", unit=" splits")
-    ln, cnt = pieces.ln, pieces.cnt
-    keep = (ln == 1) | ((ln <= trainer.max_piece_length) & (cnt >= trainer.min_count))
-    # kept pieces in byte order (the trie wants it; dropped ones need no order)
-    K = engine.lex_sorted(pieces, np.flatnonzero(keep))
-    rank = np.full(ln.shape[0], -1, dtype=np.int64)
-    rank[K] = np.arange(K.shape[0], dtype=np.int64)
-    pieces.rank = rank
+    ln, cnt, rank = pieces.ln, pieces.cnt, pieces.rank
+    K = rank  # the kept pieces, in byte order (the trie wants it)
     sizes = trainer.max_vocab_size
     trainer.stats["pieces_kept_by_min_count"] = int(K.shape[0])
     # the state: phase (0: first wasted loop, 1: cut to size i, 2: wasted loop after a cut), i, K, cK, out
@@ -156,11 +192,12 @@ def prune_pieces(trainer, pieces, engine, progress, work=None):
         out = [(saved[f"K{j}"], saved[f"c{j}"]) for j in range(i)]
         trainer.stats.setdefault("resumed", {})["prune_rounds"] = rounds
     else:
-        drop = np.flatnonzero(~keep)
-        cK = cnt[K] + engine.split(pieces, K, cnt[K], drop, cnt[drop])
+        cK = cnt + engine.split(pieces, K, cnt, pieces.dropped.batches(config.TRAIN_SPLIT_BATCH_BYTES))
         rounds, phase, i, out, stable = 1, 0, 0, [], -1
         _prune_checkpoint(work, (rounds, phase, i, stable), K, cK, out)
+    pieces.dropped.remove()
     bar.update(rounds)
+    split_bytes = config.TRAIN_SPLIT_BATCH_BYTES
     while i < len(sizes):
         if phase == 1:
             size = sizes[i]
@@ -172,10 +209,10 @@ def prune_pieces(trainer, pieces, engine, progress, work=None):
             top = np.sort(order[: size - 3])  # K is in byte order: so is K[sorted positions]
             rest = order[size - 3:]
             K2, c2 = K[top], cK[top]
-            K, cK = K2, c2 + engine.split(pieces, K2, c2, K[rest], cK[rest])
+            K, cK = K2, c2 + engine.split(pieces, K2, c2, pieces.batches(K[rest], cK[rest], split_bytes))
             phase = 2
         else:  # a round of dropping wasted pieces: re-tokenize the kept pieces with their own tokenizer
-            res = engine.split(pieces, K, cK, K, cK)
+            res = engine.split(pieces, K, cK, pieces.batches(K, cK, split_bytes))
             m = res > 0
             if m.all():
                 if phase == 2:

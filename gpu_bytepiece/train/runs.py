@@ -11,10 +11,91 @@ from ..files import fsync_file
 from ..cpu_fallback.train import merge_into, merge_runs
 from .memory import release_memory
 
-__all__ = ["RunStore"]
+__all__ = ["RunStore", "SpilledRuns", "key_ranges"]
 
 
-class RunStore:
+def key_ranges(spills, entries, step):
+    """Split sorted spilled runs into key ranges of about ``entries`` entries of all runs together.
+
+    ``spills``: ``(path, n, sample)`` per run, a file starting with its ``n``
+    sorted uint64 keys and ``sample`` every ``step``-th of them. Yields, per
+    range in key order, ``[(run index, a, b)]``: the run's entries
+    ``a..b`` in the range (none empty). Equal keys are never split.
+    """
+    samples = np.sort(np.concatenate([s[2] for s in spills]))
+    per_block = max(1, entries // step)
+    bounds = np.unique(samples[per_block::per_block])
+    lo_idx = [0] * len(spills)
+    for r in range(len(bounds) + 1):
+        parts = []
+        for i, sp in enumerate(spills):
+            hi = sp[1] if r == len(bounds) else _lower_bound(sp, bounds[r], step)
+            if hi > lo_idx[i]:
+                parts.append((i, lo_idx[i], hi))
+            lo_idx[i] = hi
+        if parts:
+            yield parts
+
+
+def _lower_bound(spill, key, step):
+    path, n, sample = spill
+    j = int(np.searchsorted(sample, key, side="left"))
+    if j == 0:
+        return 0
+    a = (j - 1) * step
+    b = min(n, j * step + 1)
+    keys = np.fromfile(path, dtype=np.uint64, count=b - a, offset=8 * a)
+    return a + int(np.searchsorted(keys, key, side="left"))
+
+
+class SpilledRuns:
+    """Sorted runs spilled to files ``NAME<i>.bin`` in ``tmp()``, each starting with its sorted uint64 keys.
+
+    ``spills`` holds ``(path, entries, every config.TRAIN_SPILL_SAMPLE-th
+    key)`` per run (what :func:`key_ranges` reads); subclasses write the
+    files and call :meth:`_spilled`.
+    """
+
+    def __init__(self, tmp, name):
+        self.tmp = tmp
+        self.name = name
+        self.sample = config.TRAIN_SPILL_SAMPLE
+        self.spills = []  # (path, n, sample keys)
+        self.n_spilled = 0
+
+    def _next_path(self):
+        path = os.path.join(self.tmp(), f"{self.name}{self.n_spilled}.bin")
+        self.n_spilled += 1
+        return path
+
+    def _spilled(self, path, keys):
+        self.spills.append((path, int(keys.shape[0]), keys[:: self.sample].copy()))
+
+    def _checkpointed(self, n_before):
+        """``[(file name, entries)]`` of every spill so far, the ones after the first ``n_before`` fsync'd."""
+        for path, _, _ in self.spills[n_before:]:
+            fsync_file(path)
+        return [(os.path.basename(p), n) for p, n, _ in self.spills]
+
+    def restore(self, spills):
+        """Continue from a checkpoint: ``spills`` as it returned them (files in ``tmp()``)."""
+        self.spills = []
+        for name, n in spills:
+            path = os.path.join(self.tmp(), name)
+            keys = np.memmap(path, dtype=np.uint64, mode="r", shape=(n,))
+            self.spills.append((path, n, np.array(keys[:: self.sample])))
+            del keys
+        self.n_spilled = 1 + max((int(name[len(self.name):-4]) for name, _ in spills), default=-1)
+
+    def remove_spills(self):
+        """Delete the spill files."""
+        for path, _, _ in self.spills:
+            if os.path.exists(path):
+                os.remove(path)
+        self.spills = []
+
+
+class RunStore(SpilledRuns):
     """Sorted ``(key, count)`` runs merged exactly; spilled to disk over a budget.
 
     New runs merge among themselves like a binary counter (a run merges into
@@ -38,16 +119,12 @@ class RunStore:
     """
 
     def __init__(self, budget, tmp, name):
+        super().__init__(tmp, name)
         self.budget = budget
-        self.tmp = tmp
-        self.name = name
-        self.sample = config.TRAIN_SPILL_SAMPLE
         self.runs = []
         self.main_k = None
         self.main_c = None
         self.m = 0
-        self.spills = []  # (path, n, sample keys)
-        self.n_spilled = 0
 
     @staticmethod
     def _bytes(runs):
@@ -103,12 +180,11 @@ class RunStore:
         if self.m == 0:
             return
         keys, counts = self.main_k[: self.m], self.main_c[: self.m]
-        path = os.path.join(self.tmp(), f"{self.name}{self.n_spilled}.bin")
-        self.n_spilled += 1
+        path = self._next_path()
         with open(path, "wb") as f:
             f.write(keys.tobytes())
             f.write(counts.tobytes())
-        self.spills.append((path, self.m, keys[:: self.sample].copy()))
+        self._spilled(path, keys)
         self.main_k = self.main_c = None
         self.m = 0
         release_memory()
@@ -119,37 +195,16 @@ class RunStore:
 
     def checkpoint(self):
         """Spill everything held in memory (fsync'd): ``[(file name, entries)]`` of every spill so far."""
+        n_before = len(self.spills)
         self._fold()
-        if self.m:
-            self._spill()
-            fsync_file(self.spills[-1][0])
-        return [(os.path.basename(p), n) for p, n, _ in self.spills]
-
-    def restore(self, spills):
-        """Continue from a :meth:`checkpoint`: ``spills`` as it returned them (files in ``tmp()``)."""
-        self.spills = []
-        for name, n in spills:
-            path = os.path.join(self.tmp(), name)
-            keys = np.memmap(path, dtype=np.uint64, mode="r", shape=(n,))
-            self.spills.append((path, n, np.array(keys[:: self.sample])))
-            del keys
-        self.n_spilled = 1 + max((int(name[len(self.name):-4]) for name, _ in spills), default=-1)
+        self._spill()
+        return self._checkpointed(n_before)
 
     def _read(self, spill, a, b):
         path, n, _ = spill
         keys = np.fromfile(path, dtype=np.uint64, count=b - a, offset=8 * a)
         counts = np.fromfile(path, dtype=np.int64, count=b - a, offset=8 * n + 8 * a)
         return keys, counts
-
-    def _lower_bound(self, spill, key):
-        path, n, sample = spill
-        j = int(np.searchsorted(sample, key, side="left"))
-        if j == 0:
-            return 0
-        a = (j - 1) * self.sample
-        b = min(n, j * self.sample + 1)
-        keys = np.fromfile(path, dtype=np.uint64, count=b - a, offset=8 * a)
-        return a + int(np.searchsorted(keys, key, side="left"))
 
     def blocks(self, remove=True):
         """Yield the merged result: sorted blocks of distinct keys and their total counts.
@@ -165,26 +220,8 @@ class RunStore:
             self.m = 0
             return
         self._spill()
-        # key ranges of about budget / TRAIN_MERGE_BLOCK_DIVISOR bytes of entries from all runs together
-        samples = np.sort(np.concatenate([s[2] for s in self.spills]))
-        per_block = max(1, (self.budget // config.TRAIN_MERGE_BLOCK_DIVISOR) // self.sample)
-        bounds = np.unique(samples[per_block::per_block])
-        lo_idx = [0] * len(self.spills)
-        for r in range(len(bounds) + 1):
-            parts = []
-            for i, sp in enumerate(self.spills):
-                hi = sp[1] if r == len(bounds) else self._lower_bound(sp, bounds[r])
-                if hi > lo_idx[i]:
-                    parts.append(self._read(sp, lo_idx[i], hi))
-                lo_idx[i] = hi
-            if parts:
-                yield self.merge_all(parts)
+        # key ranges of about budget / TRAIN_MERGE_BLOCK_DIVISOR entries from all runs together
+        for parts in key_ranges(self.spills, self.budget // config.TRAIN_MERGE_BLOCK_DIVISOR, self.sample):
+            yield self.merge_all([self._read(self.spills[i], a, b) for i, a, b in parts])
         if remove:
             self.remove_spills()
-
-    def remove_spills(self):
-        """Delete the spill files."""
-        for path, _, _ in self.spills:
-            if os.path.exists(path):
-                os.remove(path)
-        self.spills = []

@@ -28,19 +28,25 @@ dictionaries:
    compiled with ``numba.njit`` in ``cpu_fallback.train`` and
    ``numba.cuda.jit(device=True)`` in ``kernels.train``), and count the pieces: pieces of up to 7 bytes as
    packed keys (sorted runs, like the n-grams, spilled over the budget),
-   longer ones in a hash table of byte strings.
+   longer ones in a hash table of byte strings (spilled over its share of
+   the budget as runs sorted by hash, merged back exactly). The merged
+   pieces that pruning keeps (the bytes, and those seen ``min_count`` times
+   of at most ``max_piece_length`` bytes) stay in memory, the others go to
+   disk past the budget.
 4. **Prune pieces**: the reference's loop (split dropped pieces with the
    Unigram tokenizer of the kept ones, drop wasted pieces until the set is
    stable, cut to each size), with the shared Unigram lattice
    (``gpu_bytepiece.core.lattice``) run on each piece as one segment (raw bytes,
-   as the reference's ``Tokenizer._tokenize``).
+   as the reference's ``Tokenizer._tokenize``); the dropped pieces are read
+   back from disk in batches for their one split.
 
 Memory: one text batch, the count runs up to ``memory_budget`` (then spilled
-to disk and merged back by key ranges), the kept n-grams (their Viterbi
-table is memory-mapped from a file when it is over ``memory_budget``, and
-the log says so), and the distinct pieces (held in RAM: the piece counting
-and pruning are not bounded by the budget). Texts are read twice (a one-shot
-iterator is spilled to disk once). ``train`` sets glibc's mmap threshold
+to disk and merged back by key ranges; the log says when the long pieces and
+the dropped pieces go to disk), the kept n-grams (their Viterbi table is
+memory-mapped from a file when it is over ``memory_budget``, and the log
+says so), and the pieces pruning keeps (those seen ``min_count`` times:
+they grow with the corpus far more slowly than the distinct pieces). Texts
+are read twice (a one-shot iterator is spilled to disk once). ``train`` sets glibc's mmap threshold
 (see :func:`.memory.tune_malloc`).
 
 Resumable: with ``work_dir`` (:mod:`.checkpoint`) each finished stage and the
@@ -163,11 +169,12 @@ class Trainer:
             Accepted for BytePiece compatibility; batches here are sized in
             bytes (``batch_bytes``). Never changes the model.
         device : {'auto', 'cpu', 'cuda', 'cuda:N'}
-            Where n-gram counting and the n-gram Viterbi run (piece pruning
-            runs on the CPU).
+            Where n-gram counting, the n-gram Viterbi and the pruning's
+            piece splitting run (segmenting, gathering pieces and building
+            the pruning's tokenizer run on the CPU).
         memory_budget : int or str, optional
-            Bytes of n-gram count runs kept in memory before they are merged
-            and spilled to disk (``'512M'``, ``'2G'``; default
+            Bytes of n-gram and piece count runs kept in memory before they
+            are merged and spilled to disk (``'512M'``, ``'2G'``; default
             ``config.TRAIN_MEMORY_BUDGET``, 1 GiB).
         tmp_dir : str, optional
             Where spills go (default: the system temporary directory).
