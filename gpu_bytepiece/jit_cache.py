@@ -18,6 +18,14 @@ for this package's files only:
   own ``__pycache__`` only when none of those is writable. A new virtual
   environment with the same sources reuses what an earlier one compiled.
   Each content key gets its own subfolder; the few most recent are kept.
+- **shipped in the wheel**: a wheel built with ``setup.py`` (``pip wheel``,
+  ``python -m build --no-isolation``) carries the machine code of every path
+  in ``gpu_bytepiece/_jit/<key>/`` (:mod:`gpu_bytepiece.precompile`), with the
+  machine it was compiled for. When the content key and this machine (Numba's
+  target triple, CPU name and features) match, the first process copies those
+  files into the user's folder, so nothing compiles; elsewhere they are
+  ignored and the code compiles as without them. The install folder is only
+  read.
 
 :func:`announce` prints one line to stderr when a step is about to compile
 because its cache is empty ("gpu-bytepiece: compiling ... (first run only)").
@@ -25,6 +33,7 @@ because its cache is empty ("gpu-bytepiece: compiling ... (first run only)").
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import shutil
@@ -32,12 +41,16 @@ import sys
 import threading
 from pathlib import Path
 
-__all__ = ["install", "cache_dir", "announce", "source_key"]
+__all__ = ["install", "cache_dir", "announce", "source_key", "machine", "SHIPPED", "MACHINE_FILE"]
 
 #: Content-key subfolders kept in the cache folder (the newest ones).
 KEEP_KEYS = 4
 
 _PKG = Path(__file__).resolve().parent
+#: Machine code shipped in a wheel: ``SHIPPED / <tag>`` is laid out as a user cache folder.
+SHIPPED = _PKG / "_jit"
+#: In a shipped ``<tag>`` folder: the machine its code was compiled for (:func:`machine`).
+MACHINE_FILE = "machine.txt"
 _lock = threading.Lock()
 _state: dict = {}
 
@@ -76,6 +89,49 @@ def source_key() -> str:
     return key
 
 
+def _tag() -> str:
+    return f"{source_key()[:16]}-py{sys.version_info[0]}{sys.version_info[1]}"
+
+
+def machine() -> str:
+    """Numba's description of the code it generates here (target triple, CPU
+    name, CPU features: the cache index's machine key), as one line."""
+    from numba.core.registry import cpu_target
+
+    return repr(cpu_target.target_context.codegen().magic_tuple())
+
+
+def _seed(dest: Path) -> None:
+    """Copy the shipped machine code of this content key into ``dest`` (best effort).
+
+    Only functions that ``dest`` has no index for, and only when the shipped
+    code was compiled for this machine; each function's data files are
+    renamed into place before its index, so a reader never sees an index
+    without its data.
+    """
+    src = SHIPPED / dest.name
+    try:
+        todo = [i for i in sorted(src.glob("*/*.nbi")) if not (dest / i.parent.name / i.name).exists()]
+        if not todo or (src / MACHINE_FILE).read_text().strip() != machine():
+            return
+        from .files import Staged
+
+        for index in todo:
+            stem = index.name[:-len(".nbi")]
+            files = sorted(index.parent.glob(glob.escape(stem) + ".*.nbc")) + [index]
+            (dest / index.parent.name).mkdir(parents=True, exist_ok=True)
+            staged = Staged([str(dest / index.parent.name / f.name) for f in files])
+            try:
+                for f, tmp in zip(files, staged.tmps):
+                    shutil.copyfile(f, tmp)
+                staged.commit()
+            except BaseException:
+                staged.discard()
+                raise
+    except (OSError, ImportError):
+        pass
+
+
 def _roots() -> list:
     env = os.environ.get("GPU_BYTEPIECE_CACHE_DIR")
     if env:
@@ -105,8 +161,7 @@ def cache_dir() -> Path | None:
     """The folder of this content key (created), or ``None`` when nothing is writable."""
     with _lock:
         if "dir" not in _state:
-            key = source_key()
-            tag = f"{key[:16]}-py{sys.version_info[0]}{sys.version_info[1]}"
+            tag = _tag()
             found = None
             for root in _roots():
                 fresh = not (root / tag).exists()
@@ -114,6 +169,8 @@ def cache_dir() -> Path | None:
                     found = root / tag
                     if fresh:
                         _prune(root, keep=found)
+                    if (SHIPPED / tag).is_dir():
+                        _seed(found)
                     break
             _state["dir"] = found
         return _state["dir"]
@@ -184,7 +241,35 @@ def install() -> None:
         if not _state.get("installed"):
             if impl is not None:
                 impl._locator_classes.insert(0, PackageCacheLocator)
+                _lighter_loads(caching.Cache, PackageCacheLocator)
             _state["installed"] = True
+
+
+def _lighter_loads(cache_cls, locator_cls) -> None:
+    """Load this package's cached functions without refreshing Numba's registries.
+
+    Numba's ``Cache.load_overload`` first refreshes the CPU target's typing
+    and lowering registries (it imports some hundred modules: about 0.2 s, a
+    third of a warm process). Loading machine code needs only the runtime
+    (NRT) those functions allocate with; compiling, when the cache misses,
+    refreshes the registries itself. Other packages' functions keep Numba's
+    way; so does everything when Numba's internals differ from these.
+    """
+    numba_load = cache_cls.__dict__.get("load_overload")
+    if numba_load is None or not hasattr(cache_cls, "_load_overload"):
+        return
+
+    def load_overload(self, sig, target_context):
+        if not isinstance(getattr(getattr(self, "_impl", None), "locator", None), locator_cls):
+            return numba_load(self, sig, target_context)
+        from numba.core.runtime import rtsys
+
+        rtsys.initialize(target_context)
+        with self._guard_against_spurious_io_errors():
+            return self._load_overload(sig, target_context)
+
+    load_overload.__doc__ = numba_load.__doc__
+    cache_cls.load_overload = load_overload
 
 
 def announce(what: str, *modules: str) -> None:

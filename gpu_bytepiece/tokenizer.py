@@ -22,7 +22,7 @@ from .model import Model, ModelError, load_model, parse_pieces, save_model
 from .offsets import token_spans
 from .specials import SpecialTokens
 from .text import iter_packed
-from .trie import build_trie
+from .trie import cached_trie
 
 __all__ = ["Tokenizer"]
 
@@ -90,7 +90,7 @@ class Tokenizer:
         self.vocab_size = m.vocab_size
         self._scores = m.scores()
         jit_cache.announce("the tokenizer", "gpu_bytepiece/trie", "cpu_fallback/tokenize")
-        self._trie = build_trie(m.pieces)
+        self._trie = cached_trie(m.pieces)
         self._id2piece = list(_SPECIALS) + list(m.pieces)
         self._piece2id = {p: i for i, p in enumerate(self._id2piece)}
         self._piece_bytes = np.frombuffer(b"".join(m.pieces), dtype=np.uint8)
