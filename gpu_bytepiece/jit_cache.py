@@ -41,10 +41,13 @@ import sys
 import threading
 from pathlib import Path
 
-__all__ = ["install", "cache_dir", "announce", "source_key", "machine", "SHIPPED", "MACHINE_FILE"]
+__all__ = ["install", "cache_dir", "announce", "source_key", "machine", "load_arrays", "store_arrays",
+           "SHIPPED", "MACHINE_FILE"]
 
 #: Content-key subfolders kept in the cache folder (the newest ones).
 KEEP_KEYS = 4
+#: Array files kept per kind by :func:`store_arrays` (the most recently used ones).
+KEEP_ARRAYS = 8
 
 _PKG = Path(__file__).resolve().parent
 #: Machine code shipped in a wheel: ``SHIPPED / <tag>`` is laid out as a user cache folder.
@@ -102,25 +105,26 @@ def machine() -> str:
 
 
 def _seed(dest: Path) -> None:
-    """Copy the shipped machine code of this content key into ``dest`` (best effort).
+    """Copy what a wheel ships for this content key into ``dest`` (best effort).
 
-    Only functions that ``dest`` has no index for, and only when the shipped
-    code was compiled for this machine; each function's data files are
-    renamed into place before its index, so a reader never sees an index
-    without its data.
+    Only what ``dest`` lacks: machine code only when it was compiled for this
+    machine; the arrays (the bundled model's parsed pieces and trie) always.
+    Each function's data files are renamed into place before its index, so a
+    reader never sees an index without its data.
     """
     src = SHIPPED / dest.name
     try:
-        todo = [i for i in sorted(src.glob("*/*.nbi")) if not (dest / i.parent.name / i.name).exists()]
-        if not todo or (src / MACHINE_FILE).read_text().strip() != machine():
+        groups = [[f] for f in sorted(src.glob("*/*.npz")) if not (dest / f.parent.name / f.name).exists()]
+        code = [i for i in sorted(src.glob("*/*.nbi")) if not (dest / i.parent.name / i.name).exists()]
+        if code and (src / MACHINE_FILE).read_text().strip() == machine():
+            groups += [sorted(i.parent.glob(glob.escape(i.name[:-len(".nbi")]) + ".*.nbc")) + [i] for i in code]
+        if not groups:
             return
         from .files import Staged
 
-        for index in todo:
-            stem = index.name[:-len(".nbi")]
-            files = sorted(index.parent.glob(glob.escape(stem) + ".*.nbc")) + [index]
-            (dest / index.parent.name).mkdir(parents=True, exist_ok=True)
-            staged = Staged([str(dest / index.parent.name / f.name) for f in files])
+        for files in groups:
+            (dest / files[0].parent.name).mkdir(parents=True, exist_ok=True)
+            staged = Staged([str(dest / f.parent.name / f.name) for f in files])
             try:
                 for f, tmp in zip(files, staged.tmps):
                     shutil.copyfile(f, tmp)
@@ -174,6 +178,58 @@ def cache_dir() -> Path | None:
                     break
             _state["dir"] = found
         return _state["dir"]
+
+
+def _arrays_path(kind: str, key: str) -> Path | None:
+    root = cache_dir()
+    return None if root is None else root / kind / f"{key[:32]}.npz"
+
+
+def load_arrays(kind: str, key: str) -> dict | None:
+    """The arrays :func:`store_arrays` kept under ``kind``/``key``, or ``None``.
+
+    Data derived from inputs (a model's trie, a parsed model file), kept in
+    the content-key folder beside the machine code. An unreadable file counts
+    as missing: a cache never fails its caller.
+    """
+    import numpy as np
+
+    path = _arrays_path(kind, key)
+    if path is None:
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            got = {n: z[n] for n in z.files}
+    except Exception:
+        return None
+    try:
+        os.utime(path)  # most recently used
+    except OSError:
+        pass
+    return got
+
+
+def store_arrays(kind: str, key: str, arrays: dict) -> None:
+    """Keep ``arrays`` (name -> array) under ``kind``/``key`` (atomic; best effort);
+    the ``KEEP_ARRAYS`` most recently used files of ``kind`` stay."""
+    import io
+
+    import numpy as np
+
+    from .files import write_atomic
+
+    path = _arrays_path(kind, key)
+    if path is None:
+        return
+    try:
+        buf = io.BytesIO()
+        np.savez(buf, **{n: np.asarray(v) for n, v in arrays.items()})
+        path.parent.mkdir(exist_ok=True)
+        write_atomic(path, buf.getvalue())
+        for old in sorted(path.parent.glob("*.npz"), key=lambda p: p.stat().st_mtime, reverse=True)[KEEP_ARRAYS:]:
+            old.unlink()
+    except OSError:
+        pass
 
 
 def _prune(root: Path, keep: Path) -> None:

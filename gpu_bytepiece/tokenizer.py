@@ -83,7 +83,7 @@ class Tokenizer:
         elif isinstance(model, dict):
             self._model = parse_pieces(model)
         elif model is None or isinstance(model, (str, os.PathLike)):
-            self._model = load_model(model)
+            self._model = load_model(model, cache=True)
         else:
             raise ModelError(f"model must be a path, a pieces dict or None, got {type(model).__name__}")
         m = self._model

@@ -20,7 +20,6 @@ that BytePiece's Aho-Corasick automaton reports.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numba
@@ -215,55 +214,24 @@ def pack_cells(base: np.ndarray, check: np.ndarray) -> np.ndarray:
     return (check.astype(np.int64) << 32) | base.astype(np.int64)
 
 
-
-
-#: Tries kept on disk by :func:`cached_trie` (the most recently used ones).
-KEEP_TRIES = 8
-
-
 def cached_trie(pieces: list) -> Trie:
     """``build_trie(pieces)``, kept on disk: a later process loads it instead.
 
-    Stored in the compiled-code cache folder (``jit_cache.cache_dir()/tries``)
+    Kept by :func:`jit_cache.store_arrays` (the compiled-code cache folder)
     under a SHA-256 of the pieces and of ``jit_cache.source_key()`` (which
-    covers this file), as an ``.npz`` of every field of :class:`Trie`, so a
-    change of the trie's layout or of the pieces builds a new one. Built as
-    usual when no cache folder is writable or the stored file is unreadable.
+    covers this file), as every field of :class:`Trie`, so a change of the
+    trie's layout or of the pieces builds a new one.
     """
-    folder = jit_cache.cache_dir()
-    if folder is None:
-        return build_trie(pieces)
     import hashlib
-    import io
     from dataclasses import fields
 
     h = hashlib.sha256(jit_cache.source_key().encode())
     h.update(np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces)).tobytes())
     h.update(b"".join(pieces))
-    path = folder / "tries" / f"{h.hexdigest()[:32]}.npz"
     names = [f.name for f in fields(Trie)]
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            got = {n: z[n] for n in names}
-    except Exception:  # missing, or unreadable (a cache never fails the caller): build it
-        pass
-    else:
-        try:
-            os.utime(path)  # most recently used
-        except OSError:
-            pass
+    got = jit_cache.load_arrays("tries", h.hexdigest())
+    if got is not None and set(got) == set(names):
         return Trie(**{n: (int(v) if v.ndim == 0 else v) for n, v in got.items()})
     trie = build_trie(pieces)
-    try:
-        from .files import write_atomic
-
-        buf = io.BytesIO()
-        np.savez(buf, **{n: np.asarray(getattr(trie, n)) for n in names})
-        path.parent.mkdir(exist_ok=True)
-        write_atomic(path, buf.getvalue())
-        old = sorted(path.parent.glob("*.npz"), key=lambda p: p.stat().st_mtime, reverse=True)[KEEP_TRIES:]
-        for p in old:
-            p.unlink()
-    except OSError:
-        pass
+    jit_cache.store_arrays("tries", h.hexdigest(), {n: getattr(trie, n) for n in names})
     return trie
