@@ -32,12 +32,14 @@ def warm() -> None:
 
     tok = Tokenizer(device="cpu", seed=0)
     texts = ["x", "hello world\n\nsecond line 你好，世界 123", "", "tabs\tand  spaces\n"]
-    ids = tok.encode("x")
+    big = "the quick brown fox 你好，世界 123\n" * 3000  # over config.CPU_MIN_CHUNK_BYTES: the prange driver
+    ids = tok.encode("x")  # one short text: the one-chunk driver, no threads
     assert tok.decode(ids) == "x", ids
     for alpha in (-1, 0.1):
         for bos in (False, True):
             tok.encode_to_numpy(texts, alpha=alpha, add_bos=bos, add_eos=bos)
-    tok.encode_to_numpy(texts * 64, num_threads=2)
+            tok.encode_to_numpy(texts + [big], alpha=alpha, add_bos=bos, add_eos=bos, num_threads=1)
+    tok.encode_to_numpy(texts * 64 + [big], num_threads=2)
     lines = [f"line {i}: the quick brown fox jumps over the lazy dog; 你好，世界 {i * 7}" for i in range(200)]
     Trainer(order=4, max_vocab_size=300, min_count=2).train(lines, workers=1, device="cpu", progress=False)
 

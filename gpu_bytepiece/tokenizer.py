@@ -244,9 +244,12 @@ class Tokenizer:
         if num_threads is not None:
             num_threads = _check_int("num_threads", num_threads)
         results = []  # (first document index, ids, offsets) per batch
+        # one short text is one chunk of work: no threads (none are even started)
+        one_short = (isinstance(texts, (list, tuple)) and len(texts) == 1
+                     and isinstance(texts[0], (str, bytes)) and len(texts[0]) < config.CPU_MIN_CHUNK_BYTES // 4)
         with numba_threads(num_threads):
-            n_threads = numba.get_num_threads()
-            if n_threads > 1 and self._backend.name == "cpu" and concurrent_numba_ok():
+            n_threads = 1 if one_short or self._backend.name != "cpu" else numba.get_num_threads()
+            if n_threads > 1 and concurrent_numba_ok():
                 results = self._backend.encode_texts_in_threads(texts, batch_bytes, n_threads, alpha, stream,
                                                                 add_bos, add_eos)
             else:
