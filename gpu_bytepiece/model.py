@@ -75,7 +75,11 @@ class Model:
 
         Computed as the reference does: ``log(count) - log(sum(counts))``.
         """
-        total = int(sum(int(c) for c in self.counts))
+        c = self.counts
+        if len(c) and int(c.max()) <= (2**63 - 1) // len(c):
+            total = int(c.sum(dtype=np.int64))  # exact: the sum cannot overflow int64
+        else:
+            total = int(sum(int(x) for x in c))
         log_total = np.log(np.float64(total))
         out = np.full(self.vocab_size, -np.inf, dtype=np.float64)
         out[3:] = np.log(self.counts.astype(np.float64)) - log_total

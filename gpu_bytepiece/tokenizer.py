@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 from typing import Iterable, Sequence
@@ -92,7 +93,6 @@ class Tokenizer:
         jit_cache.announce("the tokenizer", "gpu_bytepiece/trie", "cpu_fallback/tokenize")
         self._trie = cached_trie(m.pieces)
         self._id2piece = list(_SPECIALS) + list(m.pieces)
-        self._piece2id = {p: i for i, p in enumerate(self._id2piece)}
         self._piece_bytes = np.frombuffer(b"".join(m.pieces), dtype=np.uint8)
         self._piece_off = np.zeros(self.vocab_size + 1, dtype=np.int64)
         np.cumsum([0, 0, 0] + [len(p) for p in m.pieces], out=self._piece_off[1:])
@@ -122,6 +122,13 @@ class Tokenizer:
         self._calls = 0
 
     # --------------------------------------------------------------- pieces
+    @functools.cached_property
+    def _piece2id(self) -> dict:
+        """Piece (bytes; a str for a special token) -> id, built on first use."""
+        out = {p: i for i, p in enumerate(self._id2piece[:len(_SPECIALS) + len(self._model.pieces)])}
+        out.update(self._specials.ids)
+        return out
+
     def piece_to_id(self, piece) -> int:
         """Id of ``piece`` (bytes; ``'<pad>'``, ``'<bos>'``, ``'<eos>'`` for 0-2)."""
         try:
@@ -386,7 +393,6 @@ class Tokenizer:
         extra = [t.encode("utf-8") for t in self._specials.tokens]
         self.vocab_size += len(extra)
         self._id2piece.extend(self._specials.tokens)
-        self._piece2id.update(self._specials.ids)
         if extra:
             self._piece_bytes = np.concatenate([self._piece_bytes, np.frombuffer(b"".join(extra), np.uint8)])
             off = np.cumsum([len(b) for b in extra]) + self._piece_off[-1]

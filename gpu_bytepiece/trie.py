@@ -231,7 +231,7 @@ def cached_trie(pieces: list) -> Trie:
     names = [f.name for f in fields(Trie)]
     got = jit_cache.load_arrays("tries", h.hexdigest())
     if got is not None and set(got) == set(names):
-        return Trie(**{n: (int(v) if v.ndim == 0 else v) for n, v in got.items()})
+        return Trie(**{n: (v.item() if v.ndim == 0 else v) for n, v in got.items()})
     trie = build_trie(pieces)
     jit_cache.store_arrays("tries", h.hexdigest(), {n: getattr(trie, n) for n in names})
     return trie
