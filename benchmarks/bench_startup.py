@@ -9,12 +9,16 @@ whole processes of that environment's Python, interpreter start included:
 - trainer: ``Trainer(order=4, max_vocab_size=300, min_count=2).train(texts)``
   on a tiny list of sentences, ``workers=1``, CPU.
 
-The first process of each meets an empty Numba cache (a fresh install);
-the next ``--later`` processes find what the first one cached. The tokenizer
-runs first, so the trainer's first process already finds the lattice the
-tokenizer cached (as a user who tokenized before training would); the
-trainer's own paths (n-grams, pieces) are compiled cold there. Every process
-also prints its own split (import, model, first call) to stderr.
+The first process of each meets an empty user cache (a fresh install): it
+finds the machine code the wheel ships (``setup.py`` compiles every CPU path
+while building it, here on this machine; ``--no-precompile`` builds a wheel
+without it) or compiles; the next ``--later`` processes find what the first
+one cached. The tokenizer runs first, so the trainer's first process
+already finds the lattice the tokenizer cached (as a user who tokenized
+before training would); without shipped code the trainer's own paths
+(n-grams, pieces) are compiled cold there. Every process also prints its own
+split (import, model, first call) to stderr, and its wall and CPU time (a
+busy machine stretches the wall time far more than the CPU time).
 
 The new environment gets its dependencies (numpy, numba, ...) from the
 environment running this script through a ``.pth`` line (no network, and the
@@ -25,12 +29,14 @@ temporary folder here through ``XDG_CACHE_HOME``).
 
     python benchmarks/bench_startup.py
     python benchmarks/bench_startup.py --read-only --later 3
+    python benchmarks/bench_startup.py --no-precompile     # what compiling on first use costs
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -70,16 +76,23 @@ print(f"  split: import {t1 - t0:.2f} s, train {t2 - t1:.2f} s", file=sys.stderr
 """
 
 
-def _run(py: Path, code: str, env: dict, cwd: Path) -> float:
-    t0 = time.perf_counter()
+def _cpu_children() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _run(py: Path, code: str, env: dict, cwd: Path) -> tuple:
+    """(wall, CPU) seconds of one whole process."""
+    c0, t0 = _cpu_children(), time.perf_counter()
     proc = subprocess.run([str(py), "-c", code], env=env, cwd=cwd, stderr=subprocess.PIPE, text=True)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, _cpu_children() - c0
     if proc.returncode:
         sys.stderr.write(proc.stderr)
         raise SystemExit(f"the timed process failed (exit {proc.returncode})")
     for line in proc.stderr.splitlines():
         print(f"    {line.strip()}")
-    return wall
+    print(f"    process: {wall:.2f} s wall, {cpu:.2f} s CPU")
+    return wall, cpu
 
 
 def main(argv=None) -> int:
@@ -88,6 +101,8 @@ def main(argv=None) -> int:
     ap.add_argument("--read-only", action="store_true",
                     help="make the installed package read-only (the cache goes to the user's cache folder)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (its path is printed)")
+    ap.add_argument("--no-precompile", action="store_true",
+                    help="build the wheel without compiled code (GPU_BYTEPIECE_PRECOMPILE=0)")
     args = ap.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)
 
@@ -95,8 +110,9 @@ def main(argv=None) -> int:
     wheels, venv, home = tmp / "wheels", tmp / "venv", tmp / "home"
     pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
     t0 = time.perf_counter()
+    build_env = dict(os.environ, GPU_BYTEPIECE_PRECOMPILE="0" if args.no_precompile else "1")
     subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(ROOT)],
-                   check=True, stdout=subprocess.DEVNULL)
+                   check=True, stdout=subprocess.DEVNULL, env=build_env)
     wheel = next(wheels.glob("gpu_bytepiece-*.whl"))
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     py = venv / "bin" / "python"
@@ -126,12 +142,18 @@ def main(argv=None) -> int:
         rows.append((name, first, later))
 
     print(f"\nStartup, whole processes (interpreter start included), wheel install"
-          f"{', read-only package' if args.read_only else ''}:\n")
-    print("| process | first (cold cache) | later (median; all) |")
-    print("| --- | ---: | ---: |")
+          f"{', read-only package' if args.read_only else ''}"
+          f"{', no compiled code in the wheel' if args.no_precompile else ''}:\n")
+    print("| process | first (cold cache) | later (median; all) | CPU first | CPU later (median) |")
+    print("| --- | ---: | ---: | ---: | ---: |")
     for name, first, later in rows:
-        med = statistics.median(later) if later else float("nan")
-        print(f"| {name} | {first:.2f} s | {med:.2f} s ({', '.join(f'{x:.2f}' for x in later)}) |")
+        walls = [w for w, _ in later]
+        med = statistics.median(walls) if later else float("nan")
+        cpu_med = statistics.median(c for _, c in later) if later else float("nan")
+        print(f"| {name} | {first[0]:.2f} s | {med:.2f} s ({', '.join(f'{x:.2f}' for x in walls)}) "
+              f"| {first[1]:.2f} s | {cpu_med:.2f} s |")
+    print("\n(CPU: user + system time of the process; on a busy machine the wall time is"
+          " longer, the CPU time much less so)")
     cache = home / ".cache" / "gpu-bytepiece"
     if cache.exists():
         n = sum(1 for _ in cache.rglob("*.nbi"))

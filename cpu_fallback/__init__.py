@@ -9,6 +9,6 @@ from gpu_bytepiece import jit_cache
 jit_cache.install()  # before the modules below define their functions
 
 from .chunks import chunk_bounds  # noqa: E402
-from .tokenize import encode_segments, find_segments, scatter_tokens  # noqa: E402
+from .tokenize import encode_chunk, encode_segments, find_segments, scatter_tokens  # noqa: E402
 
-__all__ = ["chunk_bounds", "encode_segments", "find_segments", "scatter_tokens"]
+__all__ = ["chunk_bounds", "encode_chunk", "encode_segments", "find_segments", "scatter_tokens"]

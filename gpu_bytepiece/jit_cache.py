@@ -18,6 +18,14 @@ for this package's files only:
   own ``__pycache__`` only when none of those is writable. A new virtual
   environment with the same sources reuses what an earlier one compiled.
   Each content key gets its own subfolder; the few most recent are kept.
+- **shipped in the wheel**: a wheel built with ``setup.py`` (``pip wheel``,
+  ``python -m build --no-isolation``) carries the machine code of every path
+  in ``gpu_bytepiece/_jit/<key>/`` (:mod:`gpu_bytepiece.precompile`), with the
+  machine it was compiled for. When the content key and this machine (Numba's
+  target triple, CPU name and features) match, the first process copies those
+  files into the user's folder, so nothing compiles; elsewhere they are
+  ignored and the code compiles as without them. The install folder is only
+  read.
 
 :func:`announce` prints one line to stderr when a step is about to compile
 because its cache is empty ("gpu-bytepiece: compiling ... (first run only)").
@@ -25,6 +33,7 @@ because its cache is empty ("gpu-bytepiece: compiling ... (first run only)").
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import shutil
@@ -32,12 +41,19 @@ import sys
 import threading
 from pathlib import Path
 
-__all__ = ["install", "cache_dir", "announce", "source_key"]
+__all__ = ["install", "cache_dir", "announce", "source_key", "machine", "load_arrays", "store_arrays",
+           "SHIPPED", "MACHINE_FILE"]
 
 #: Content-key subfolders kept in the cache folder (the newest ones).
 KEEP_KEYS = 4
+#: Array files kept per kind by :func:`store_arrays` (the most recently used ones).
+KEEP_ARRAYS = 8
 
 _PKG = Path(__file__).resolve().parent
+#: Machine code shipped in a wheel: ``SHIPPED / <tag>`` is laid out as a user cache folder.
+SHIPPED = _PKG / "_jit"
+#: In a shipped ``<tag>`` folder: the machine its code was compiled for (:func:`machine`).
+MACHINE_FILE = "machine.txt"
 _lock = threading.Lock()
 _state: dict = {}
 
@@ -76,6 +92,50 @@ def source_key() -> str:
     return key
 
 
+def _tag() -> str:
+    return f"{source_key()[:16]}-py{sys.version_info[0]}{sys.version_info[1]}"
+
+
+def machine() -> str:
+    """Numba's description of the code it generates here (target triple, CPU
+    name, CPU features: the cache index's machine key), as one line."""
+    from numba.core.registry import cpu_target
+
+    return repr(cpu_target.target_context.codegen().magic_tuple())
+
+
+def _seed(dest: Path) -> None:
+    """Copy what a wheel ships for this content key into ``dest`` (best effort).
+
+    Only what ``dest`` lacks: machine code only when it was compiled for this
+    machine; the arrays (the bundled model's parsed pieces and trie) always.
+    Each function's data files are renamed into place before its index, so a
+    reader never sees an index without its data.
+    """
+    src = SHIPPED / dest.name
+    try:
+        groups = [[f] for f in sorted(src.glob("*/*.npz")) if not (dest / f.parent.name / f.name).exists()]
+        code = [i for i in sorted(src.glob("*/*.nbi")) if not (dest / i.parent.name / i.name).exists()]
+        if code and (src / MACHINE_FILE).read_text().strip() == machine():
+            groups += [sorted(i.parent.glob(glob.escape(i.name[:-len(".nbi")]) + ".*.nbc")) + [i] for i in code]
+        if not groups:
+            return
+        from .files import Staged
+
+        for files in groups:
+            (dest / files[0].parent.name).mkdir(parents=True, exist_ok=True)
+            staged = Staged([str(dest / f.parent.name / f.name) for f in files])
+            try:
+                for f, tmp in zip(files, staged.tmps):
+                    shutil.copyfile(f, tmp)
+                staged.commit()
+            except BaseException:
+                staged.discard()
+                raise
+    except (OSError, ImportError):
+        pass
+
+
 def _roots() -> list:
     env = os.environ.get("GPU_BYTEPIECE_CACHE_DIR")
     if env:
@@ -105,8 +165,7 @@ def cache_dir() -> Path | None:
     """The folder of this content key (created), or ``None`` when nothing is writable."""
     with _lock:
         if "dir" not in _state:
-            key = source_key()
-            tag = f"{key[:16]}-py{sys.version_info[0]}{sys.version_info[1]}"
+            tag = _tag()
             found = None
             for root in _roots():
                 fresh = not (root / tag).exists()
@@ -114,9 +173,63 @@ def cache_dir() -> Path | None:
                     found = root / tag
                     if fresh:
                         _prune(root, keep=found)
+                    if (SHIPPED / tag).is_dir():
+                        _seed(found)
                     break
             _state["dir"] = found
         return _state["dir"]
+
+
+def _arrays_path(kind: str, key: str) -> Path | None:
+    root = cache_dir()
+    return None if root is None else root / kind / f"{key[:32]}.npz"
+
+
+def load_arrays(kind: str, key: str) -> dict | None:
+    """The arrays :func:`store_arrays` kept under ``kind``/``key``, or ``None``.
+
+    Data derived from inputs (a model's trie, a parsed model file), kept in
+    the content-key folder beside the machine code. An unreadable file counts
+    as missing: a cache never fails its caller.
+    """
+    import numpy as np
+
+    path = _arrays_path(kind, key)
+    if path is None:
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            got = {n: z[n] for n in z.files}
+    except Exception:
+        return None
+    try:
+        os.utime(path)  # most recently used
+    except OSError:
+        pass
+    return got
+
+
+def store_arrays(kind: str, key: str, arrays: dict) -> None:
+    """Keep ``arrays`` (name -> array) under ``kind``/``key`` (atomic; best effort);
+    the ``KEEP_ARRAYS`` most recently used files of ``kind`` stay."""
+    import io
+
+    import numpy as np
+
+    from .files import write_atomic
+
+    path = _arrays_path(kind, key)
+    if path is None:
+        return
+    try:
+        buf = io.BytesIO()
+        np.savez(buf, **{n: np.asarray(v) for n, v in arrays.items()})
+        path.parent.mkdir(exist_ok=True)
+        write_atomic(path, buf.getvalue())
+        for old in sorted(path.parent.glob("*.npz"), key=lambda p: p.stat().st_mtime, reverse=True)[KEEP_ARRAYS:]:
+            old.unlink()
+    except OSError:
+        pass
 
 
 def _prune(root: Path, keep: Path) -> None:
@@ -184,7 +297,35 @@ def install() -> None:
         if not _state.get("installed"):
             if impl is not None:
                 impl._locator_classes.insert(0, PackageCacheLocator)
+                _lighter_loads(caching.Cache, PackageCacheLocator)
             _state["installed"] = True
+
+
+def _lighter_loads(cache_cls, locator_cls) -> None:
+    """Load this package's cached functions without refreshing Numba's registries.
+
+    Numba's ``Cache.load_overload`` first refreshes the CPU target's typing
+    and lowering registries (it imports some hundred modules: about 0.2 s, a
+    third of a warm process). Loading machine code needs only the runtime
+    (NRT) those functions allocate with; compiling, when the cache misses,
+    refreshes the registries itself. Other packages' functions keep Numba's
+    way; so does everything when Numba's internals differ from these.
+    """
+    numba_load = cache_cls.__dict__.get("load_overload")
+    if numba_load is None or not hasattr(cache_cls, "_load_overload"):
+        return
+
+    def load_overload(self, sig, target_context):
+        if not isinstance(getattr(getattr(self, "_impl", None), "locator", None), locator_cls):
+            return numba_load(self, sig, target_context)
+        from numba.core.runtime import rtsys
+
+        rtsys.initialize(target_context)
+        with self._guard_against_spurious_io_errors():
+            return self._load_overload(sig, target_context)
+
+    load_overload.__doc__ = numba_load.__doc__
+    cache_cls.load_overload = load_overload
 
 
 def announce(what: str, *modules: str) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -27,7 +28,7 @@ from typing import Union
 
 import numpy as np
 
-from . import config
+from . import config, jit_cache
 from .files import write_atomic
 
 __all__ = ["ModelError", "Model", "load_model", "save_model", "DEFAULT_MODEL_NAME"]
@@ -36,6 +37,8 @@ SPECIAL_PIECES = ("<pad>", "<bos>", "<eos>")
 DEFAULT_MODEL_NAME = "bytepiece.plus.40k.model.gz"
 
 PathLike = Union[str, "os.PathLike[str]"]
+_state: dict = {}
+_STORED = {"pieces", "counts", "ends", "n_bytes"}  # a parsed model's arrays in the cache
 
 
 class ModelError(ValueError):
@@ -72,7 +75,11 @@ class Model:
 
         Computed as the reference does: ``log(count) - log(sum(counts))``.
         """
-        total = int(sum(int(c) for c in self.counts))
+        c = self.counts
+        if len(c) and int(c.max()) <= (2**63 - 1) // len(c):
+            total = int(c.sum(dtype=np.int64))  # exact: the sum cannot overflow int64
+        else:
+            total = int(sum(int(x) for x in c))
         log_total = np.log(np.float64(total))
         out = np.full(self.vocab_size, -np.inf, dtype=np.float64)
         out[3:] = np.log(self.counts.astype(np.float64)) - log_total
@@ -97,15 +104,19 @@ def _capped(path: str, f, cap: int) -> bytes:
     return data
 
 
-def _read_bytes(path: str) -> bytes:
-    """The model file's bytes, decompressed: a regular file only (a FIFO or a
+def _read_file(path: str) -> bytes:
+    """The model file's bytes as stored: a regular file only (a FIFO or a
     device would block or never end), at most :func:`max_model_bytes`."""
     st = os.stat(path)
     if not stat.S_ISREG(st.st_mode):
         raise _fail(path, "cannot read: not a regular file (a model is a .model, .gz or .zip file)")
-    cap = max_model_bytes()
     with open(path, "rb") as f:
-        raw = _capped(path, f, cap)
+        return _capped(path, f, max_model_bytes())
+
+
+def _decompress(path: str, raw: bytes) -> bytes:
+    """A model file's bytes decompressed (gzip, zip), at most :func:`max_model_bytes`."""
+    cap = max_model_bytes()
     if raw[:2] == b"\x1f\x8b":
         try:
             with gzip.GzipFile(fileobj=io.BytesIO(raw)) as g:
@@ -192,10 +203,13 @@ def parse_pieces(obj, source: str = "<pieces>") -> Model:
     return Model(pieces=pieces, counts=counts, source=source)
 
 
-def load_model(path: PathLike | None = None) -> Model:
+def load_model(path: PathLike | None = None, *, cache: bool = False) -> Model:
     """Load and validate a BytePiece model file (``.model``, ``.gz`` or ``.zip``).
 
-    ``None`` loads the bundled default, ``bytepiece.plus.40k``.
+    ``None`` loads the bundled default, ``bytepiece.plus.40k``. ``cache``:
+    keep the parsed pieces in the compiled-code cache folder
+    (``jit_cache.store_arrays``, keyed on the file's bytes and this module's
+    source), so that a later process skips the JSON (the ``Tokenizer`` does).
 
     Raises
     ------
@@ -205,12 +219,18 @@ def load_model(path: PathLike | None = None) -> Model:
     if path is None:
         ref = resources.files("gpu_bytepiece.data").joinpath(DEFAULT_MODEL_NAME)
         with resources.as_file(ref) as p:
-            return load_model(str(p))
+            return load_model(str(p), cache=cache)
     path = os.fspath(path)
     try:
-        raw = _read_bytes(path)
+        stored = _read_file(path)
     except OSError as e:
         raise _fail(path, f"cannot read ({e.strerror or e})") from None
+    key = _cache_key(stored) if cache else None
+    got = jit_cache.load_arrays("models", key) if cache else None
+    if got is not None and set(got) == _STORED and int(got["n_bytes"]) <= max_model_bytes():
+        data, ends = got["pieces"].tobytes(), got["ends"].tolist()
+        return Model(pieces=[data[a:b] for a, b in zip([0] + ends[:-1], ends)], counts=got["counts"], source=path)
+    raw = _decompress(path, stored)
     try:
         obj = json.loads(raw.decode("utf-8"), object_pairs_hook=_reject_duplicate_keys)
     except UnicodeDecodeError as e:
@@ -220,7 +240,24 @@ def load_model(path: PathLike | None = None) -> Model:
     except RecursionError:
         raise _fail(path, "not a model: JSON nested deeper than the reader's limit (a model is "
                           "one object of [id, text, count] lists)") from None
-    return parse_pieces(obj, source=path)
+    model = parse_pieces(obj, source=path)
+    if cache:
+        jit_cache.store_arrays("models", key, {
+            "pieces": np.frombuffer(b"".join(model.pieces), dtype=np.uint8), "counts": model.counts,
+            "ends": np.cumsum([len(p) for p in model.pieces], dtype=np.int64), "n_bytes": len(raw)})
+    return model
+
+
+def _cache_key(stored: bytes) -> str:
+    """What a parsed model file is kept under (``jit_cache.store_arrays``): its
+    bytes and this file's source (the rules it was read and checked with)."""
+    h = _state.get("source")
+    if h is None:
+        with open(__file__, "rb") as f:
+            h = _state["source"] = hashlib.sha256(f.read())
+    h = h.copy()
+    h.update(stored)
+    return h.hexdigest()
 
 
 def model_to_json_obj(pieces, counts) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 from typing import Iterable, Sequence
@@ -22,7 +23,7 @@ from .model import Model, ModelError, load_model, parse_pieces, save_model
 from .offsets import token_spans
 from .specials import SpecialTokens
 from .text import iter_packed
-from .trie import build_trie
+from .trie import cached_trie
 
 __all__ = ["Tokenizer"]
 
@@ -83,16 +84,15 @@ class Tokenizer:
         elif isinstance(model, dict):
             self._model = parse_pieces(model)
         elif model is None or isinstance(model, (str, os.PathLike)):
-            self._model = load_model(model)
+            self._model = load_model(model, cache=True)
         else:
             raise ModelError(f"model must be a path, a pieces dict or None, got {type(model).__name__}")
         m = self._model
         self.vocab_size = m.vocab_size
         self._scores = m.scores()
         jit_cache.announce("the tokenizer", "gpu_bytepiece/trie", "cpu_fallback/tokenize")
-        self._trie = build_trie(m.pieces)
+        self._trie = cached_trie(m.pieces)
         self._id2piece = list(_SPECIALS) + list(m.pieces)
-        self._piece2id = {p: i for i, p in enumerate(self._id2piece)}
         self._piece_bytes = np.frombuffer(b"".join(m.pieces), dtype=np.uint8)
         self._piece_off = np.zeros(self.vocab_size + 1, dtype=np.int64)
         np.cumsum([0, 0, 0] + [len(p) for p in m.pieces], out=self._piece_off[1:])
@@ -122,6 +122,13 @@ class Tokenizer:
         self._calls = 0
 
     # --------------------------------------------------------------- pieces
+    @functools.cached_property
+    def _piece2id(self) -> dict:
+        """Piece (bytes; a str for a special token) -> id, built on first use."""
+        out = {p: i for i, p in enumerate(self._id2piece[:len(_SPECIALS) + len(self._model.pieces)])}
+        out.update(self._specials.ids)
+        return out
+
     def piece_to_id(self, piece) -> int:
         """Id of ``piece`` (bytes; ``'<pad>'``, ``'<bos>'``, ``'<eos>'`` for 0-2)."""
         try:
@@ -244,9 +251,12 @@ class Tokenizer:
         if num_threads is not None:
             num_threads = _check_int("num_threads", num_threads)
         results = []  # (first document index, ids, offsets) per batch
+        # one short text is one chunk of work: no threads (none are even started)
+        one_short = (isinstance(texts, (list, tuple)) and len(texts) == 1
+                     and isinstance(texts[0], (str, bytes)) and len(texts[0]) < config.CPU_MIN_CHUNK_BYTES // 4)
         with numba_threads(num_threads):
-            n_threads = numba.get_num_threads()
-            if n_threads > 1 and self._backend.name == "cpu" and concurrent_numba_ok():
+            n_threads = 1 if one_short or self._backend.name != "cpu" else numba.get_num_threads()
+            if n_threads > 1 and concurrent_numba_ok():
                 results = self._backend.encode_texts_in_threads(texts, batch_bytes, n_threads, alpha, stream,
                                                                 add_bos, add_eos)
             else:
@@ -383,7 +393,6 @@ class Tokenizer:
         extra = [t.encode("utf-8") for t in self._specials.tokens]
         self.vocab_size += len(extra)
         self._id2piece.extend(self._specials.tokens)
-        self._piece2id.update(self._specials.ids)
         if extra:
             self._piece_bytes = np.concatenate([self._piece_bytes, np.frombuffer(b"".join(extra), np.uint8)])
             off = np.cumsum([len(b) for b in extra]) + self._piece_off[-1]

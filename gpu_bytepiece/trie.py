@@ -29,7 +29,7 @@ from . import jit_cache
 
 jit_cache.install()  # the package's cache locator, before the cache=True functions below
 
-__all__ = ["Trie", "build_trie"]
+__all__ = ["Trie", "build_trie", "cached_trie"]
 
 
 @dataclass(frozen=True)
@@ -214,3 +214,24 @@ def pack_cells(base: np.ndarray, check: np.ndarray) -> np.ndarray:
     return (check.astype(np.int64) << 32) | base.astype(np.int64)
 
 
+def cached_trie(pieces: list) -> Trie:
+    """``build_trie(pieces)``, kept on disk: a later process loads it instead.
+
+    Kept by :func:`jit_cache.store_arrays` (the compiled-code cache folder)
+    under a SHA-256 of the pieces and of ``jit_cache.source_key()`` (which
+    covers this file), as every field of :class:`Trie`, so a change of the
+    trie's layout or of the pieces builds a new one.
+    """
+    import hashlib
+    from dataclasses import fields
+
+    h = hashlib.sha256(jit_cache.source_key().encode())
+    h.update(np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces)).tobytes())
+    h.update(b"".join(pieces))
+    names = [f.name for f in fields(Trie)]
+    got = jit_cache.load_arrays("tries", h.hexdigest())
+    if got is not None and set(got) == set(names):
+        return Trie(**{n: (v.item() if v.ndim == 0 else v) for n, v in got.items()})
+    trie = build_trie(pieces)
+    jit_cache.store_arrays("tries", h.hexdigest(), {n: getattr(trie, n) for n in names})
+    return trie

@@ -49,3 +49,29 @@ def test_announce_says_once_when_cold(monkeypatch, tmp_path, capsys):
     (tmp_path / "cpu_fallback" / "tokenize.encode_segments-80.py311.nbi").write_bytes(b"")
     jit_cache.announce("the trainer", "cpu_fallback/tokenize")
     assert capsys.readouterr().err == ""
+
+
+def test_shipped_code_is_copied_for_this_machine_only(monkeypatch, tmp_path):
+    # a wheel's gpu_bytepiece/_jit/<tag>/ (setup.py, precompile.py): copied into the
+    # user's folder when compiled for this machine, each index after its data files
+    shipped = tmp_path / "_jit"
+    tag = shipped / "0123456789abcdef-py311"
+    (tag / "cpu_fallback").mkdir(parents=True)
+    (tag / "cpu_fallback" / "tokenize.encode_segments-80.py311.nbi").write_bytes(b"index")
+    (tag / "cpu_fallback" / "tokenize.encode_segments-80.py311.1.nbc").write_bytes(b"code")
+    (tag / "tries").mkdir()
+    (tag / "tries" / "0123.npz").write_bytes(b"arrays")  # the same on any machine
+    monkeypatch.setattr(jit_cache, "SHIPPED", shipped)
+    user = tmp_path / "user" / tag.name
+    (tag / jit_cache.MACHINE_FILE).write_text("('x86_64-unknown-linux-gnu', 'another cpu', '')\n")
+    jit_cache._seed(user)
+    assert not (user / "cpu_fallback").exists()
+    assert (user / "tries" / "0123.npz").read_bytes() == b"arrays"
+    (tag / jit_cache.MACHINE_FILE).write_text(jit_cache.machine() + "\n")
+    jit_cache._seed(user)
+    assert sorted(p.name for p in (user / "cpu_fallback").iterdir()) == [
+        "tokenize.encode_segments-80.py311.1.nbc", "tokenize.encode_segments-80.py311.nbi"]
+    # what the user's folder already has is kept
+    (user / "cpu_fallback" / "tokenize.encode_segments-80.py311.nbi").write_bytes(b"compiled here")
+    jit_cache._seed(user)
+    assert (user / "cpu_fallback" / "tokenize.encode_segments-80.py311.nbi").read_bytes() == b"compiled here"

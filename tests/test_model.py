@@ -14,7 +14,7 @@ import pytest
 
 import naive
 from conftest import MODEL_NAMES, reference_tokenizer, shared_model
-from gpu_bytepiece import ModelError, Tokenizer, load_model, save_model
+from gpu_bytepiece import ModelError, Tokenizer, config, load_model, save_model
 from gpu_bytepiece.model import DEFAULT_MODEL_NAME, Model, parse_pieces
 
 # ----------------------------------------------------------------- helpers
@@ -440,3 +440,28 @@ def test_bytes_keys_are_accepted():
 def test_model_argument_of_wrong_type():
     with pytest.raises(ModelError, match=r"model must be a path, a pieces dict or None, got int"):
         Tokenizer(5, device="cpu")
+
+
+def test_load_model_cache_gives_the_parsed_model(monkeypatch, tmp_path):
+    from gpu_bytepiece import jit_cache
+    from gpu_bytepiece import model as model_mod
+
+    monkeypatch.setitem(jit_cache._state, "dir", tmp_path)
+    plain = load_model(None)
+    first = load_model(None, cache=True)
+    assert list((tmp_path / "models").glob("*.npz"))
+
+    def no_parse(*a, **k):
+        raise AssertionError("parsed again: the kept model was not read")
+
+    monkeypatch.setattr(model_mod, "parse_pieces", no_parse)
+    again = load_model(None, cache=True)
+    for got in (first, again):
+        assert got.pieces == plain.pieces and got.counts.dtype == np.int64
+        assert np.array_equal(got.counts, plain.counts) and got.source == plain.source
+    # the size cap (on the decompressed bytes) still holds for a kept model
+    gz = resources.files("gpu_bytepiece.data").joinpath(DEFAULT_MODEL_NAME).read_bytes()
+    monkeypatch.delenv("GPU_BYTEPIECE_MAX_MODEL_BYTES", raising=False)
+    monkeypatch.setattr(config, "MAX_MODEL_BYTES", len(gz) + 10)
+    with pytest.raises(ModelError, match="GPU_BYTEPIECE_MAX_MODEL_BYTES"):
+        load_model(None, cache=True)

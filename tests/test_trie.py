@@ -190,3 +190,35 @@ def test_deep_chain():
         assert trie.lookup(p) == i + 3
     assert trie.lookup(long[:2]) == -1
     assert trie.max_len == 199  # long[:199], k = 1, 4, ..., 199
+
+
+def test_cached_trie_is_the_built_trie_and_is_read_back(monkeypatch, tmp_path):
+    from dataclasses import fields
+
+    from gpu_bytepiece import jit_cache, trie as trie_mod
+
+    monkeypatch.setitem(jit_cache._state, "dir", tmp_path)
+    pieces = load_model(None).pieces
+    built = build_trie(pieces)
+    first = trie_mod.cached_trie(pieces)
+    (stored,) = (tmp_path / "tries").glob("*.npz")
+
+    def no_build(_):
+        raise AssertionError("built again: the stored trie was not read")
+
+    monkeypatch.setattr(trie_mod, "build_trie", no_build)
+    again = trie_mod.cached_trie(pieces)
+    for got in (first, again):
+        for f in fields(Trie):
+            a, b = getattr(got, f.name), getattr(built, f.name)
+            if isinstance(b, np.ndarray):
+                assert a.dtype == b.dtype and np.array_equal(a, b), f.name
+            else:
+                assert type(a) is type(b) and a == b, f.name
+    # another vocabulary gets its own file; an unreadable file is built again
+    monkeypatch.setattr(trie_mod, "build_trie", build_trie)
+    assert trie_mod.cached_trie(pieces[:-1]).lookup(pieces[-1]) == -1
+    assert len(list((tmp_path / "tries").glob("*.npz"))) == 2
+    stored.write_bytes(b"not a zip")
+    assert trie_mod.cached_trie(pieces).lookup(pieces[-1]) == len(pieces) + 2
+    assert np.array_equal(np.load(stored)["cells"], built.cells)  # and stored again

@@ -9,7 +9,7 @@ import numba
 import numpy as np
 
 from .. import config
-from ..cpu_fallback import chunk_bounds, encode_segments, scatter_tokens
+from ..cpu_fallback import chunk_bounds, encode_chunk, encode_segments, scatter_tokens
 from ..text import iter_packed
 from ..trie import Trie
 from .layout import put_specials, sampling_scores, segment_layout, segment_table
@@ -80,15 +80,22 @@ class CPUBackend:
         out = np.empty(len(data), dtype=np.uint32)
         counts = np.zeros(n_seg, dtype=np.int64)
         if n_seg:
-            chunks = chunk_bounds(seg_end - seg_start, numba.get_num_threads())
+            # under CPU_MIN_CHUNK_BYTES the work is one chunk whatever the thread count:
+            # then Numba's threads are neither asked for nor started
+            small = len(data) < config.CPU_MIN_CHUNK_BYTES
+            chunks = chunk_bounds(seg_end - seg_start, 1 if small else numba.get_num_threads())
             t = self.trie
             scores, run_alpha = self._scores_for(alpha)
-            # chunks are handed to threads one at a time (not split up front),
-            # so a thread slowed by other work on its core does not stall the rest
-            with numba.parallel_chunksize(1):
-                encode_segments(data, seg_start, seg_end, seg.key, seg.pos, chunks,
-                                t.cells, t.node_id, t.node_len, scores, t.max_len,
-                                run_alpha, out, counts)
+            if len(chunks) == 2:  # one chunk: the loop body of encode_segments, called directly
+                encode_chunk(data, seg_start, seg_end, seg.key, seg.pos, 0, n_seg,
+                             t.cells, t.node_id, t.node_len, scores, t.max_len, run_alpha, out, counts)
+            else:
+                # chunks are handed to threads one at a time (not split up front),
+                # so a thread slowed by other work on its core does not stall the rest
+                with numba.parallel_chunksize(1):
+                    encode_segments(data, seg_start, seg_end, seg.key, seg.pos, chunks,
+                                    t.cells, t.node_id, t.node_len, scores, t.max_len,
+                                    run_alpha, out, counts)
         dest, offsets = segment_layout(seg.doc, counts, n_docs, add_bos, add_eos)
         if not n_seg:
             ids = np.empty(int(offsets[-1]), dtype=np.uint32)
