@@ -10,12 +10,13 @@ def test_tokenizer_code_is_cached_in_the_package_folder():
     assert tok.encode("hello world") == Tokenizer(device="cpu").encode("hello world")
     root = jit_cache.cache_dir()
     assert root is not None and root.name.startswith(jit_cache.source_key()[:16])
-    # the driver that inlines core/lattice.py, and the trie builder, under the content key
-    assert any((root / "cpu_fallback").glob("tokenize.encode_segments-*.nbi"))
+    # the driver that inlines core/lattice.py (a short text runs the one-chunk driver), and the
+    # trie builder, under the content key
+    assert any((root / "cpu_fallback").glob("tokenize.encode_chunk-*.nbi"))
     assert any((root / "gpu_bytepiece").glob("trie._build-*.nbi"))
     from gpu_bytepiece.cpu_fallback import tokenize
 
-    assert str(tokenize.encode_segments._cache._cache_path).startswith(str(root))
+    assert str(tokenize.encode_chunk._cache._cache_path).startswith(str(root))
 
 
 def test_cache_folders_in_order(monkeypatch, tmp_path):
