@@ -42,11 +42,10 @@ geometry the host launches with.
 
 from __future__ import annotations
 
-import math
-
 from numba import cuda, float64, int32, uint8
 
 from gpu_bytepiece.core import lattice as _lat
+from gpu_bytepiece.core.lattice import initial_best
 from gpu_bytepiece.core.long import relax_rows, walk_matches
 
 __all__ = ["encode_long_segments", "long_layout", "SIGNATURES"]
@@ -160,9 +159,10 @@ def encode_long_segments(data, seg_start, seg_end, seg_key, seg_pos, long_idx,
         key = seg_key[k]
         pos0 = seg_pos[k]
         if tid == 0:
-            shf[0] = 0.0
+            first, rest = initial_best(alpha)
+            shf[0] = first
             for p in range(1, ring):
-                shf[p] = -math.inf
+                shf[p] = rest
         n_tiles = (n + rows - 1) // rows
         for t in range(n_tiles + 1):
             if w >= 0 and t < n_tiles:
