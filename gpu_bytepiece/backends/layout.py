@@ -7,8 +7,8 @@
 - ``put_specials``: write ``<bos>`` (1) / ``<eos>`` (2) into that room;
 - ``insert_specials``: the same for documents already encoded without them
   (the pipeline's pieces of documents split across batches);
-- ``sampling_scores``: the scores a sampling lattice runs with
-  (``alpha * score``, finite).
+- ``sampling_scores``: the scores a sampling lattice runs with (weights
+  ``exp(alpha * score)``, or ``alpha * score`` clamped to finite values).
 
 ``<bos>`` and ``<eos>`` are a bool for every document or a boolean mask
 per document. The device twins, for text already on the GPU, are in

@@ -151,7 +151,8 @@ def lattice(data, start, end, cells, node_score, max_len,
         (model loading guarantees it).
     node_score : float64[:]
         Per trie cell: the score of the piece ending there, ``-inf`` where
-        no piece ends (see ``Trie.node_scores``).
+        no piece ends (see ``Trie.node_scores``); with ``alpha == LINEAR``
+        the piece's weight, ``0.0`` where no piece ends.
     max_len : int
         Longest piece, in bytes.
     alpha : float64
