@@ -65,6 +65,22 @@ _CELL_MASK = np.int64(CELL_MASK)
 _LEN_ESCAPE = np.int64(LEN_ESCAPE)
 _ONE_LEN = np.int64(1 << CELL_BITS)
 
+#: The root cell's check half (``cells[0] >> 32``, never compared by a
+#: walk: no cell index reaches it) when every piece of two or more bytes
+#: ends where a UTF-8 character ends, reading its bytes from the first
+#: with ``char_len`` (models trained with ``ensure_unicode``); see
+#: ``trie.whole_chars``. ``0`` otherwise.
+WHOLE_CHARS = 1 << 30
+
+
+@register_jitable
+def char_len(c):
+    """Bytes of the UTF-8 character that lead byte ``c`` starts, as the
+    lattice counts them: 1 below ``0xC0`` (ASCII, and a stray continuation
+    byte), 2, 3, 4 from ``0xC0``, ``0xE0``, ``0xF0``."""
+    return np.int64(1) + (c >= 0xC0) + (c >= 0xE0) + (c >= 0xF0)
+
+
 #: ``alpha`` value that selects the linear form of sampling (``node_score``
 #: then holds weights, see the module docstring).
 LINEAR = math.inf
@@ -181,6 +197,7 @@ def lattice(data, start, end, cells, node_score, max_len,
     for p in range(1, n + 1):
         best[off + p] = rest
     root = cells[0] & _LOW32
+    whole_chars = (cells[0] >> _S32) == WHOLE_CHARS
     if alpha < 0:
         # Viterbi. Relaxations are branch-free: a cell where no piece ends
         # scores -inf and never wins (``cand > best`` is strict); the back
@@ -206,10 +223,38 @@ def lattice(data, start, end, cells, node_score, max_len,
             better = cand > old
             best[e] = cand if better else old
             back[e if better else uoff] = s | _ONE_LEN
+            c = data[ustart + ui]
             if (w & _LOW32) == 0:
                 # no piece continues this byte (a node with children has
                 # base >= 1): skip the walk, e.g. at every UTF-8
                 # continuation byte when pieces are whole characters
+                continue
+            if whole_chars and c >= 0xC0:
+                # Pieces are whole characters (``WHOLE_CHARS``): from a lead
+                # byte, walk a character at a time and relax only where a
+                # character ends; a piece cannot end inside one, so the
+                # cells skipped score -inf (their relaxations were no-ops).
+                j = char_len(c)
+                k = np.int64(1)
+                while j <= lim:
+                    while k < j:
+                        t = (w & _LOW32) + data[ustart + ui + np.uint64(k)]
+                        w = cells[t]
+                        if (w >> _S32) != s:
+                            break
+                        s = t
+                        k += 1
+                    if k < j:
+                        break
+                    e = uoff + ui + np.uint64(j)
+                    cand = bs + node_score[s]
+                    old = best[e]
+                    better = cand > old
+                    best[e] = cand if better else old
+                    back[e if better else uoff] = s | (min(j, _LEN_ESCAPE) << CELL_BITS)
+                    if j == lim:
+                        break
+                    j += char_len(data[ustart + ui + np.uint64(j)])
                 continue
             for j in range(1, lim):
                 uj = np.uint64(j)
