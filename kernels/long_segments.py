@@ -14,8 +14,9 @@ which splits the lattice of ``gpu_bytepiece.core.lattice.lattice`` in two:
    (``relax_rows``). For a fixed end ``e`` candidates therefore arrive in
    increasing start (longest piece first), the order of the one-thread
    lattice; the arithmetic is the same (float64 ``best[s] + score`` with a
-   strict ``>``; in sampling the same log-sum-exp and the same
-   counter-based random numbers), so the result is bit for bit the CPU's,
+   strict ``>``; in sampling the same weights or log-sum-exp, the same
+   rescaling and the same counter-based random numbers), so the result is
+   bit for bit the CPU's,
    for the best path and for sampling alike.
 
 The tile is double-buffered: while thread 0 relaxes tile ``t`` the walkers
