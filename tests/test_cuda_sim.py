@@ -476,3 +476,19 @@ def test_plan_chunks_max_bytes():
 def test_bad_device_index(plus40k_path):
     with pytest.raises(DeviceError, match="cuda:3"):
         Tokenizer(plus40k_path, device="cuda:3")
+
+
+def test_whole_chars_model_matches_cpu():
+    """A model of whole UTF-8 characters (the lattice walks characters): GPU == CPU."""
+    from gpu_bytepiece.core.lattice import WHOLE_CHARS
+    from gpu_bytepiece.model import Model, load_model
+    from gpu_bytepiece.trie import whole_chars
+
+    m = load_model(shared_model("bytepiece.plus.40k.model"))
+    keep = [i for i, p in enumerate(m.pieces) if len(p) == 1 or whole_chars([p])]
+    model = Model(pieces=[m.pieces[i] for i in keep], counts=np.asarray(m.counts)[keep])
+    gpu, cpu = Tokenizer(model, device="cuda", seed=5), Tokenizer(model, device="cpu", seed=5)
+    assert gpu._trie.cells[0] >> 32 == WHOLE_CHARS
+    docs = ragged_docs()
+    assert_same(gpu, cpu, docs)
+    assert_same(gpu, cpu, docs, alpha=0.1, seed=7)
