@@ -9,7 +9,10 @@ Layout (all ``int32``, one cell per trie node, node 0 is the root):
 - ``node_len[t]``: the depth of node ``t`` (the length of its piece).
 
 The lattice reads ``cells`` (int64, ``check << 32 | base`` per cell): one load
-gives both halves, so a step of the walk touches one word.
+gives both halves, so a step of the walk touches one word. The root's check
+half (``cells[0] >> 32``), which no walk compares, carries one hint:
+``core.lattice.WHOLE_CHARS`` when pieces are whole UTF-8 characters
+(:func:`whole_chars`).
 
 The arrays carry 256 spare cells past the last used one, so ``base[s] + c``
 never indexes out of bounds and the walk needs no bounds check.
@@ -26,6 +29,7 @@ import numba
 import numpy as np
 
 from . import jit_cache
+from .core.lattice import WHOLE_CHARS, char_len
 
 jit_cache.install()  # the package's cache locator, before the cache=True functions below
 
@@ -205,8 +209,36 @@ def build_trie(pieces: list, ids: np.ndarray | None = None) -> Trie:
     if base.shape[0] > (1 << 24):
         # the lattice's back pointers hold a cell in 24 bits (see lattice.CELL_BITS)
         raise ValueError(f"vocabulary too large: its trie needs {base.shape[0]:,} cells, at most 16,777,216")
+    cells = pack_cells(base, check)
+    if whole_chars(pieces):
+        cells[0] |= np.int64(WHOLE_CHARS) << 32  # the lattice's hint (``core.lattice.WHOLE_CHARS``)
     return Trie(base=base, check=check, node_id=node_id, node_len=node_len,
-                cells=pack_cells(base, check), max_len=int(lens.max()) if n else 0)
+                cells=cells, max_len=int(lens.max()) if n else 0)
+
+
+def whole_chars(pieces: list) -> bool:
+    """Whether every piece of two or more bytes ends where a UTF-8 character
+    ends, reading its bytes from the first with ``core.lattice.char_len``.
+
+    True for the models BytePiece trains with ``ensure_unicode`` (their
+    pieces are valid UTF-8); the lattice then walks whole characters (see
+    ``core.lattice.WHOLE_CHARS``). Valid UTF-8 passes at once; other pieces
+    are read byte by byte.
+    """
+    for p in pieces:
+        if len(p) < 2:
+            continue
+        try:
+            p.decode("utf-8")
+            continue
+        except UnicodeDecodeError:
+            pass
+        k = 0
+        while k < len(p):
+            k += int(char_len(p[k]))
+        if k != len(p):
+            return False
+    return True
 
 
 def pack_cells(base: np.ndarray, check: np.ndarray) -> np.ndarray:

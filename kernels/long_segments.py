@@ -14,8 +14,9 @@ which splits the lattice of ``gpu_bytepiece.core.lattice.lattice`` in two:
    (``relax_rows``). For a fixed end ``e`` candidates therefore arrive in
    increasing start (longest piece first), the order of the one-thread
    lattice; the arithmetic is the same (float64 ``best[s] + score`` with a
-   strict ``>``; in sampling the same log-sum-exp and the same
-   counter-based random numbers), so the result is bit for bit the CPU's,
+   strict ``>``; in sampling the same weights or log-sum-exp, the same
+   rescaling and the same counter-based random numbers), so the result is
+   bit for bit the CPU's,
    for the best path and for sampling alike.
 
 The tile is double-buffered: while thread 0 relaxes tile ``t`` the walkers
@@ -42,11 +43,10 @@ geometry the host launches with.
 
 from __future__ import annotations
 
-import math
-
 from numba import cuda, float64, int32, uint8
 
 from gpu_bytepiece.core import lattice as _lat
+from gpu_bytepiece.core.lattice import initial_best
 from gpu_bytepiece.core.long import relax_rows, walk_matches
 
 __all__ = ["encode_long_segments", "long_layout", "SIGNATURES"]
@@ -160,9 +160,10 @@ def encode_long_segments(data, seg_start, seg_end, seg_key, seg_pos, long_idx,
         key = seg_key[k]
         pos0 = seg_pos[k]
         if tid == 0:
-            shf[0] = 0.0
+            first, rest = initial_best(alpha)
+            shf[0] = first
             for p in range(1, ring):
-                shf[p] = -math.inf
+                shf[p] = rest
         n_tiles = (n + rows - 1) // rows
         for t in range(n_tiles + 1):
             if w >= 0 and t < n_tiles:

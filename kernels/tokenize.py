@@ -62,7 +62,8 @@ def encode_segments(data, seg_start, seg_end, seg_key, seg_pos, order,
         Per trie cell: the id of the piece ending there, and its length
         (``Trie.node_id``, ``Trie.node_len``; read by the backtrack).
     node_score : float64[:]
-        The lattice's scores (per trie cell, ``-inf`` where no piece ends).
+        The lattice's scores (per trie cell, ``-inf`` where no piece ends),
+        or sampling weights (``alpha == LINEAR``; ``0.0`` where none ends).
     max_len : int64
     alpha : float64
         ``< 0``: best path; ``>= 0``: sample (see ``gpu_bytepiece.core.lattice``).

@@ -293,6 +293,7 @@ def _tiled_lattice():
     walk ``rows`` starts, relax them, next tile; ``best`` lives in a ring."""
     import numba
 
+    from gpu_bytepiece.core.lattice import initial_best
     from gpu_bytepiece.core.long import relax_rows, walk_matches
 
     walk = numba.njit(walk_matches)
@@ -309,8 +310,9 @@ def _tiled_lattice():
         row_cell = np.empty(rows * stride, np.int32)
         row_len = np.empty(rows * stride, np.uint8)
         cnt = np.empty(rows, np.int32)
-        best = np.full(ring, -np.inf)
-        best[0] = 0.0
+        first, rest = initial_best(alpha)  # as kernels.encode_long_segments fills its ring
+        best = np.full(ring, rest)
+        best[0] = first
         for i0 in range(0, n, rows):
             r = min(rows, n - i0)
             for w in range(r):
@@ -325,6 +327,8 @@ def _tiled_lattice():
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_long_segment_tiles_match_lattice(name):
     """Walking then relaxing tile by tile gives ``lattice.lattice``'s back pointers exactly (CPU)."""
+    from gpu_bytepiece.backends.layout import sampling_scores
+    from gpu_bytepiece.core.lattice import LINEAR
     from gpu_bytepiece.cpu_fallback.tokenize import backtrack, lattice
 
     tok = cpu_tokenizer(shared_model(name))
@@ -332,14 +336,19 @@ def test_long_segment_tiles_match_lattice(name):
     docs = corpus_docs("zh", n=3, every=7) + corpus_docs("en", n=3, every=7) + corpus_docs("code", n=3, every=7)
     data = np.frombuffer("\n".join(docs).encode(), dtype=np.uint8)
     tiled = _tiled_lattice()
-    for alpha in (-1.0, 0.0, 0.3, 1e308):
+    # raw scores with a temperature (log form), and the backends' weights (linear form:
+    # the whole text is long enough for the rescaling to happen, at the same starts)
+    runs = [(scores, alpha) for alpha in (-1.0, 0.0, 0.3, 1e308)]
+    runs += [sampling_scores(scores, alpha) for alpha in (0.1, 2.0)]
+    assert [r[1] for r in runs[4:]] == [LINEAR, LINEAR]
+    for run_scores, alpha in runs:
         for rows in (1, 7, 32):
             for a, b in ((0, len(data)), (5, 3005), (100, 101)):
                 want = np.zeros(b - a + 1, np.int32)
-                lattice(data, a, b, t.cells, scores, t.max_len, alpha, np.uint64(77), 3,
+                lattice(data, a, b, t.cells, run_scores, t.max_len, alpha, np.uint64(77), 3,
                         np.empty(b - a + 1), want, 0)
                 got = np.zeros(b - a + 1, np.int32)
-                tiled(data, a, b, t.cells, scores, t.max_len, alpha, np.uint64(77), 3, rows, got)
+                tiled(data, a, b, t.cells, run_scores, t.max_len, alpha, np.uint64(77), 3, rows, got)
                 np.testing.assert_array_equal(got[1:], want[1:])  # the same trie cell at every end
                 ids_want = np.zeros(b - a, np.uint32)
                 ids_got = np.zeros(b - a, np.uint32)
@@ -467,3 +476,19 @@ def test_plan_chunks_max_bytes():
 def test_bad_device_index(plus40k_path):
     with pytest.raises(DeviceError, match="cuda:3"):
         Tokenizer(plus40k_path, device="cuda:3")
+
+
+def test_whole_chars_model_matches_cpu():
+    """A model of whole UTF-8 characters (the lattice walks characters): GPU == CPU."""
+    from gpu_bytepiece.core.lattice import WHOLE_CHARS
+    from gpu_bytepiece.model import Model, load_model
+    from gpu_bytepiece.trie import whole_chars
+
+    m = load_model(shared_model("bytepiece.plus.40k.model"))
+    keep = [i for i, p in enumerate(m.pieces) if len(p) == 1 or whole_chars([p])]
+    model = Model(pieces=[m.pieces[i] for i in keep], counts=np.asarray(m.counts)[keep])
+    gpu, cpu = Tokenizer(model, device="cuda", seed=5), Tokenizer(model, device="cpu", seed=5)
+    assert gpu._trie.cells[0] >> 32 == WHOLE_CHARS
+    docs = ragged_docs()
+    assert_same(gpu, cpu, docs)
+    assert_same(gpu, cpu, docs, alpha=0.1, seed=7)

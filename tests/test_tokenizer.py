@@ -513,6 +513,7 @@ def test_any_finite_alpha_gives_a_segmentation(tok, alpha):
 def test_huge_alpha_weights_are_finite(tok):
     """``alpha * score`` is clamped to float64's range; cells without a piece stay ``-inf``."""
     from gpu_bytepiece.backends.layout import F64_MAX, sampling_scores
+    from gpu_bytepiece.core.lattice import LINEAR
 
     node = tok._backend.node_score
     scaled, run_alpha = sampling_scores(node, 1e308)
@@ -520,8 +521,16 @@ def test_huge_alpha_weights_are_finite(tok):
     assert run_alpha == 1.0
     assert np.isneginf(scaled[~piece]).all()
     assert (scaled[piece] >= -F64_MAX).all() and (scaled[piece] <= 0).all()
-    same, _ = sampling_scores(node, 0.5)
-    np.testing.assert_array_equal(same[piece], 0.5 * node[piece])
+    # a usual alpha: the linear form, weights exp(alpha * score), 0.0 where no piece ends
+    weights, run_alpha = sampling_scores(node, 0.5)
+    assert run_alpha == LINEAR
+    np.testing.assert_array_equal(weights[piece], np.exp(0.5 * node[piece]))
+    assert (weights[~piece] == 0.0).all()
+    # beyond exp(-200) the log form keeps the scaled scores
+    big = 201.0 / -node[piece].min()
+    same, run_alpha = sampling_scores(node, big)
+    assert run_alpha == 1.0
+    np.testing.assert_array_equal(same[piece], big * node[piece])
 
 
 def test_unseeded_calls_advance_and_set_seed_restarts(own_tok):

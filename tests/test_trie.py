@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import naive
-from conftest import PARTS, corpus_sample
+from conftest import PARTS, corpus_sample, shared_model
 from gpu_bytepiece.model import load_model
-from gpu_bytepiece.trie import Trie, build_trie
+from gpu_bytepiece.trie import Trie, build_trie, whole_chars
 
 _TRIES: dict = {}
 
@@ -70,7 +70,10 @@ def assert_layout(trie: Trie, pieces: list, ids):
     # The lattice's packed words hold exactly base and check.
     assert trie.cells.dtype == np.int64 and trie.cells.shape == (trie.n_cells,)
     np.testing.assert_array_equal(trie.cells & 0xFFFFFFFF, trie.base)
-    np.testing.assert_array_equal(trie.cells >> 32, trie.check)
+    np.testing.assert_array_equal(trie.cells[1:] >> 32, trie.check[1:])
+    # ... but the root's check half, which no walk compares, holds the lattice's hint
+    from gpu_bytepiece.core.lattice import WHOLE_CHARS
+    assert trie.cells[0] >> 32 == (WHOLE_CHARS if whole_chars(pieces) else trie.check[0])
     # node_len is each node's depth: a child is one deeper than its parent.
     kids = nodes[nodes != 0]
     np.testing.assert_array_equal(trie.node_len[kids], trie.node_len[trie.check[kids]] + 1)
@@ -222,3 +225,39 @@ def test_cached_trie_is_the_built_trie_and_is_read_back(monkeypatch, tmp_path):
     stored.write_bytes(b"not a zip")
     assert trie_mod.cached_trie(pieces).lookup(pieces[-1]) == len(pieces) + 2
     assert np.array_equal(np.load(stored)["cells"], built.cells)  # and stored again
+
+
+def test_whole_chars_hint():
+    assert whole_chars([b"a", b"ab", "中".encode(), "中文x".encode(), b"\x80\x81"])
+    assert not whole_chars([b"ab", b"\xe4\xb8"])  # ends inside a character
+    assert not whole_chars([b" \xc3"])
+
+
+def test_whole_chars_walk_gives_the_byte_walk_ids():
+    """With the hint the lattice walks characters; the ids are the byte walk's.
+
+    A real model less its pieces that end inside a character (its single bytes
+    stay), on zh and en text, with and without the hint in the root cell.
+    """
+    from gpu_bytepiece.core.lattice import WHOLE_CHARS
+    from gpu_bytepiece.cpu_fallback.tokenize import encode_chunk
+
+    m = load_model(shared_model("bytepiece.plus.40k.model"))
+    keep = [i for i, p in enumerate(m.pieces) if len(p) == 1 or whole_chars([p])]
+    pieces = [m.pieces[i] for i in keep]
+    trie = build_trie(pieces)
+    assert trie.cells[0] >> 32 == WHOLE_CHARS
+    plain = trie.cells.copy()
+    plain[0] &= 0xFFFFFFFF
+    scores = trie.node_scores(np.concatenate([np.zeros(3), m.scores()[3:][keep]]))
+    text = "\n".join(corpus_sample("zh", n=20, every=97) + corpus_sample("en", n=5, every=97)).encode()
+    data = np.frombuffer(text, dtype=np.uint8)
+    outs = []
+    for cells in (trie.cells, plain):
+        out = np.zeros(len(data), np.uint32)
+        counts = np.zeros(1, np.int64)
+        encode_chunk(data, np.array([0]), np.array([len(data)]), np.zeros(1, np.uint64), np.zeros(1, np.int64), 0, 1,
+                     cells, trie.node_id, trie.node_len, scores, trie.max_len, np.float64(-1), out, counts)
+        outs.append(out[:counts[0]].copy())
+    assert len(outs[0]) > 1000
+    np.testing.assert_array_equal(outs[0], outs[1])

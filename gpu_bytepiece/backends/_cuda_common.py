@@ -18,9 +18,11 @@ Exactness: the best path (``alpha < 0``) adds float64 scores, which is the
 same IEEE arithmetic on both devices. For sampling, NVVM contracts
 ``bs + alpha * score`` into one fused multiply-add (numba-cuda offers no
 switch for that, even without fastmath), which could differ from the CPU's
-two roundings; the backend therefore uploads ``alpha * scores`` computed on
-the host in numpy (the CPU's products, bit for bit) and runs the lattice with
-``alpha = 1.0``, where the fused and unfused forms agree exactly. The
+two roundings; the backend therefore uploads what ``layout.sampling_scores``
+computes on the host in numpy (the CPU's numbers, bit for bit): weights for
+the lattice's linear form (no multiply-add in it), or for a huge ``alpha``
+``alpha * scores`` run with ``alpha = 1.0``, where the fused and unfused
+forms agree exactly. The
 long-segment kernel relaxes the same candidates in the same order with the
 same arithmetic, for both modes.
 """
@@ -125,7 +127,7 @@ class CUDABase:
             self._node_len = cuda.to_device(np.ascontiguousarray(trie.node_len, dtype=np.int32))
             self._scores = cuda.to_device(self.scores)
         self._max_len = int(trie.max_len)
-        self._scaled = {}  # alpha -> device array of alpha * scores
+        self._scaled = {}  # alpha -> (device scores, alpha to launch with)
         self._pool = _Pool(lambda n, dt: cuda.device_array(n, dtype=dt))
         self._pinned = _Pool(lambda n, dt: cuda.pinned_array(n, dtype=dt))
 
@@ -136,21 +138,23 @@ class CUDABase:
     def _scores_for(self, alpha):
         """Device scores and the ``alpha`` to launch with (``layout.sampling_scores``).
 
-        For ``alpha >= 0`` the kernel gets ``alpha * scores`` (host products,
-        the CPU backend's bit for bit) and ``alpha = 1.0``: ``x + 1.0 * y``
-        is exact whether or not NVVM fuses it. Kept per ``alpha`` (a few).
+        For ``alpha >= 0`` the kernel gets the host's numpy numbers, the CPU
+        backend's bit for bit: weights ``exp(alpha * scores)`` and
+        ``LINEAR``, or (huge ``alpha``) ``alpha * scores`` and ``alpha =
+        1.0``, where ``x + 1.0 * y`` is exact whether or not NVVM fuses it.
+        Kept per ``alpha`` (a few).
         """
         if alpha < 0:
             return self._scores, np.float64(alpha)
         key = float(alpha)
-        dev = self._scaled.get(key)
-        if dev is None:
+        got = self._scaled.get(key)
+        if got is None:
             if len(self._scaled) >= _SCALED_CACHE:
                 self._scaled.pop(next(iter(self._scaled)))
-            scaled, _ = sampling_scores(self.scores, alpha)
-            dev = self._cuda.to_device(scaled)
-            self._scaled[key] = dev
-        return dev, np.float64(1.0)
+            scaled, run_alpha = sampling_scores(self.scores, alpha)
+            got = (self._cuda.to_device(scaled), run_alpha)
+            self._scaled[key] = got
+        return got
 
     def pool_bytes(self) -> int:
         """Device bytes held by the buffer pool (the resident trie not included)."""

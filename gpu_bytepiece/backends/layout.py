@@ -7,8 +7,8 @@
 - ``put_specials``: write ``<bos>`` (1) / ``<eos>`` (2) into that room;
 - ``insert_specials``: the same for documents already encoded without them
   (the pipeline's pieces of documents split across batches);
-- ``sampling_scores``: the scores a sampling lattice runs with
-  (``alpha * score``, finite).
+- ``sampling_scores``: the scores a sampling lattice runs with (weights
+  ``exp(alpha * score)``, or ``alpha * score`` clamped to finite values).
 
 ``<bos>`` and ``<eos>`` are a bool for every document or a boolean mask
 per document. The device twins, for text already on the GPU, are in
@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..core.lattice import LINEAR
 from ..core.rng import document_keys
 from ..cpu_fallback import find_segments, scatter_tokens
 
@@ -165,6 +166,9 @@ def insert_specials(ids, offsets, bos=False, eos=False):
     return out, new_off
 
 
+#: The linear form of sampling takes weights ``exp(x)`` with ``x`` in ``[-LINEAR_RANGE, 0]``
+#: (see ``core.lattice.rescale`` for why that range is safe).
+LINEAR_RANGE = 200.0
 #: Largest finite float64: a sampling score is clamped to ``-F64_MAX``.
 F64_MAX = float(np.finfo(np.float64).max)
 
@@ -173,14 +177,21 @@ def sampling_scores(node_score, alpha):
     """The per-cell scores and ``alpha`` a lattice runs with, on every backend.
 
     For the best path (``alpha < 0``): ``node_score`` and ``alpha`` as they
-    are. For sampling: ``alpha * node_score`` computed here in numpy, once,
-    and ``alpha = 1.0``. The lattice's ``bs + 1.0 * x`` is then exact on the
-    CPU and under NVVM, which fuses ``a + b * c`` into one rounding even
-    without fastmath, so CPU and GPU add the same float64 numbers. A
-    product that overflows (``alpha`` near ``1e308``) is clamped to
-    ``-F64_MAX``, so a piece never looks like a cell without one
-    (``-inf``): every position keeps at least its single byte (see
-    ``core.lattice.sample_step``).
+    are. For sampling, computed here in numpy, once, so every device reads
+    the same float64 numbers:
+
+    - when every piece's ``alpha * score`` lies in ``[-200, 0]`` (any
+      usual ``alpha``): the weights ``exp(alpha * score)``, ``0.0`` where
+      no piece ends, and ``alpha = LINEAR``: the lattice's linear form,
+      with no ``exp`` or ``log`` in its loop (``core.lattice``);
+    - otherwise (a huge ``alpha``): ``alpha * node_score`` and ``alpha =
+      1.0``, the log-sum-exp form. The lattice's ``bs + 1.0 * x`` is then
+      exact on the CPU and under NVVM, which fuses ``a + b * c`` into one
+      rounding even without fastmath, so CPU and GPU add the same float64
+      numbers. A product that overflows (``alpha`` near ``1e308``) is
+      clamped to ``-F64_MAX``, so a piece never looks like a cell without
+      one (``-inf``): every position keeps at least its single byte (see
+      ``core.lattice.sample_step``).
 
     Parameters
     ----------
@@ -200,4 +211,6 @@ def sampling_scores(node_score, alpha):
         scaled = np.float64(alpha) * node_score
     scaled = np.nan_to_num(scaled, nan=0.0, posinf=F64_MAX, neginf=-F64_MAX)
     scaled[~piece] = -np.inf
+    if piece.any() and scaled[piece].min() >= -LINEAR_RANGE and scaled[piece].max() <= 0.0:
+        return np.where(piece, np.exp(np.where(piece, scaled, 0.0)), 0.0), np.float64(LINEAR)
     return scaled, np.float64(1.0)

@@ -13,14 +13,32 @@ Aho-Corasick automaton reports them, and ``best[s]`` is final when ``s`` is
 reached. The comparison is strict (``>``): on an exact tie the longer piece
 stays, as in the reference.
 
-Sampling (``alpha >= 0``) uses the same walk in log-sum-exp form; its random
-numbers come from the counter-based generator ``core.rng.uniform`` keyed by
-(``key``, end position, piece length), so a seeded sample does not depend on
-threads, batch or device. Any finite ``alpha`` is safe: the backends pass
-``alpha * score`` clamped to finite values (``backends.layout.sampling_scores``),
-sums that still overflow to ``-inf`` weigh nothing and the first candidate of
-every position is kept (``sample_step``), so no NaN arises and every back
-pointer is written.
+Sampling (``alpha >= 0``) uses the same walk, forward-filtering with a
+reservoir draw per position: each candidate is kept with probability its
+weight over the position's total so far. Its random numbers come from the
+counter-based generator ``core.rng.uniform`` keyed by (``key``, end
+position, piece length), so a seeded sample does not depend on threads,
+batch or device. Two forms, chosen by the backends
+(``backends.layout.sampling_scores``):
+
+- ``alpha == LINEAR``: ``node_score`` holds per-cell weights
+  ``exp(alpha * score)`` (``0.0`` where no piece ends), computed once in
+  numpy; ``best`` holds each position's total weight, scaled by a power of
+  two whenever the weight of a start leaves ``[2**-200, 2**200]``
+  (``rescale``), so it neither underflows nor overflows. No transcendental
+  function in the loop: a product, a sum and a comparison a match, all
+  branch-free. Used when every weight is in ``[exp(-200), 1]``.
+- otherwise (huge ``alpha``): the log-sum-exp form, ``best`` holds
+  log-totals and ``sample_step`` does one ``exp`` and one ``log1p`` a
+  match. The backends pass ``alpha * score`` clamped to finite values,
+  sums that still overflow to ``-inf`` weigh nothing and the first
+  candidate of every position is kept (``sample_step``), so no NaN arises
+  and every back pointer is written.
+
+The float64 arithmetic has no ``a + b * c`` whose rounding a fused
+multiply-add could change (NVVM fuses such pairs even without fastmath;
+``tests/test_ptx.py`` checks the PTX has no ``fma.rn.f64``), so CPU and GPU
+draw the same samples.
 """
 
 from __future__ import annotations
@@ -30,7 +48,7 @@ import math
 import numpy as np
 from numba.extending import register_jitable
 
-from .rng import uniform
+from .rng import LEN_MUL, POS_MUL, uniform, uniform_of
 
 _LOW32 = np.int64(0xFFFFFFFF)
 _S32 = np.int64(32)
@@ -46,6 +64,64 @@ LEN_ESCAPE = 127
 _CELL_MASK = np.int64(CELL_MASK)
 _LEN_ESCAPE = np.int64(LEN_ESCAPE)
 _ONE_LEN = np.int64(1 << CELL_BITS)
+
+#: The root cell's check half (``cells[0] >> 32``, never compared by a
+#: walk: no cell index reaches it) when every piece of two or more bytes
+#: ends where a UTF-8 character ends, reading its bytes from the first
+#: with ``char_len`` (models trained with ``ensure_unicode``); see
+#: ``trie.whole_chars``. ``0`` otherwise.
+WHOLE_CHARS = 1 << 30
+
+
+@register_jitable
+def char_len(c):
+    """Bytes of the UTF-8 character that lead byte ``c`` starts, as the
+    lattice counts them: 1 below ``0xC0`` (ASCII, and a stray continuation
+    byte), 2, 3, 4 from ``0xC0``, ``0xE0``, ``0xF0``."""
+    return np.int64(1) + (c >= 0xC0) + (c >= 0xE0) + (c >= 0xF0)
+
+
+#: ``alpha`` value that selects the linear form of sampling (``node_score``
+#: then holds weights, see the module docstring).
+LINEAR = math.inf
+#: The linear form keeps a start's total weight in ``[_LOW, _HIGH]``.
+_LOW = 2.0 ** -200
+_HIGH = 2.0 ** 200
+_UP = 2.0 ** 300
+_DOWN = 2.0 ** -300
+
+
+@register_jitable
+def initial_best(alpha):
+    """``best`` of position 0 and of every other position before any candidate.
+
+    ``(1.0, 0.0)`` for the linear form of sampling (weights), else
+    ``(0.0, -inf)`` (log scores).
+    """
+    if alpha == LINEAR:
+        return 1.0, 0.0
+    return 0.0, -math.inf
+
+
+@register_jitable
+def rescale(total):
+    """The power of two the live totals of the linear form are multiplied by
+    when a start's total is ``total``: ``2**300`` below ``2**-200``,
+    ``2**-300`` above ``2**200``, else ``1.0``. Exact (a power of two), and
+    the same on every device: the lattice and ``core.long.relax_rows``
+    apply it at the same starts to the same values.
+
+    Bounds: a weight is at most 1 and at least ``exp(-200) > 2**-289``, so
+    a position's total is at least its predecessor's times ``2**-289`` and
+    at most ``max_len`` times the largest total of the last ``max_len``
+    positions; after one rescale a start's total is back inside
+    ``[2**-200, 2**200]``, far from overflow and from subnormals.
+    """
+    if total < _LOW:
+        return _UP
+    if total > _HIGH:
+        return _DOWN
+    return 1.0
 
 
 @register_jitable
@@ -91,11 +167,14 @@ def lattice(data, start, end, cells, node_score, max_len,
         (model loading guarantees it).
     node_score : float64[:]
         Per trie cell: the score of the piece ending there, ``-inf`` where
-        no piece ends (see ``Trie.node_scores``).
+        no piece ends (see ``Trie.node_scores``); with ``alpha == LINEAR``
+        the piece's weight, ``0.0`` where no piece ends.
     max_len : int
         Longest piece, in bytes.
     alpha : float64
-        ``< 0``: Viterbi (best path); ``>= 0``: sample with this temperature.
+        ``< 0``: Viterbi (best path); ``LINEAR``: sample, ``node_score``
+        holding weights; other values ``>= 0``: sample with this temperature
+        (log-sum-exp form; the backends pass scaled scores and ``1.0``).
     key : uint64
         Random key of the segment's document (sampling only).
     pos0 : int
@@ -113,10 +192,12 @@ def lattice(data, start, end, cells, node_score, max_len,
         Offset of this segment's scratch.
     """
     n = end - start
-    best[off] = 0.0
+    first, rest = initial_best(alpha)
+    best[off] = first
     for p in range(1, n + 1):
-        best[off + p] = -math.inf
+        best[off + p] = rest
     root = cells[0] & _LOW32
+    whole_chars = (cells[0] >> _S32) == WHOLE_CHARS
     if alpha < 0:
         # Viterbi. Relaxations are branch-free: a cell where no piece ends
         # scores -inf and never wins (``cand > best`` is strict); the back
@@ -142,6 +223,39 @@ def lattice(data, start, end, cells, node_score, max_len,
             better = cand > old
             best[e] = cand if better else old
             back[e if better else uoff] = s | _ONE_LEN
+            c = data[ustart + ui]
+            if (w & _LOW32) == 0:
+                # no piece continues this byte (a node with children has
+                # base >= 1): skip the walk, e.g. at every UTF-8
+                # continuation byte when pieces are whole characters
+                continue
+            if whole_chars and c >= 0xC0:
+                # Pieces are whole characters (``WHOLE_CHARS``): from a lead
+                # byte, walk a character at a time and relax only where a
+                # character ends; a piece cannot end inside one, so the
+                # cells skipped score -inf (their relaxations were no-ops).
+                j = char_len(c)
+                k = np.int64(1)
+                while j <= lim:
+                    while k < j:
+                        t = (w & _LOW32) + data[ustart + ui + np.uint64(k)]
+                        w = cells[t]
+                        if (w >> _S32) != s:
+                            break
+                        s = t
+                        k += 1
+                    if k < j:
+                        break
+                    e = uoff + ui + np.uint64(j)
+                    cand = bs + node_score[s]
+                    old = best[e]
+                    better = cand > old
+                    best[e] = cand if better else old
+                    back[e if better else uoff] = s | (min(j, _LEN_ESCAPE) << CELL_BITS)
+                    if j == lim:
+                        break
+                    j += char_len(data[ustart + ui + np.uint64(j)])
+                continue
             for j in range(1, lim):
                 uj = np.uint64(j)
                 t = (w & _LOW32) + data[ustart + ui + uj]
@@ -156,6 +270,41 @@ def lattice(data, start, end, cells, node_score, max_len,
                 best[e] = cand if better else old
                 ln = min(np.int64(j + 1), _LEN_ESCAPE)
                 back[e if better else uoff] = s | (ln << CELL_BITS)
+    elif alpha == LINEAR:
+        # Branch-free like the best path: a cell where no piece ends weighs
+        # 0.0, adds nothing and is never kept (``u * tot < 0`` is false), its
+        # pointer goes to the sink. The random number's inputs ``end *
+        # POS_MUL`` and ``length * LEN_MUL`` advance by one addition a step
+        # (``core.rng.uniform`` computes the same numbers).
+        uoff = np.uint64(off)
+        for i in range(n):
+            ui = np.uint64(i)
+            lim = n - i
+            if lim > max_len:
+                lim = max_len
+            f = rescale(best[uoff + ui])
+            if f != 1.0:
+                for p in range(i, i + lim + 1):
+                    best[off + p] *= f
+            si = best[uoff + ui]
+            hp = np.uint64(pos0 + i) * POS_MUL
+            hl = np.uint64(0)
+            s = np.int64(0)
+            w = cells[0]
+            for j in range(lim):
+                t = (w & _LOW32) + data[start + i + j]
+                w = cells[t]
+                if (w >> _S32) != s:
+                    break
+                s = t
+                hp += POS_MUL
+                hl += LEN_MUL
+                e = uoff + ui + np.uint64(j + 1)
+                cw = si * node_score[s]
+                tot = best[e] + cw
+                best[e] = tot
+                keep = uniform_of(key ^ hp ^ hl) * tot < cw
+                back[e if keep else uoff] = s | (min(np.int64(j + 1), _LEN_ESCAPE) << CELL_BITS)
     else:
         for i in range(n):
             bs = best[off + i]

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from .lattice import _LEN_ESCAPE, _LOW32, _S32, CELL_BITS, sample_step
+from .lattice import _LEN_ESCAPE, _LOW32, _S32, CELL_BITS, LINEAR, initial_best, rescale, sample_step
 from .rng import uniform
 
 __all__ = ["walk_matches", "relax_rows"]
@@ -60,11 +60,15 @@ def relax_rows(i0, rows, row_score, row_cell, row_len, row_cnt, cnt_off, row_off
     Row ``r`` (start ``i0 + r``) holds ``row_cnt[cnt_off + r]`` matches at
     ``row_off + r * row_stride`` (from ``walk_matches``). ``ring`` holds
     ``best`` of the live positions: position ``p`` in ``ring[p & ring_mask]``
-    (``ring_mask + 1 > max_len``); the slot of a start is reset to ``-inf``
-    once its matches are applied, ready for position ``start + ring size``.
-    Back pointers (trie cell and length, packed) go to ``back[off + e]`` as
-    in ``lattice.lattice``, whose arithmetic this repeats exactly.
+    (``ring_mask + 1 > max_len``); the slot of a start is reset to the
+    empty value (``lattice.initial_best``) once its matches are applied,
+    ready for position ``start + ring size``. Back pointers (trie cell and
+    length, packed) go to ``back[off + e]`` as in ``lattice.lattice``, whose
+    arithmetic this repeats exactly: with weights (``alpha == LINEAR``) a
+    start's rescale multiplies every ring slot, which holds exactly the
+    lattice's live window (the other slots are empty: ``0.0``).
     """
+    _, rest = initial_best(alpha)
     if alpha < 0:
         for r in range(rows):
             i = i0 + r
@@ -78,7 +82,27 @@ def relax_rows(i0, rows, row_score, row_cell, row_len, row_cnt, cnt_off, row_off
                 if cand > ring[slot]:
                     ring[slot] = cand
                     back[off + e] = row_cell[ro + m] | (min(ln, _LEN_ESCAPE) << CELL_BITS)
-            ring[i & ring_mask] = -math.inf
+            ring[i & ring_mask] = rest
+    elif alpha == LINEAR:
+        for r in range(rows):
+            i = i0 + r
+            f = rescale(ring[i & ring_mask])
+            if f != 1.0:
+                for p in range(ring_mask + 1):
+                    ring[p] *= f
+            si = ring[i & ring_mask]
+            ro = row_off + r * row_stride
+            for m in range(row_cnt[cnt_off + r]):
+                ln = np.int64(row_len[ro + m])
+                e = i + ln
+                slot = e & ring_mask
+                cw = si * row_score[ro + m]
+                tot = ring[slot] + cw
+                ring[slot] = tot
+                # lattice.lattice's random number for this (key, end, length)
+                if uniform(key, pos0 + e, ln) * tot < cw:
+                    back[off + e] = row_cell[ro + m] | (min(ln, _LEN_ESCAPE) << CELL_BITS)
+            ring[i & ring_mask] = rest
     else:
         for r in range(rows):
             i = i0 + r
@@ -94,4 +118,4 @@ def relax_rows(i0, rows, row_score, row_cell, row_len, row_cnt, cnt_off, row_off
                 ring[slot] = tot
                 if keep:
                     back[off + e] = row_cell[ro + m] | (min(ln, _LEN_ESCAPE) << CELL_BITS)
-            ring[i & ring_mask] = -math.inf
+            ring[i & ring_mask] = rest

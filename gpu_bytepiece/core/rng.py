@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba.extending import register_jitable
 
-__all__ = ["splitmix", "uniform", "mix64", "stream_root", "document_keys"]
+__all__ = ["splitmix", "uniform", "uniform_of", "mix64", "stream_root", "document_keys"]
 
 # splitmix64 constants
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -56,8 +56,17 @@ def uniform(key, end, length):
     ``key`` (uint64) is the document's key, ``end`` the piece's end as a
     byte position in its document. 53 random bits, as float64.
     """
-    z = splitmix(key ^ (np.uint64(end) * POS_MUL) ^ (np.uint64(length) * LEN_MUL))
-    return np.float64(z >> _S11) * _INV_2_53
+    return uniform_of(key ^ (np.uint64(end) * POS_MUL) ^ (np.uint64(length) * LEN_MUL))
+
+
+@register_jitable
+def uniform_of(x):
+    """``splitmix(x)``'s top 53 bits as a float64 in [0, 1): ``uniform``'s last step.
+
+    The lattice's linear sampling form calls it with ``x`` built
+    incrementally (the same number as ``uniform(key, end, length)``).
+    """
+    return np.float64(splitmix(x) >> _S11) * _INV_2_53
 
 
 def mix64(z):
