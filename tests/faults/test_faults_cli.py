@@ -172,11 +172,11 @@ if point == "import":
     sys.meta_path.insert(0, Hook())
 else:
     from numba.core import caching
-    load = caching.Cache.load_overload
+    load = caching.Cache._load_overload  # what Numba's load_overload and jit_cache's both call
     def interrupted_load(self, *a, **kw):
         os.kill(os.getpid(), signal.SIGINT)
         return load(self, *a, **kw)
-    caching.Cache.load_overload = interrupted_load
+    caching.Cache._load_overload = interrupted_load
 sys.argv[0] = "gpu-bytepiece"
 from gpu_bytepiece.cli import run
 run()
