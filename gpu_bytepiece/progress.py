@@ -1,4 +1,4 @@
-"""The trainer's progress: a bar per stage on a terminal, a plain line per stage otherwise.
+"""A job's progress (``train``, ``encode``): a bar per stage on a terminal, a plain line per stage otherwise.
 
 A bar (``tqdm``) shows the stage's total and an ETA when the total is known
 (input bytes of files, the corpus bytes in the second pass, the count

@@ -3,7 +3,7 @@
 On a terminal (or with ``--progress``) a bar over the job's input bytes;
 elsewhere (a log, a pipe) one plain line per stage (encoding the shards,
 joining them), as ``train`` prints: both by
-:func:`gpu_bytepiece.train.progress.progress_bar`, the one definition.
+:func:`gpu_bytepiece.progress.progress_bar`, the one definition.
 At the end the bar shows the job's totals, which are the summary's:
 documents, tokens, and the input bytes of all its shards (finished ones of
 an earlier run included).
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 
-from ..train.progress import progress_bar
+from ..progress import progress_bar
 
 __all__ = ["Progress"]
 

@@ -13,7 +13,7 @@ One file per job, imports going down:
   (``kernels.train``);
 - ``checkpoint``: the work folder (resumable stages and batches);
 - ``ray``: both corpus passes as map steps on Ray actors, reduced here;
-- ``memory``: glibc heap settings; ``progress``: progress bars;
+- ``memory``: glibc heap settings;
 - ``cli``: the ``train`` subcommand (its inputs are read by the pipeline's
   one reader, :class:`gpu_bytepiece.pipeline.InputTexts`).
 

@@ -19,7 +19,7 @@ import numpy as np
 from ..cpu_fallback.train import fill_ngram_table, level_groups
 from ..files import fsync_file
 from .checkpoint import PassCheckpoints
-from .progress import progress_bar
+from ..progress import progress_bar
 from .runs import RunStore
 
 __all__ = ["LevelCounts", "NgramModel", "count_ngrams"]

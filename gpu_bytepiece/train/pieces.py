@@ -8,7 +8,7 @@ from .. import config
 from ..cpu_fallback.train_pieces import gather_pieces, unpack_keys
 from .checkpoint import PassCheckpoints, kill_point
 from .piece_store import DroppedPieces, LongPieceStore, byte_batches
-from .progress import progress_bar
+from ..progress import progress_bar
 from .runs import RunStore
 
 __all__ = ["Pieces", "count_pieces", "prune_pieces"]
