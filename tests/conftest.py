@@ -18,6 +18,49 @@ MODEL_NAMES = ("bytepiece.plus.40k.model", "bytepiece_80k.model")
 PARTS = ("zh", "en", "code")
 
 
+def _one_static_shared_array_per_block() -> None:
+    """Make the CUDA simulator give all threads of a block the same static shared array.
+
+    numba-cuda's simulator (0.30.4, ``simulator/kernelapi.py``
+    ``FakeCUDAShared.array``) keys a block's static shared arrays by the
+    calling line and allocates on a miss without a lock: ``get``,
+    ``np.empty``, store. A thread preempted between the ``get`` and the
+    store (the block's threads all start at the kernel's first line, and
+    the simulator tests shorten the switch interval) leaves one thread with
+    an array of its own, uninitialized: ``kernels.scan``'s block scans then
+    read garbage (once in CI: a segment count of 8.4e14, then a
+    MemoryError). On a GPU the array is one per block by construction;
+    here the check and the store happen under one lock. Dynamic shared
+    memory (``shape == 0``) is allocated once per launch and needs nothing.
+    """
+    import sys
+    import threading
+    import traceback
+
+    from numba.cuda.simulator import kernelapi
+
+    original = kernelapi.FakeCUDAShared.array
+    lock = threading.Lock()
+
+    def array(self, shape, dtype, alignment=None):
+        if alignment is not None or shape == 0:
+            return original(self, shape, dtype, alignment)
+        if isinstance(dtype, kernelapi.types.Type):
+            dtype = kernelapi.numpy_support.as_dtype(dtype)
+        caller = traceback.extract_stack(sys._getframe())[-2][0:2]  # the simulator's key: file, line
+        with lock:
+            res = self._allocations.get(caller)
+            if res is None:
+                res = self._allocations[caller] = kernelapi.np.empty(shape, dtype)
+        return res
+
+    kernelapi.FakeCUDAShared.array = array
+
+
+if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+    _one_static_shared_array_per_block()
+
+
 def shared_model(name: str) -> Path:
     path = MODELS / name
     if not path.exists():

@@ -185,6 +185,42 @@ def test_device_buffers_reused(plus40k_path):
 
 # ------------------------------------------------------------------ building blocks
 
+def test_simulated_block_has_one_static_shared_array(monkeypatch):
+    """Every thread of a block sees the same ``cuda.shared.array``, even when preempted while it is allocated.
+
+    The simulator allocates a block's static shared array on first use, unlocked
+    (``conftest._one_static_shared_array_per_block`` locks it): here ``np.empty``
+    sleeps, so that the block's other threads reach the allocation meanwhile, as
+    they did by chance once in CI (a block scan in ``kernels.scan`` read garbage).
+    """
+    import time
+
+    from numba import int64
+
+    @cuda.jit
+    def block_sum(out):
+        sh = cuda.shared.array(8, dtype=int64)
+        tid = cuda.threadIdx.x
+        sh[tid] = tid + 1
+        cuda.syncthreads()
+        s = 0
+        for i in range(8):
+            s += sh[i]
+        out[tid] = s
+
+    d_out = cuda.to_device(np.zeros(8, dtype=np.int64))
+    empty = np.empty
+
+    def slow_empty(*args, **kwargs):
+        time.sleep(0.02)
+        return empty(*args, **kwargs)
+
+    monkeypatch.setattr(np, "empty", slow_empty)
+    block_sum[1, 8](d_out)
+    monkeypatch.undo()
+    assert d_out.copy_to_host().tolist() == [36] * 8
+
+
 @pytest.mark.parametrize("n", [0, 1, 63, 64, 65, 700])
 def test_scan_tiles(n, monkeypatch):
     """The device prefix sum == numpy's, for tile counts 1 .. many and grids smaller than them."""
@@ -202,6 +238,33 @@ def test_scan_tiles(n, monkeypatch):
         out = cuda.to_device(np.full(n + 1, -7, dtype=np.int64))
         scan_tiles[3, 8](dx, tile, sums, out)
         np.testing.assert_array_equal(out.copy_to_host(), want)
+
+
+@pytest.mark.parametrize("tpb", [1, 3, 8])
+def test_scans_with_tiny_tiles_and_odd_blocks(tpb):
+    """Tiles smaller than a block's step (``tpb * ITEMS``), not multiples of ``ITEMS``, odd block sizes."""
+    from gpu_bytepiece.kernels import compact_tiles, partition_tiles, scan_in_place, scan_tiles, tile_sums
+
+    rng = np.random.default_rng(tpb)
+    for n, tile in ((1, 1), (5, 1), (17, 3), (40, 5), (41, 24), (100, 9)):
+        flags = (rng.random(n) < 0.4).astype(np.uint8)
+        n_tiles = -(-n // tile)
+        sums = cuda.to_device(np.full(n_tiles + 1, -7, dtype=np.int64))
+        df = cuda.to_device(flags)
+        tile_sums[2, tpb](df, tile, sums)
+        scan_in_place[1, tpb](sums, n_tiles)
+        want = np.concatenate(([0], np.cumsum(np.add.reduceat(flags.astype(np.int64), np.arange(0, n, tile)))))
+        np.testing.assert_array_equal(sums.copy_to_host(), want)
+        x = flags.astype(np.int64)
+        out = cuda.to_device(np.full(n + 1, -7, dtype=np.int64))
+        scan_tiles[3, tpb](cuda.to_device(x), tile, sums, out)
+        np.testing.assert_array_equal(out.copy_to_host(), np.concatenate(([0], np.cumsum(x))))
+        got = cuda.to_device(np.full(int(flags.sum()), -7, dtype=np.int64))
+        compact_tiles[2, tpb](df, tile, sums, 1, got)
+        np.testing.assert_array_equal(got.copy_to_host(), np.flatnonzero(flags) + 1)
+        order = cuda.to_device(np.full(n, -7, dtype=np.int64))
+        partition_tiles[3, tpb](df, tile, sums, order)
+        np.testing.assert_array_equal(order.copy_to_host(), np.argsort(flags == 0, kind="stable"))
 
 
 def test_compact_and_partition():
