@@ -64,7 +64,8 @@ def extract_pieces(data, flags, seg_start, seg_end, chunk_bounds, short_at, long
     or the segment end (as the reference; bytes before the first flag would
     be dropped, but the first byte of a segment is always flagged). A short
     piece's key is :func:`gpu_bytepiece.core.ngram.position_key` of its first
-    byte with the piece's end as the segment end.
+    byte with the piece's end as the segment end. GPU twin:
+    ``kernels.train.count_piece_keys`` and ``long_piece_lengths``.
     """
     for c in prange(chunk_bounds.shape[0] - 1):
         ps = short_at[c]

@@ -25,11 +25,12 @@ CC = (9, 0)
 
 
 def kernel_signatures():
-    """``(name, signature)`` of every tokenization kernel, as the CUDA backend launches it."""
+    """``(name, signature)`` of every kernel, as the CUDA backend and the trainer's CUDA engine launch it."""
     from gpu_bytepiece.kernels import SIGNATURES
+    from gpu_bytepiece.kernels import train
 
     out = []
-    for name, sigs in SIGNATURES.items():
+    for name, sigs in {**SIGNATURES, **train.SIGNATURES}.items():
         for sig in ((sigs,) if isinstance(sigs, str) else sigs):
             out.append((name, sig))
     return out
@@ -50,12 +51,14 @@ def no_driver(monkeypatch):
 
 def compile_kernel(name, sig=None):
     from gpu_bytepiece import kernels
+    from gpu_bytepiece.kernels import train
 
     if sig is None:
         sig = next(s for n, s in KERNEL_SIGS if n == name)
     if (name, sig) not in _PTX:
+        kernel = getattr(kernels, name, None) or getattr(train, name)
         try:
-            ptx, _ = cuda.compile_ptx(getattr(kernels, name).py_func, sig, cc=CC)
+            ptx, _ = cuda.compile_ptx(kernel.py_func, sig, cc=CC)
         except Exception as e:  # NVVM missing: say so instead of failing obscurely
             if "NVVM" in str(e) or "libnvvm" in str(e).lower():
                 pytest.skip(f"NVVM is not available to compile PTX: {e}")
@@ -70,11 +73,15 @@ def entries(ptx):
 
 def test_every_kernel_has_a_signature():
     from gpu_bytepiece import kernels
-    from gpu_bytepiece.kernels import layout, long_segments, scan, tokenize
+    from gpu_bytepiece.kernels import layout, long_segments, scan, tokenize, train
 
     exported = set(kernels.__all__) - {"SIGNATURES"}
-    assert set(kernels.SIGNATURES) == set(KERNELS) == exported
-    for mod in (tokenize, layout, long_segments, scan):
+    train_exported = set(train.__all__) - {"SIGNATURES"}  # the trainer's, not re-exported by kernels
+    assert set(kernels.SIGNATURES) == exported and set(train.SIGNATURES) == train_exported
+    assert set(KERNELS) == exported | train_exported
+    for mod in (tokenize, layout, long_segments, scan, train):
+        if mod is train:
+            exported = train_exported
         defined = {k for k, v in vars(mod).items()
                    if hasattr(v, "py_func") and not getattr(v, "targetoptions", {}).get("device", True)}
         assert defined <= exported, f"{mod.__name__}: kernels without a signature: {defined - exported}"

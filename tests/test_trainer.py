@@ -381,13 +381,18 @@ def no_driver(monkeypatch):
     monkeypatch.setattr(d, "get_current_device", lambda: SimpleNamespace(compute_capability=(9, 0)))
 
 
+TRAIN_KERNELS = ("fill_u64", "count_position_keys", "count_piece_keys", "long_piece_lengths", "compact_counts",
+                 "ngram_viterbi_segments", "split_pieces")
+
+
 @pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") == "1", reason="no PTX compiler under the simulator")
-@pytest.mark.parametrize("name", ["fill_u64", "count_position_keys", "compact_counts", "ngram_viterbi_segments",
-                                  "split_pieces"])
+@pytest.mark.parametrize("name", TRAIN_KERNELS)
 def test_train_kernels_compile_to_ptx(no_driver, name):
     """The trainer's kernels are real CUDA code: PTX for sm_90, float64, no calls out."""
     cuda = pytest.importorskip("numba.cuda")
     from gpu_bytepiece.kernels import train as kt
+
+    assert set(kt.SIGNATURES) == set(kt.__all__) - {"SIGNATURES"} == set(TRAIN_KERNELS)  # none left out
 
     try:
         ptx, _ = cuda.compile_ptx(getattr(kt, name).py_func, kt.SIGNATURES[name], cc=(9, 0))
@@ -401,7 +406,7 @@ def test_train_kernels_compile_to_ptx(no_driver, name):
     if name == "ngram_viterbi_segments":
         assert "add.f64" in ptx or "add.rn.f64" in ptx
         assert "fma" not in ptx
-    if name == "count_position_keys":
+    if name in ("count_position_keys", "count_piece_keys"):
         assert "atom.global.cas.b64" in ptx
     if name == "split_pieces":
         assert re.search(r"atom\.global\.add\.u64|red\.global\.add\.u64", ptx)

@@ -113,3 +113,76 @@ def test_split_pieces_gpu_equals_cpu():
     cpu = eng.split(pieces, K[m], cK[m], pieces.batches(K, cK, 1000))
     gpu = ce.CUDAEngine(eng).split(pieces, K[m], cK[m], pieces.batches(K, cK, 1000))
     np.testing.assert_array_equal(gpu, cpu)
+
+
+def _long_table(table):
+    """The long pieces of a piece table, in insertion order: ``(bytes, count)`` pairs."""
+    _, h, o, ln, c, pool, sizes = table
+    n = int(sizes[0])
+    return [(pool[o[i]:o[i] + ln[i]].tobytes(), int(c[i])) for i in range(n)], h[:n].tolist()
+
+
+@pytest.mark.parametrize("every", [1, 2])
+def test_count_pieces_gpu_equals_cpu(every, monkeypatch):
+    """Piece extraction and counting on the GPU (short keys hashed, long pieces listed): the CPU's counts.
+
+    Flags from the n-gram Viterbi, then random ones (pieces of every length);
+    ``every=2`` leaves every other segment out (its bytes flagged but not
+    counted); sub-batches of 256 bytes, two batches into one long-piece table.
+    """
+    from gpu_bytepiece.train import cuda_engine as ce
+
+    monkeypatch.setattr(config, "CUDA_BATCH_BYTES", 256)
+    tr = Trainer(max_vocab_size=300)
+    texts = _texts()
+    eng, corpus, data, seg_start, seg_end = _packed(texts, tr)
+    ng = count_ngrams(tr, Corpus(texts, 1 << 20, None), eng, 1 << 30, None, False)
+    gpu_eng = ce.CUDAEngine(eng)
+    flags = gpu_eng.viterbi(ng)(data, seg_start, seg_end)
+    rng = np.random.default_rng(every)
+    random_flags = (rng.random(data.shape[0]) < 0.12).astype(np.uint8)
+    random_flags[seg_start] = 1
+    seg_start, seg_end = seg_start[::every], seg_end[::every]
+    assert len(eng._sub_batches(seg_start, seg_end, 256)) > 2
+    cpu_table, gpu_table = eng.new_piece_table(), eng.new_piece_table()
+    n_long = []
+    for f in (flags, random_flags):
+        ck, cc, cpu_table = eng.count_pieces(data, f, seg_start, seg_end, cpu_table)
+        gk, gc, gpu_table = gpu_eng.count_pieces(data, f, seg_start, seg_end, gpu_table)
+        np.testing.assert_array_equal(gk, ck)
+        np.testing.assert_array_equal(gc, cc)
+        assert gk.dtype == np.uint64 and gc.dtype == np.int64
+        _, long_start, long_len = eng.extract_pieces(data, f, seg_start, seg_end)
+        assert int(cc.sum()) + long_len.shape[0] == int(sum(f[a:b].sum() for a, b in zip(seg_start, seg_end)))
+        n_long.append(long_len.shape[0])
+        assert _long_table(gpu_table) == _long_table(cpu_table)
+    assert min(n_long) > 0 and n_long[1] > 5  # both kinds of piece were counted
+
+
+def test_count_pieces_gpu_empty_batch():
+    from gpu_bytepiece.train import cuda_engine as ce
+
+    tr = Trainer(max_vocab_size=300)
+    eng = CPUEngine(tr)
+    none = np.zeros(0, dtype=np.int64)
+    data = np.frombuffer(b"abc", dtype=np.uint8)
+    table = eng.new_piece_table()
+    keys, counts, table = ce.CUDAEngine(eng).count_pieces(data, np.ones(3, np.uint8), none, none, table)
+    assert keys.dtype == np.uint64 and counts.dtype == np.int64 and keys.shape == counts.shape == (0,)
+    assert int(table[-1][0]) == 0
+
+
+def test_train_on_cuda_sim_saves_the_cpu_model(tmp_path, monkeypatch):
+    """Tens of documents, pass 2 in several GPU sub-batches: the same pieces and counts, the same model file."""
+    monkeypatch.setattr(config, "CUDA_BATCH_BYTES", 512)
+    texts = [d[:60] for d in corpus_docs("zh", 12, every=29)] + [d[:80] for d in corpus_docs("en", 12, every=31)]
+    texts += [d[:80] for d in corpus_docs("code", 6, every=23)]
+    kw = dict(max_vocab_size=400, min_count=2)
+    cpu = Trainer(**kw).train(texts, device="cpu", progress=False)
+    gpu = Trainer(**kw).train(texts, device="cuda", progress=False)
+    assert gpu.stats["device"] == "cuda:0"
+    assert gpu.stats["n_pieces_counted"] == cpu.stats["n_pieces_counted"] > 400
+    assert gpu.pieces == cpu.pieces
+    cpu_path, = cpu.save(tmp_path / "cpu.model")
+    gpu_path, = gpu.save(tmp_path / "gpu.model")
+    assert open(gpu_path, "rb").read() == open(cpu_path, "rb").read()

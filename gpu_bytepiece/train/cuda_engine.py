@@ -1,9 +1,10 @@
-"""The CUDA engine: n-gram key counting, the n-gram Viterbi and the pruning's piece splitting on a GPU.
+"""The CUDA engine: n-gram key counting, the n-gram Viterbi, piece counting and the pruning's splits on a GPU.
 
-The host side of the kernels in ``gpu_bytepiece.kernels.train``: uploads,
-launches, downloads. Every other stage (segmenting, gathering the pieces of
-the flags, building the pruning's tokenizer) runs on the CPU engine it wraps.
-Importing this module needs numba-cuda but no GPU.
+The host side of the kernels in ``gpu_bytepiece.kernels.train`` (and the
+compaction of ``kernels.scan``): uploads, launches, downloads. The other
+stages (segmenting, adding the long pieces to their hash table, building the
+pruning's tokenizer) run on the CPU engine it wraps. Importing this module
+needs numba-cuda but no GPU.
 """
 
 from __future__ import annotations
@@ -14,15 +15,64 @@ import numpy as np
 from numba import cuda
 
 from .. import config
+from ..cpu_fallback import train as ct
+from ..kernels import scan as ks
 from ..kernels import train as kt
 
-__all__ = ["CUDAEngine", "GPUNgramModel", "gpu_count_keys", "gpu_ngram_viterbi", "gpu_split"]
+__all__ = ["CUDAEngine", "GPUNgramModel", "gpu_count_keys", "gpu_count_pieces", "gpu_ngram_viterbi", "gpu_split"]
 
 
 def _grid(n):
     tpb = config.THREADS_PER_BLOCK
     blocks = max(1, min((n + tpb - 1) // tpb, config.CUDA_MAX_BLOCKS))
     return blocks, tpb
+
+
+def _count_table(n_pos):
+    """An empty key-count table for up to ``n_pos`` keys: ``(table, counts, shift, mask)`` (all 0, >= 2 n_pos slots)."""
+    bits = max(4, int(2 * n_pos - 1).bit_length())
+    cap = 1 << bits
+    table = cuda.device_array(cap, dtype=np.uint64)
+    counts = cuda.device_array(cap, dtype=np.int64)
+    kt.fill_u64[_grid(cap)](table, np.uint64(0))
+    kt.fill_u64[_grid(cap)](counts.view(np.uint64), np.uint64(0))
+    return table, counts, np.uint64(64 - bits), np.uint64(cap - 1)
+
+
+def _sorted_counts(table, counts, n_max):
+    """The used slots of a count table (at most ``n_max``) on the host, sorted by key: ``(keys, counts)``."""
+    n_max = min(table.shape[0], n_max)
+    n_out = cuda.to_device(np.zeros(1, dtype=np.int64))
+    out_keys = cuda.device_array(n_max, dtype=np.uint64)
+    out_counts = cuda.device_array(n_max, dtype=np.int64)
+    kt.compact_counts[_grid(table.shape[0])](table, counts, out_keys, out_counts, n_out)
+    n = int(n_out.copy_to_host()[0])
+    keys = out_keys[:n].copy_to_host()
+    cnts = out_counts[:n].copy_to_host()
+    order_ = np.argsort(keys, kind="stable")
+    return keys[order_], cnts[order_]
+
+
+def _compact(flags, base):
+    """``flatnonzero(flags) + base`` on the device (``kernels.scan``: tile sums, their scan, compaction)."""
+    n = flags.shape[0]
+    tpb = min(int(config.THREADS_PER_BLOCK), ks.MAX_THREADS)
+    tile = max(tpb * ks.ITEMS, -(-n // int(config.CUDA_SCAN_MAX_TILES)))
+    n_tiles = -(-n // tile)
+    blocks = max(1, min(n_tiles, int(config.CUDA_MAX_BLOCKS)))
+    sums = cuda.device_array(n_tiles + 1, dtype=np.int64)
+    if n_tiles:
+        ks.tile_sums[blocks, tpb](flags, tile, sums)
+    ks.scan_in_place[1, tpb](sums, n_tiles)
+    out = cuda.device_array(int(sums[n_tiles:].copy_to_host()[0]), dtype=np.int64)
+    if out.shape[0]:
+        ks.compact_tiles[blocks, tpb](flags, tile, sums, base, out)
+    return out
+
+
+def _device(a, dtype):
+    """``a`` if it is a device array, else a contiguous ``dtype`` copy of it on the device."""
+    return a if hasattr(a, "copy_to_host") else cuda.to_device(np.ascontiguousarray(a, dtype=dtype))
 
 
 def gpu_count_keys(data, seg_start, seg_end, order):
@@ -34,26 +84,40 @@ def gpu_count_keys(data, seg_start, seg_end, order):
     """
     pos0 = int(seg_start[0])
     n_pos = int(seg_end[-1]) - pos0
-    bits = max(4, int(2 * n_pos - 1).bit_length())
-    cap = 1 << bits
-    d_data = data if hasattr(data, "copy_to_host") else cuda.to_device(data)
-    d_start = cuda.to_device(np.ascontiguousarray(seg_start, dtype=np.int64))
-    d_end = cuda.to_device(np.ascontiguousarray(seg_end, dtype=np.int64))
-    table = cuda.device_array(cap, dtype=np.uint64)
-    counts = cuda.device_array(cap, dtype=np.int64)
-    kt.fill_u64[_grid(cap)](table, np.uint64(0))
-    kt.fill_u64[_grid(cap)](counts.view(np.uint64), np.uint64(0))
-    kt.count_position_keys[_grid(n_pos)](d_data, d_start, d_end, pos0, n_pos, order, table, counts,
-                                         np.uint64(64 - bits), np.uint64(cap - 1))
-    n_out = cuda.to_device(np.zeros(1, dtype=np.int64))
-    out_keys = cuda.device_array(min(cap, n_pos), dtype=np.uint64)
-    out_counts = cuda.device_array(min(cap, n_pos), dtype=np.int64)
-    kt.compact_counts[_grid(cap)](table, counts, out_keys, out_counts, n_out)
-    n = int(n_out.copy_to_host()[0])
-    keys = out_keys[:n].copy_to_host()
-    cnts = out_counts[:n].copy_to_host()
-    order_ = np.argsort(keys, kind="stable")
-    return keys[order_], cnts[order_]
+    table, counts, shift, mask = _count_table(n_pos)
+    kt.count_position_keys[_grid(n_pos)](_device(data, np.uint8), _device(seg_start, np.int64),
+                                         _device(seg_end, np.int64), pos0, n_pos, order, table, counts,
+                                         shift, mask)
+    return _sorted_counts(table, counts, n_pos)
+
+
+def gpu_count_pieces(data, flags, seg_start, seg_end):
+    """The pieces of segments ``seg_start..seg_end`` (cut at ``flags``), counted on the GPU.
+
+    The GPU twin of :meth:`CPUEngine.extract_pieces
+    <gpu_bytepiece.train.engines.CPUEngine.extract_pieces>` followed by
+    ``short_run``: ``(keys, counts, long_start, long_len)``, the sorted
+    distinct packed keys of the pieces of up to 7 bytes and their counts
+    (``count_piece_keys``, a hash table as ``gpu_count_keys``), and the
+    longer pieces as spans in text order (their starts flagged by the same
+    kernel, listed by ``kernels.scan``'s compaction, measured by
+    ``long_piece_lengths``), for the host's table of long pieces. ``data``
+    and ``flags`` may be host or device arrays.
+    """
+    pos0 = int(seg_start[0])
+    n_pos = int(seg_end[-1]) - pos0
+    d_flags = _device(flags, np.uint8)
+    d_end = _device(seg_end, np.int64)
+    table, counts, shift, mask = _count_table(n_pos)
+    long_flags = cuda.device_array(n_pos, dtype=np.uint8)
+    kt.count_piece_keys[_grid(n_pos)](_device(data, np.uint8), d_flags, _device(seg_start, np.int64), d_end,
+                                      pos0, n_pos, table, counts, shift, mask, long_flags)
+    keys, cnts = _sorted_counts(table, counts, n_pos)
+    long_start = _compact(long_flags, pos0)
+    long_len = cuda.device_array(long_start.shape[0], dtype=np.int64)
+    if long_start.shape[0]:
+        kt.long_piece_lengths[_grid(long_start.shape[0])](d_flags, d_end, long_start, long_len)
+    return keys, cnts, long_start.copy_to_host(), long_len.copy_to_host()
 
 
 class GPUNgramModel:
@@ -125,10 +189,11 @@ def gpu_split(trie, node_score, batches, n_ids):
 
 
 class CUDAEngine:
-    """The trainer's stages with n-gram counting, the Viterbi and the pruning's splits on a GPU.
+    """The trainer's stages with n-gram counting, the Viterbi, piece counting and the pruning's splits on a GPU.
 
     Wraps the CPU engine (:class:`~gpu_bytepiece.train.engines.CPUEngine`):
-    segmenting, gathering pieces and building the pruning's tokenizer run
+    segmenting, adding the long pieces (over 7 bytes, found and measured on
+    the GPU) to their hash table and building the pruning's tokenizer run
     there.
     """
 
@@ -158,6 +223,27 @@ class CUDAEngine:
             return gpu_ngram_viterbi(data, seg_start, seg_end, gm, ensure_unicode)
 
         return run
+
+    def count_pieces(self, data, flags, seg_start, seg_end, table):
+        """:meth:`CPUEngine.count_pieces` with the pieces found and the short ones counted on the GPU.
+
+        In sub-batches of ``config.CUDA_BATCH_BYTES`` (``gpu_count_pieces``),
+        whose sorted runs are merged; the long pieces go into ``table`` on
+        the host, in text order, as the CPU engine adds them.
+        """
+        keys = np.zeros(0, dtype=np.uint64)
+        counts = np.zeros(0, dtype=np.int64)
+        starts, lens = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+        subs = self.cpu._sub_batches(seg_start, seg_end, config.CUDA_BATCH_BYTES)
+        if subs:
+            d_data, d_flags = cuda.to_device(data), cuda.to_device(flags)
+        for s0, s1 in subs:
+            k, c, ls, ll = gpu_count_pieces(d_data, d_flags, seg_start[s0:s1], seg_end[s0:s1])
+            keys, counts = ct.merge_runs(keys, counts, k, c) if keys.shape[0] else (k, c)
+            starts.append(ls)
+            lens.append(ll)
+        table = self.cpu.add_long_pieces(data, np.concatenate(starts), np.concatenate(lens), table)
+        return keys, counts, table
 
     def split(self, pieces, K, cK, batches):
         """:meth:`CPUEngine.split` on the GPU (the tokenizer is built on the host, once)."""

@@ -4,8 +4,8 @@ An engine cuts a batch into training segments, counts its position keys,
 runs the n-gram Viterbi, counts the pieces and splits pieces with a Unigram
 tokenizer; the stages in :mod:`.ngrams` and :mod:`.pieces` call it.
 :func:`make_engine` picks this one or the CUDA engine
-(:mod:`.cuda_engine`), which runs key counting and the Viterbi on a GPU and
-the rest here.
+(:mod:`.cuda_engine`), which runs key counting, the Viterbi, piece counting
+and the pruning's splits on a GPU and the rest here.
 """
 
 from __future__ import annotations
