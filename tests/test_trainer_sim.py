@@ -153,6 +153,9 @@ def test_count_pieces_gpu_equals_cpu(every, monkeypatch):
         np.testing.assert_array_equal(gc, cc)
         assert gk.dtype == np.uint64 and gc.dtype == np.int64
         _, long_start, long_len = eng.extract_pieces(data, f, seg_start, seg_end)
+        *_, g_start, g_len = gpu_eng.piece_runs(data, f, seg_start, seg_end)  # the Ray actors' step
+        np.testing.assert_array_equal(g_start, long_start)
+        np.testing.assert_array_equal(g_len, long_len)
         assert int(cc.sum()) + long_len.shape[0] == int(sum(f[a:b].sum() for a, b in zip(seg_start, seg_end)))
         n_long.append(long_len.shape[0])
         assert _long_table(gpu_table) == _long_table(cpu_table)

@@ -224,12 +224,11 @@ class CUDAEngine:
 
         return run
 
-    def count_pieces(self, data, flags, seg_start, seg_end, table):
-        """:meth:`CPUEngine.count_pieces` with the pieces found and the short ones counted on the GPU.
+    def piece_runs(self, data, flags, seg_start, seg_end):
+        """:meth:`CPUEngine.piece_runs` on the GPU, in sub-batches of ``config.CUDA_BATCH_BYTES``.
 
-        In sub-batches of ``config.CUDA_BATCH_BYTES`` (``gpu_count_pieces``),
-        whose sorted runs are merged; the long pieces go into ``table`` on
-        the host, in text order, as the CPU engine adds them.
+        Each sub-batch is ``gpu_count_pieces``; their sorted runs are merged
+        and their long pieces put end to end (text order).
         """
         keys = np.zeros(0, dtype=np.uint64)
         counts = np.zeros(0, dtype=np.int64)
@@ -242,8 +241,16 @@ class CUDAEngine:
             keys, counts = ct.merge_runs(keys, counts, k, c) if keys.shape[0] else (k, c)
             starts.append(ls)
             lens.append(ll)
-        table = self.cpu.add_long_pieces(data, np.concatenate(starts), np.concatenate(lens), table)
-        return keys, counts, table
+        return keys, counts, np.concatenate(starts), np.concatenate(lens)
+
+    def count_pieces(self, data, flags, seg_start, seg_end, table):
+        """:meth:`CPUEngine.count_pieces` with the pieces found and the short ones counted on the GPU.
+
+        :meth:`piece_runs`, then the long pieces go into ``table`` on the
+        host, in text order, as the CPU engine adds them.
+        """
+        keys, counts, long_start, long_len = self.piece_runs(data, flags, seg_start, seg_end)
+        return keys, counts, self.cpu.add_long_pieces(data, long_start, long_len, table)
 
     def split(self, pieces, K, cK, batches):
         """:meth:`CPUEngine.split` on the GPU (the tokenizer is built on the host, once)."""

@@ -150,6 +150,14 @@ class CPUEngine:
         t, h, o, ln, c, pool, sizes = table
         return (*cp.count_long_pieces(data, long_start, long_len, _NO_WEIGHTS, t, h, o, ln, c, pool, sizes), sizes)
 
+    def piece_runs(self, data, flags, seg_start, seg_end):
+        """The pieces of a batch: ``(short keys, counts)`` as a sorted run, and the long ones' ``(starts, lengths)``.
+
+        The long pieces come in text order (the order ``add_long_pieces`` adds them in).
+        """
+        keys, long_start, long_len = self.extract_pieces(data, flags, seg_start, seg_end)
+        return (*self.short_run(keys), long_start, long_len)
+
     def count_pieces(self, data, flags, seg_start, seg_end, table):
         """Short pieces of a batch as a sorted run; long ones into ``table``."""
         keys, long_start, long_len = self.extract_pieces(data, flags, seg_start, seg_end)

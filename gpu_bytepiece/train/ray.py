@@ -91,10 +91,10 @@ class TrainActor:
         data, offsets = _writable(data), _writable(offsets)
         seg_start, seg_end = self.engine.segments(data, offsets)
         flags = self.viterbi(data, seg_start, seg_end)
-        keys, long_start, long_len = self.engine.extract_pieces(data, flags, seg_start, seg_end)
+        keys, counts, long_start, long_len = self.engine.piece_runs(data, flags, seg_start, seg_end)
         long_at = np.cumsum(long_len) - long_len
         long_bytes = data[np.arange(int(long_len.sum()), dtype=np.int64) + np.repeat(long_start - long_at, long_len)]
-        return (*self.engine.short_run(keys), long_bytes, long_at, long_len)
+        return keys, counts, long_bytes, long_at, long_len
 
     def close(self) -> None:
         self.engine.close()
