@@ -1,8 +1,9 @@
 """Trainer kernels under Numba's CUDA simulator == the CPU drivers, exactly.
 
 Run in its own process with ``NUMBA_ENABLE_CUDASIM=1`` (``./test.sh sim``):
-n-gram key counting (hash table with atomics) and the n-gram Viterbi on tiny
-real inputs, ``THREADS_PER_BLOCK`` patched to 8 so they span several blocks.
+n-gram key counting (hash table with atomics), the n-gram Viterbi, piece
+counting and the pruning's splits on tiny real inputs, ``THREADS_PER_BLOCK``
+patched to 8 so they span several blocks.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ def _grid(n):
 
 
 def _count_table(n_pos):
-    """An empty key-count table for up to ``n_pos`` keys: ``(table, counts, shift, mask)`` (all 0, >= 2 n_pos slots)."""
+    """An empty count table for ``n_pos`` keys: ``(table, counts, shift, mask)`` (all 0, >= 2 n_pos slots)."""
     bits = max(4, int(2 * n_pos - 1).bit_length())
     cap = 1 << bits
     table = cuda.device_array(cap, dtype=np.uint64)
