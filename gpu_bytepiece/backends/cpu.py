@@ -105,7 +105,8 @@ class CPUBackend:
 
         A thread packs the next small batch (Python, under the GIL) while the
         queue holds less than ``n_threads`` batches of work; otherwise it takes
-        the next chunk (runs of whole segments, ``chunk_bounds``) of any batch
+        the next chunk (runs of whole segments of ``config.CPU_THREAD_CHUNK_BYTES``
+        or more, ``chunk_bounds``) of any batch
         and runs the one-thread lattice on it (Numba, GIL released). The
         thread that finishes a batch's last chunk lays out its ids. So the
         threads stay busy to the end whatever the document sizes (a long
@@ -152,7 +153,7 @@ class CPUBackend:
                     exhausted = True
                 else:
                     first, data, doc_off = item
-                    job = _Batch(data, doc_off, stream, first, n_threads)
+                    job = _Batch(data, doc_off, stream, first, n_threads, config.CPU_THREAD_CHUNK_BYTES)
                     if not job.left:  # no segment: nothing to queue
                         results.append((first, *job.finish(add_bos, add_eos)))
             finally:
@@ -200,10 +201,10 @@ class CPUBackend:
 
 class _Batch:
     """One packed batch on its way through the lattice: its segments, their
-    chunks (``chunk_bounds`` for ``n_threads``), the scratch the chunks write
+    chunks (``chunk_bounds`` for ``n_threads``, none under ``min_chunk_bytes``), the scratch the chunks write
     their ids into, and how many chunks are still to run."""
 
-    def __init__(self, data, doc_offsets, stream_key, first_doc, n_threads):
+    def __init__(self, data, doc_offsets, stream_key, first_doc, n_threads, min_chunk_bytes=None):
         self.first = first_doc
         self.data = data
         self.n_docs = len(doc_offsets) - 1
@@ -211,7 +212,8 @@ class _Batch:
         n_seg = len(seg.start)
         self.out = np.empty(len(data), dtype=np.uint32)
         self.counts = np.zeros(n_seg, dtype=np.int64)
-        self.chunks = chunk_bounds(seg.end - seg.start, n_threads) if n_seg else np.zeros(1, np.int64)
+        self.chunks = (chunk_bounds(seg.end - seg.start, n_threads, min_chunk_bytes) if n_seg
+                       else np.zeros(1, np.int64))
         self.left = len(self.chunks) - 1  # chunks not run yet
 
     def chunk_bytes(self):
