@@ -173,13 +173,18 @@ def _as_documents(texts, lazy=False):
         ) from None
 
 
-def iter_packed(texts, batch_bytes: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+def iter_packed(texts, batch_bytes: int, *, first_batch_bytes: int | None = None
+                ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Yield ``(first_doc_index, data, offsets)`` batches of about ``batch_bytes``.
 
     A document is never split; one larger than ``batch_bytes`` is a batch alone.
     An iterable other than a list, tuple or Arrow array is read as the batches
     are asked for (a stream of any length packs in one batch's memory).
+    ``first_batch_bytes`` (a ramp): the first batch is about that size and
+    each next one twice the last, up to ``batch_bytes`` (threads waiting for
+    their first batch start sooner).
     """
+    target = min(first_batch_bytes or batch_bytes, batch_bytes)
     docs = _as_documents(texts, lazy=True)
     if _is_arrow(docs):
         n = len(docs)
@@ -195,11 +200,12 @@ def iter_packed(texts, batch_bytes: int) -> Iterator[tuple[int, np.ndarray, np.n
         start = 0
         while start < n:
             base = cum[start - 1] if start else 0
-            stop = int(np.searchsorted(cum, base + batch_bytes, side="right"))
+            stop = int(np.searchsorted(cum, base + target, side="right"))
             stop = max(stop, start + 1)
             data, offsets = _pack_arrow(docs.slice(start, stop - start), start)
             yield start, data, offsets
             start = stop
+            target = min(2 * target, batch_bytes)
         return
     parts: list = []
     size = 0
@@ -208,11 +214,12 @@ def iter_packed(texts, batch_bytes: int) -> Iterator[tuple[int, np.ndarray, np.n
         b = _normalize_any(t, i)
         parts.append(b)
         size += len(b)
-        if size >= batch_bytes:
+        if size >= target:
             data, offsets = _join(parts)
             yield first, data, offsets
             first = i + 1
             parts, size = [], 0
+            target = min(2 * target, batch_bytes)
     if parts or first == 0:
         data, offsets = _join(parts)
         yield first, data, offsets

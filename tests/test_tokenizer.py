@@ -195,7 +195,8 @@ def test_batch_equals_loop(tok, docs, add_bos, add_eos):
 def test_threads_and_batch_bytes_do_not_matter(tok, docs, batch_bytes, add_bos, add_eos):
     expected = [tok.encode(d, add_bos, add_eos) for d in docs]
     # Many small chunks, so that two threads really split the work.
-    with mock.patch.object(config, "CPU_MIN_CHUNK_BYTES", 1), mock.patch.object(config, "CPU_CHUNKS_PER_THREAD", 3):
+    with mock.patch.object(config, "CPU_MIN_CHUNK_BYTES", 1), mock.patch.object(config, "CPU_THREAD_CHUNK_BYTES", 1), \
+            mock.patch.object(config, "CPU_CHUNKS_PER_THREAD", 3):
         for threads in (1, 2, -1, None):
             ids, offsets = tok.encode_to_numpy(docs, num_threads=threads, batch_bytes=batch_bytes,
                                                add_bos=add_bos, add_eos=add_eos)
@@ -219,7 +220,7 @@ def test_threads_on_real_text(tok):
     docs = [d for p in PARTS for d in corpus_sample(p, n=40, every=29, max_chars=6000)]
     base = tok.encode_batch(docs, num_threads=1)
     assert tok.encode_batch(docs, num_threads=2) == base
-    with mock.patch.object(config, "CPU_MIN_CHUNK_BYTES", 64):
+    with mock.patch.object(config, "CPU_MIN_CHUNK_BYTES", 64), mock.patch.object(config, "CPU_THREAD_CHUNK_BYTES", 64):
         assert tok.encode_batch(docs, num_threads=2) == base
         for batch_bytes in (1, 1000, 100_000):
             ids, offsets = tok.encode_to_numpy(docs, batch_bytes=batch_bytes, num_threads=2)
@@ -433,7 +434,7 @@ def test_seeded_sampling_is_reproducible(tok, alpha):
     assert tok.encode_batch(docs, alpha=alpha, seed=7) == a
     assert a != tok.encode_batch(docs)  # really sampled
     assert a != tok.encode_batch(docs, alpha=alpha, seed=8)
-    with mock.patch.object(config, "CPU_MIN_CHUNK_BYTES", 64):
+    with mock.patch.object(config, "CPU_MIN_CHUNK_BYTES", 64), mock.patch.object(config, "CPU_THREAD_CHUNK_BYTES", 64):
         for threads in (1, 2):
             assert tok.encode_batch(docs, alpha=alpha, seed=7, num_threads=threads) == a
         for batch_bytes in (1, 5000, 1 << 30):
@@ -466,7 +467,7 @@ def test_samples_are_segmentations(tok, docs, alpha, seed):
     for d, ids in zip(docs, out):
         assert tok.decode_bytes(ids) == nfc(d).encode()
         assert all(3 <= i < tok.vocab_size for i in ids)
-    with mock.patch.object(config, "CPU_MIN_CHUNK_BYTES", 1):
+    with mock.patch.object(config, "CPU_MIN_CHUNK_BYTES", 1), mock.patch.object(config, "CPU_THREAD_CHUNK_BYTES", 1):
         assert tok.encode_batch(docs, alpha=alpha, seed=seed, num_threads=2) == out
         assert tok.encode_batch(docs, alpha=alpha, seed=seed, num_threads=1) == out
 
@@ -506,7 +507,7 @@ def test_any_finite_alpha_gives_a_segmentation(tok, alpha):
         assert all(3 <= i < tok.vocab_size for i in ids)
         assert tok.decode_bytes(ids) == nfc(d).encode()
     assert tok.encode("hello world", alpha=alpha, seed=1) == out[0]
-    with mock.patch.object(config, "CPU_MIN_CHUNK_BYTES", 1):
+    with mock.patch.object(config, "CPU_MIN_CHUNK_BYTES", 1), mock.patch.object(config, "CPU_THREAD_CHUNK_BYTES", 1):
         assert tok.encode_batch(docs, alpha=alpha, seed=1, num_threads=2) == out
 
 
@@ -612,10 +613,10 @@ def test_pieces_longer_than_the_back_pointer_length_field():
 
 
 def test_threaded_batches_equal_one_thread_and_raise_in_the_caller(monkeypatch):
-    """With several threads each thread packs and tokenizes its own small
-    batches; a batch far larger than the others (one huge document) runs with
-    all threads. Output equals one thread's; an error in a worker thread is
-    raised in the caller and names the document."""
+    """With several threads, the threads pack small batches and share their
+    chunks of segments; a batch far larger than the others (one huge document)
+    is split among them. Output equals one thread's; an error in a worker
+    thread is raised in the caller and names the document."""
     from gpu_bytepiece import TextError, config
 
     tok = Tokenizer(device="cpu")
@@ -630,3 +631,39 @@ def test_threaded_batches_equal_one_thread_and_raise_in_the_caller(monkeypatch):
     bad = ["fine text"] * 30 + ["\ud800 lone"] + ["more"] * 5
     with pytest.raises(TextError, match="text 30"):
         tok.encode_to_numpy(bad, num_threads=2)
+
+
+def test_long_documents_split_across_threads_at_segment_boundaries(tok, monkeypatch):
+    """Two threads share one queue of chunks of segments: each long real
+    document (a batch alone) is split between both threads at segment
+    boundaries. Ids and offsets equal one thread's exactly: best path,
+    sampling (keys by document and byte position), with and without bos/eos."""
+    import threading
+    import time
+
+    from gpu_bytepiece.backends import cpu
+
+    docs = sorted(corpus_sample("code", n=60) + corpus_sample("en", n=60), key=len)[-4:]
+    docs = docs + ["短文本。\n" * 3] * 5 + docs[:1]
+    assert min(len(d.encode()) for d in docs[:4]) > 40_000
+    calls = [dict(alpha=-1), dict(alpha=0.1, seed=3), dict(alpha=-1, add_bos=True, add_eos=True),
+             dict(alpha=0.5, seed=9, add_bos=True)]
+    expected = [tok.encode_to_numpy(docs, num_threads=1, **kw) for kw in calls]
+    monkeypatch.setattr(config, "CPU_THREAD_BATCH_BYTES", 4096)
+    monkeypatch.setattr(config, "CPU_THREAD_CHUNK_BYTES", 512)
+    ran = []  # (batch size, thread) of every chunk run
+    run_chunk = cpu.CPUBackend._run_chunk
+
+    def slow_run_chunk(self, job, c, alpha):
+        ran.append((len(job.data), threading.current_thread().name))
+        time.sleep(0.002)  # leave the other thread time to take the next chunk
+        return run_chunk(self, job, c, alpha)
+
+    monkeypatch.setattr(cpu.CPUBackend, "_run_chunk", slow_run_chunk)
+    for kw, (ids1, off1) in zip(calls, expected):
+        ran.clear()
+        ids2, off2 = tok.encode_to_numpy(docs, num_threads=2, **kw)
+        np.testing.assert_array_equal(ids2, ids1)
+        np.testing.assert_array_equal(off2, off1)
+        for d in docs[:4]:  # each long document ran on both threads
+            assert len({name for size, name in ran if size == len(d.encode())}) == 2

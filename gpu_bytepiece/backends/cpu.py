@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import deque
 from contextlib import contextmanager
 
 import numba
@@ -73,77 +74,119 @@ class CPUBackend:
         ids : uint32 array
         offsets : int64 array, ``n_docs + 1``
         """
-        n_docs = len(doc_offsets) - 1
-        seg = segment_table(data, doc_offsets, stream_key, first_doc)
-        seg_start, seg_end = seg.start, seg.end
-        n_seg = len(seg_start)
-        out = np.empty(len(data), dtype=np.uint32)
-        counts = np.zeros(n_seg, dtype=np.int64)
-        if n_seg:
-            # under CPU_MIN_CHUNK_BYTES the work is one chunk whatever the thread count:
-            # then Numba's threads are neither asked for nor started
-            small = len(data) < config.CPU_MIN_CHUNK_BYTES
-            chunks = chunk_bounds(seg_end - seg_start, 1 if small else numba.get_num_threads())
+        # under CPU_MIN_CHUNK_BYTES the work is one chunk whatever the thread count:
+        # then Numba's threads are neither asked for nor started
+        small = len(data) < config.CPU_MIN_CHUNK_BYTES
+        job = _Batch(data, doc_offsets, stream_key, first_doc, 1 if small else numba.get_num_threads())
+        if job.left == 1:  # one chunk: the loop body of encode_segments, called directly
+            self._run_chunk(job, 0, alpha)
+        elif job.left:
             t = self.trie
             scores, run_alpha = self._scores_for(alpha)
-            if len(chunks) == 2:  # one chunk: the loop body of encode_segments, called directly
-                encode_chunk(data, seg_start, seg_end, seg.key, seg.pos, 0, n_seg,
-                             t.cells, t.node_id, t.node_len, scores, t.max_len, run_alpha, out, counts)
-            else:
-                # chunks are handed to threads one at a time (not split up front),
-                # so a thread slowed by other work on its core does not stall the rest
-                with numba.parallel_chunksize(1):
-                    encode_segments(data, seg_start, seg_end, seg.key, seg.pos, chunks,
-                                    t.cells, t.node_id, t.node_len, scores, t.max_len,
-                                    run_alpha, out, counts)
-        dest, offsets = segment_layout(seg.doc, counts, n_docs, add_bos, add_eos)
-        if not n_seg:
-            ids = np.empty(int(offsets[-1]), dtype=np.uint32)
-        elif not (add_bos or add_eos):
-            # chunks wrote their ids back to back: join the chunk runs
-            first = seg_start[chunks[:-1]]
-            cum = np.concatenate(([0], np.cumsum(counts)))
-            totals = cum[chunks[1:]] - cum[chunks[:-1]]
-            ids = np.concatenate([out[a:a + t] for a, t in zip(first.tolist(), totals.tolist())])
-        else:
-            cum = np.concatenate(([0], np.cumsum(counts)))
-            chunk_of = np.repeat(np.arange(len(chunks) - 1), np.diff(chunks))
-            src = seg_start[chunks[:-1]][chunk_of] + cum[:-1] - cum[chunks[:-1]][chunk_of]
-            ids = np.empty(int(offsets[-1]), dtype=np.uint32)
-            scatter_tokens(out, src, counts, dest, ids)
-        put_specials(ids, offsets, add_bos, add_eos)
-        return ids, offsets
+            seg, chunks = job.seg, job.chunks
+            # chunks are handed to threads one at a time (not split up front),
+            # so a thread slowed by other work on its core does not stall the rest
+            with numba.parallel_chunksize(1):
+                encode_segments(data, seg.start, seg.end, seg.key, seg.pos, chunks,
+                                t.cells, t.node_id, t.node_len, scores, t.max_len,
+                                run_alpha, job.out, job.counts)
+        return job.finish(add_bos, add_eos)
+
+    def _run_chunk(self, job, c, alpha):
+        """The lattice over chunk ``c`` of a :class:`_Batch` (Numba, GIL released)."""
+        t = self.trie
+        scores, run_alpha = self._scores_for(alpha)
+        seg = job.seg
+        encode_chunk(job.data, seg.start, seg.end, seg.key, seg.pos, job.chunks[c], job.chunks[c + 1],
+                     t.cells, t.node_id, t.node_len, scores, t.max_len, run_alpha, job.out, job.counts)
 
     def encode_texts_in_threads(self, texts, batch_bytes, n_threads, alpha, stream, add_bos, add_eos):
-        """CPU, several threads: each thread packs a small batch (Python, under
-        the GIL) then tokenizes it with a one-thread lattice (Numba, GIL
-        released), so packing and tokenizing overlap with exactly
-        ``n_threads`` busy threads. A batch much larger than the others (one
-        huge document) is tokenized with all threads.
+        """CPU, several threads, one shared queue of chunks of segments.
+
+        A thread packs the next small batch (Python, under the GIL) while the
+        queue holds less than ``n_threads`` batches of work; otherwise it takes
+        the next chunk (runs of whole segments of ``config.CPU_THREAD_CHUNK_BYTES``
+        or more, ``chunk_bounds``) of any batch
+        and runs the one-thread lattice on it (Numba, GIL released). The
+        thread that finishes a batch's last chunk lays out its ids. So the
+        threads stay busy to the end whatever the document sizes (a long
+        document is split between them at segment boundaries), and the first
+        batches are small (``iter_packed``'s ramp) so that all threads start
+        tokenizing early. Segments are the lattice's units and each one's ids
+        do not depend on the chunking: the output equals one thread's.
 
         Returns ``[(first document index, ids, offsets)]`` per batch, in no
         particular order (only on threading layers that allow concurrent
-        calls: :func:`concurrent_numba_ok`).
+        calls: :func:`concurrent_numba_ok`; ``scatter_tokens`` is a parallel
+        function).
         """
         small = min(batch_bytes, config.CPU_THREAD_BATCH_BYTES)
-        batches = iter_packed(texts, small)
-        lock = threading.Lock()
+        batches = iter_packed(texts, small, first_batch_bytes=max(1, small // 8))
+        ahead = n_threads * small  # bytes of queued chunks under which a free thread packs
+        cond = threading.Condition()
+        tasks = deque()  # (batch, chunk index, bytes)
+        state = {"packing": False, "done": False, "queued": 0}
         results, errors = [], []
+
+        def next_task():
+            """A chunk to run, ``None`` to pack the next batch, ``False`` to stop."""
+            with cond:
+                while True:
+                    if errors:
+                        return False
+                    if not state["packing"] and not state["done"] and state["queued"] < ahead:
+                        state["packing"] = True
+                        return None
+                    if tasks:
+                        task = tasks.popleft()
+                        state["queued"] -= task[2]
+                        return task
+                    if state["done"] and not state["packing"]:
+                        return False  # the chunks still running finish their own batches
+                    cond.wait()
+
+        def pack():
+            job, exhausted = None, False
+            try:
+                item = next(batches, None)
+                if item is None:
+                    exhausted = True
+                else:
+                    first, data, doc_off = item
+                    job = _Batch(data, doc_off, stream, first, n_threads, config.CPU_THREAD_CHUNK_BYTES)
+                    if not job.left:  # no segment: nothing to queue
+                        results.append((first, *job.finish(add_bos, add_eos)))
+            finally:
+                with cond:
+                    state["packing"] = False
+                    state["done"] |= exhausted
+                    if job is not None and job.left:
+                        sizes = job.chunk_bytes().tolist()
+                        tasks.extend((job, c, b) for c, b in enumerate(sizes))
+                        state["queued"] += sum(sizes)
+                    cond.notify_all()
 
         def work():
             try:
-                while not errors:
-                    with lock:
-                        item = next(batches, None)
-                    if item is None:
+                numba.set_num_threads(1)  # this thread's own count: scatter_tokens runs on it alone
+                while True:
+                    task = next_task()
+                    if task is False:
                         return
-                    first, data, doc_off = item
-                    numba.set_num_threads(n_threads if len(data) > 4 * small else 1)
-                    ids, offs = self.encode_packed(data, doc_off, float(alpha), add_bos, add_eos,
-                                                            stream_key=stream, first_doc=first)
-                    results.append((first, ids, offs))
+                    if task is None:
+                        pack()
+                        continue
+                    job, c, _ = task
+                    self._run_chunk(job, c, alpha)
+                    with cond:
+                        job.left -= 1
+                        last = not job.left
+                    if last:
+                        results.append((job.first, *job.finish(add_bos, add_eos)))
             except BaseException as e:  # re-raised in the calling thread
-                errors.append(e)
+                with cond:
+                    errors.append(e)
+                    cond.notify_all()
 
         threads = [threading.Thread(target=work, name=f"gpu_bytepiece-{i}", daemon=True)
                    for i in range(n_threads)]
@@ -154,6 +197,51 @@ class CPUBackend:
         if errors:
             raise errors[0]
         return results
+
+
+class _Batch:
+    """One packed batch on its way through the lattice: its segments, their
+    chunks (``chunk_bounds`` for ``n_threads``, none under ``min_chunk_bytes``), the scratch the chunks write
+    their ids into, and how many chunks are still to run."""
+
+    def __init__(self, data, doc_offsets, stream_key, first_doc, n_threads, min_chunk_bytes=None):
+        self.first = first_doc
+        self.data = data
+        self.n_docs = len(doc_offsets) - 1
+        self.seg = seg = segment_table(data, doc_offsets, stream_key, first_doc)
+        n_seg = len(seg.start)
+        self.out = np.empty(len(data), dtype=np.uint32)
+        self.counts = np.zeros(n_seg, dtype=np.int64)
+        self.chunks = (chunk_bounds(seg.end - seg.start, n_threads, min_chunk_bytes) if n_seg
+                       else np.zeros(1, np.int64))
+        self.left = len(self.chunks) - 1  # chunks not run yet
+
+    def chunk_bytes(self):
+        """Input bytes of each chunk."""
+        seg = self.seg
+        return seg.end[self.chunks[1:] - 1] - seg.start[self.chunks[:-1]]
+
+    def finish(self, add_bos, add_eos):
+        """``(ids, offsets)`` once every chunk has run."""
+        seg, chunks, counts, out = self.seg, self.chunks, self.counts, self.out
+        n_seg = len(seg.start)
+        dest, offsets = segment_layout(seg.doc, counts, self.n_docs, add_bos, add_eos)
+        if not n_seg:
+            ids = np.empty(int(offsets[-1]), dtype=np.uint32)
+        elif not (add_bos or add_eos):
+            # chunks wrote their ids back to back: join the chunk runs
+            first = seg.start[chunks[:-1]]
+            cum = np.concatenate(([0], np.cumsum(counts)))
+            totals = cum[chunks[1:]] - cum[chunks[:-1]]
+            ids = np.concatenate([out[a:a + t] for a, t in zip(first.tolist(), totals.tolist())])
+        else:
+            cum = np.concatenate(([0], np.cumsum(counts)))
+            chunk_of = np.repeat(np.arange(len(chunks) - 1), np.diff(chunks))
+            src = seg.start[chunks[:-1]][chunk_of] + cum[:-1] - cum[chunks[:-1]][chunk_of]
+            ids = np.empty(int(offsets[-1]), dtype=np.uint32)
+            scatter_tokens(out, src, counts, dest, ids)
+        put_specials(ids, offsets, add_bos, add_eos)
+        return ids, offsets
 
 
 def concurrent_numba_ok() -> bool:
