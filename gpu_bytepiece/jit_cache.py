@@ -75,13 +75,25 @@ def _source_files() -> list:
     return files
 
 
+def _numba_version() -> str:
+    """Numba's version, read from its installed metadata: importing Numba
+    (0.3 s) is left to the code that compiles (a process served by
+    ``cpu_fallback.aot`` never imports it)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("numba")
+    except metadata.PackageNotFoundError:  # pragma: no cover - a Numba without metadata
+        import numba
+
+        return numba.__version__
+
+
 def source_key() -> str:
     """SHA-256 (hex) of the compiled sources, the Python and the Numba version."""
     key = _state.get("key")
     if key is None:
-        import numba
-
-        h = hashlib.sha256(f"{sys.version_info[:3]} numba {numba.__version__}".encode())
+        h = hashlib.sha256(f"{sys.version_info[:3]} numba {_numba_version()}".encode())
         for f in _source_files():
             h.update(f.name.encode() + b"\0")
             try:

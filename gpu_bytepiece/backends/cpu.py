@@ -1,22 +1,45 @@
-"""The CPU backend: the lattice compiled with ``numba.njit``, ``prange`` over chunks of segments."""
+"""The CPU backend: the lattice compiled with ``numba.njit``, ``prange`` over chunks of segments.
+
+One-chunk work outside the backend's threads (a batch under
+``config.CPU_MIN_CHUNK_BYTES``: a short text) runs the same drivers compiled
+ahead of time (:mod:`gpu_bytepiece.cpu_fallback.aot`) when the install has
+them, and then never imports Numba; the rest imports Numba on first use.
+"""
 
 from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
 
-import numba
 import numpy as np
 
-from .. import config
-from ..cpu_fallback import chunk_bounds, encode_chunk, encode_segments, scatter_tokens
+from .. import config, jit_cache
+from ..cpu_fallback import aot, chunk_bounds
 from ..text import iter_packed
 from ..trie import Trie
 from .layout import put_specials, sampling_scores, segment_layout, segment_table
 
-__all__ = ["CPUBackend", "concurrent_numba_ok", "numba_threads", "set_numba_threads"]
+__all__ = ["CPUBackend", "concurrent_numba_ok", "numba_thread_count", "numba_threads", "set_numba_threads"]
 
 _CONCURRENT_OK = None
+_JIT = None
+
+
+def _jit():
+    """The Numba drivers (``cpu_fallback.tokenize``), imported on first use."""
+    global _JIT
+    if _JIT is None:
+        jit_cache.announce("the tokenizer", "cpu_fallback/tokenize")
+        from ..cpu_fallback import tokenize
+
+        _JIT = tokenize
+    return _JIT
+
+
+def _numba():
+    import numba
+
+    return numba
 
 
 class CPUBackend:
@@ -35,6 +58,12 @@ class CPUBackend:
         self.trie = trie
         self.node_score = node_score
         self._scaled = {}  # alpha -> (scores, alpha) to run the lattice with
+        self._aot = aot.load()
+
+    @property
+    def ahead_of_time(self) -> bool:
+        """Whether one-chunk work outside threads runs ``cpu_fallback.aot``'s drivers."""
+        return self._aot is not None
 
     def _scores_for(self, alpha):
         """``layout.sampling_scores`` of this model, kept for the last few ``alpha``."""
@@ -73,29 +102,37 @@ class CPUBackend:
         ids : uint32 array
         offsets : int64 array, ``n_docs + 1``
         """
+        return self._encode(data, doc_offsets, alpha, add_bos, add_eos, stream_key, first_doc, use_aot=True)
+
+    def _encode(self, data, doc_offsets, alpha, add_bos, add_eos, stream_key, first_doc, use_aot):
+        """``encode_packed``; ``use_aot``: one-chunk work may run ``cpu_fallback.aot``'s
+        drivers (one thread, GIL held: not from the backend's own threads)."""
         n_docs = len(doc_offsets) - 1
-        seg = segment_table(data, doc_offsets, stream_key, first_doc)
+        # under CPU_MIN_CHUNK_BYTES the work is one chunk whatever the thread count:
+        # then Numba's threads are neither asked for nor started
+        small = len(data) < config.CPU_MIN_CHUNK_BYTES
+        drivers = self._aot if use_aot and small else None
+        seg = segment_table(data, doc_offsets, stream_key, first_doc,
+                            find=None if drivers is None else drivers.find_segments)
         seg_start, seg_end = seg.start, seg.end
         n_seg = len(seg_start)
         out = np.empty(len(data), dtype=np.uint32)
         counts = np.zeros(n_seg, dtype=np.int64)
         if n_seg:
-            # under CPU_MIN_CHUNK_BYTES the work is one chunk whatever the thread count:
-            # then Numba's threads are neither asked for nor started
-            small = len(data) < config.CPU_MIN_CHUNK_BYTES
-            chunks = chunk_bounds(seg_end - seg_start, 1 if small else numba.get_num_threads())
+            chunks = chunk_bounds(seg_end - seg_start, 1 if small else _numba().get_num_threads())
             t = self.trie
             scores, run_alpha = self._scores_for(alpha)
             if len(chunks) == 2:  # one chunk: the loop body of encode_segments, called directly
-                encode_chunk(data, seg_start, seg_end, seg.key, seg.pos, 0, n_seg,
-                             t.cells, t.node_id, t.node_len, scores, t.max_len, run_alpha, out, counts)
+                (drivers or _jit()).encode_chunk(data, seg_start, seg_end, seg.key, seg.pos, 0, n_seg,
+                                                 t.cells, t.node_id, t.node_len, scores, t.max_len, run_alpha,
+                                                 out, counts)
             else:
                 # chunks are handed to threads one at a time (not split up front),
                 # so a thread slowed by other work on its core does not stall the rest
-                with numba.parallel_chunksize(1):
-                    encode_segments(data, seg_start, seg_end, seg.key, seg.pos, chunks,
-                                    t.cells, t.node_id, t.node_len, scores, t.max_len,
-                                    run_alpha, out, counts)
+                with _numba().parallel_chunksize(1):
+                    _jit().encode_segments(data, seg_start, seg_end, seg.key, seg.pos, chunks,
+                                           t.cells, t.node_id, t.node_len, scores, t.max_len,
+                                           run_alpha, out, counts)
         dest, offsets = segment_layout(seg.doc, counts, n_docs, add_bos, add_eos)
         if not n_seg:
             ids = np.empty(int(offsets[-1]), dtype=np.uint32)
@@ -110,7 +147,7 @@ class CPUBackend:
             chunk_of = np.repeat(np.arange(len(chunks) - 1), np.diff(chunks))
             src = seg_start[chunks[:-1]][chunk_of] + cum[:-1] - cum[chunks[:-1]][chunk_of]
             ids = np.empty(int(offsets[-1]), dtype=np.uint32)
-            scatter_tokens(out, src, counts, dest, ids)
+            (drivers or _jit()).scatter_tokens(out, src, counts, dest, ids)
         put_specials(ids, offsets, add_bos, add_eos)
         return ids, offsets
 
@@ -125,6 +162,7 @@ class CPUBackend:
         particular order (only on threading layers that allow concurrent
         calls: :func:`concurrent_numba_ok`).
         """
+        numba = _numba()
         small = min(batch_bytes, config.CPU_THREAD_BATCH_BYTES)
         batches = iter_packed(texts, small)
         lock = threading.Lock()
@@ -139,8 +177,8 @@ class CPUBackend:
                         return
                     first, data, doc_off = item
                     numba.set_num_threads(n_threads if len(data) > 4 * small else 1)
-                    ids, offs = self.encode_packed(data, doc_off, float(alpha), add_bos, add_eos,
-                                                            stream_key=stream, first_doc=first)
+                    ids, offs = self._encode(data, doc_off, float(alpha), add_bos, add_eos, stream, first,
+                                             use_aot=False)
                     results.append((first, ids, offs))
             except BaseException as e:  # re-raised in the calling thread
                 errors.append(e)
@@ -161,6 +199,7 @@ def concurrent_numba_ok() -> bool:
     true for the OpenMP and TBB threading layers, not for ``workqueue``."""
     global _CONCURRENT_OK
     if _CONCURRENT_OK is None:
+        numba = _numba()
         try:
             from numba.np.ufunc import parallel
 
@@ -170,9 +209,15 @@ def concurrent_numba_ok() -> bool:
             _CONCURRENT_OK = False
     return _CONCURRENT_OK
 
+def numba_thread_count() -> int:
+    """Numba's current thread count (imports Numba)."""
+    return _numba().get_num_threads()
+
+
 def set_numba_threads(threads: int | None) -> None:
     """Numba's CPU threads for this process from now on (None: leave them; capped at Numba's pool)."""
     if threads:
+        numba = _numba()
         numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
 
 
@@ -187,6 +232,7 @@ def numba_threads(num_threads):
     if num_threads is None:
         yield
         return
+    numba = _numba()
     if num_threads < 0:
         num_threads = numba.config.NUMBA_NUM_THREADS
     if num_threads < 1:
