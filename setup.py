@@ -3,7 +3,7 @@
 Two kinds, both built after the usual ``build_py`` copy, both optional:
 
 - the one-thread CPU drivers compiled ahead of time into an extension
-  module (``python -m gpu_bytepiece.cpu_fallback.aot``, Numba's ``pycc``;
+  module (``python -m gpu_bytepiece.aot``, Numba's ``pycc``;
   needs a C compiler): a short text is then encoded without importing
   Numba. When it cannot be built the wheel has no such module and the JIT
   serves every path (a note says so);
@@ -59,12 +59,12 @@ class BuildPyWithMachineCode(build_py):
 
     @staticmethod
     def _ahead_of_time(lib, env):
-        pkg = os.path.join(lib, "gpu_bytepiece", "cpu_fallback")
+        pkg = os.path.join(lib, "gpu_bytepiece")
         for name in os.listdir(pkg):  # never ship a previous build's module
             if name.startswith("_aot_cpu."):
                 os.remove(os.path.join(pkg, name))
         code = ("import sys, gpu_bytepiece; assert gpu_bytepiece.__file__.startswith(sys.argv[1]), gpu_bytepiece.__file__; "
-                "from gpu_bytepiece.cpu_fallback.aot import main; sys.exit(main([sys.argv[2]]))")
+                "from gpu_bytepiece.aot import main; sys.exit(main([sys.argv[2]]))")
         proc = subprocess.run([sys.executable, "-c", code, lib, pkg], env=env, cwd=lib)
         if proc.returncode:
             print("gpu-bytepiece: no ahead-of-time CPU module in this build (is there a C compiler, and numba "

@@ -3,23 +3,21 @@
 Installed as ``gpu_bytepiece.cpu_fallback``. Their ``cache=True`` code is
 cached by ``gpu_bytepiece.jit_cache`` (content-keyed, one folder per user).
 The Numba drivers load on first use (PEP 562), so that the ahead-of-time
-module (:mod:`gpu_bytepiece.cpu_fallback.aot`) serves a short text without
-importing Numba.
+module (:mod:`gpu_bytepiece.aot`) serves a short text without importing
+Numba.
 """
 
 from .chunks import chunk_bounds
 
-_LAZY = {"encode_chunk": ".tokenize", "encode_segments": ".tokenize", "find_segments": ".tokenize",
-         "scatter_tokens": ".tokenize"}
+_LAZY = ("encode_chunk", "encode_segments", "find_segments", "scatter_tokens")  # from .tokenize
 
 
 def __getattr__(name):
-    module = _LAZY.get(name)
-    if module is None:
+    if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
+    from . import tokenize
 
-    value = getattr(importlib.import_module(module, __name__), name)
+    value = getattr(tokenize, name)
     globals()[name] = value
     return value
 

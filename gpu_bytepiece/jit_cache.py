@@ -78,7 +78,7 @@ def _source_files() -> list:
 def _numba_version() -> str:
     """Numba's version, read from its installed metadata: importing Numba
     (0.3 s) is left to the code that compiles (a process served by
-    ``cpu_fallback.aot`` never imports it). The ``dist-info`` folder beside
+    ``gpu_bytepiece.aot`` never imports it). The ``dist-info`` folder beside
     the package names it (``importlib.metadata`` costs tens of ms more)."""
     import importlib.util
 

@@ -252,7 +252,7 @@ class Tokenizer:
             num_threads = _check_int("num_threads", num_threads)
         results = []  # (first document index, ids, offsets) per batch
         # one short text is one chunk of work: no threads (none are even started, and
-        # with cpu_fallback.aot's drivers Numba is not even imported)
+        # with gpu_bytepiece.aot's drivers Numba is not even imported)
         one_short = (isinstance(texts, (list, tuple)) and len(texts) == 1
                      and isinstance(texts[0], (str, bytes)) and len(texts[0]) < config.CPU_MIN_CHUNK_BYTES // 4)
         with numba_threads(num_threads):

@@ -1,4 +1,4 @@
-"""The ahead-of-time CPU drivers (``gpu_bytepiece.cpu_fallback.aot``): the JIT's ids, without Numba.
+"""The ahead-of-time CPU drivers (``gpu_bytepiece.aot``): the JIT's ids, without Numba.
 
 The module is built once per session into a temporary folder (Numba's
 ``pycc`` and the C compiler, ~10 s) and loaded from there through
@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 
-from gpu_bytepiece.cpu_fallback import aot
+from gpu_bytepiece import aot
 from gpu_bytepiece.cpu_fallback import tokenize as jit
 from gpu_bytepiece.text import pack_texts
 
@@ -30,7 +30,7 @@ def aot_file(tmp_path_factory):
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler: the ahead-of-time module cannot be built here")
     out = tmp_path_factory.mktemp("aot")
-    subprocess.run([sys.executable, "-m", "gpu_bytepiece.cpu_fallback.aot", str(out)], check=True)
+    subprocess.run([sys.executable, "-m", "gpu_bytepiece.aot", str(out)], check=True)
     (path,) = out.glob(aot.MODULE + ".*")
     return path
 

@@ -6,7 +6,7 @@ from gpu_bytepiece import Tokenizer, jit_cache
 
 
 def test_tokenizer_code_is_cached_in_the_package_folder(monkeypatch):
-    from gpu_bytepiece.cpu_fallback import aot
+    from gpu_bytepiece import aot
 
     monkeypatch.setenv("GPU_BYTEPIECE_AOT", "0")  # the JIT's one-chunk driver, not the ahead-of-time one
     monkeypatch.delitem(aot._state, "mod", raising=False)

@@ -2,7 +2,7 @@
 
 One-chunk work outside the backend's threads (a batch under
 ``config.CPU_MIN_CHUNK_BYTES``: a short text) runs the same drivers compiled
-ahead of time (:mod:`gpu_bytepiece.cpu_fallback.aot`) when the install has
+ahead of time (:mod:`gpu_bytepiece.aot`) when the install has
 them, and then never imports Numba; the rest imports Numba on first use.
 """
 
@@ -13,8 +13,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .. import config, jit_cache
-from ..cpu_fallback import aot, chunk_bounds
+from .. import aot, config, jit_cache
+from ..cpu_fallback import chunk_bounds
 from ..text import iter_packed
 from ..trie import Trie
 from .layout import put_specials, sampling_scores, segment_layout, segment_table
@@ -62,7 +62,7 @@ class CPUBackend:
 
     @property
     def ahead_of_time(self) -> bool:
-        """Whether one-chunk work outside threads runs ``cpu_fallback.aot``'s drivers."""
+        """Whether one-chunk work outside threads runs ``gpu_bytepiece.aot``'s drivers."""
         return self._aot is not None
 
     def _scores_for(self, alpha):
@@ -105,7 +105,7 @@ class CPUBackend:
         return self._encode(data, doc_offsets, alpha, add_bos, add_eos, stream_key, first_doc, use_aot=True)
 
     def _encode(self, data, doc_offsets, alpha, add_bos, add_eos, stream_key, first_doc, use_aot):
-        """``encode_packed``; ``use_aot``: one-chunk work may run ``cpu_fallback.aot``'s
+        """``encode_packed``; ``use_aot``: one-chunk work may run ``gpu_bytepiece.aot``'s
         drivers (one thread, GIL held: not from the backend's own threads)."""
         n_docs = len(doc_offsets) - 1
         # under CPU_MIN_CHUNK_BYTES the work is one chunk whatever the thread count:

@@ -24,7 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 # (the lattice's, the generator's and the Numba drivers' modules load when used: a
-# short text served by ``cpu_fallback.aot`` imports no Numba)
+# short text served by ``gpu_bytepiece.aot`` imports no Numba)
 
 __all__ = ["Segments", "segment_table", "segment_layout", "put_specials", "insert_specials",
            "sampling_scores"]
@@ -59,7 +59,7 @@ def segment_table(data, doc_offsets, stream_key=None, first_doc=0, *, find=None)
         Index of the batch's first document in the call (or stream).
     find : callable, optional
         The segmentation, ``find(data, doc_offsets) -> (start, end, doc)``;
-        default ``cpu_fallback.find_segments`` (``cpu_fallback.aot`` has
+        default ``cpu_fallback.find_segments`` (``gpu_bytepiece.aot`` has
         its ahead-of-time twin).
 
     See Also

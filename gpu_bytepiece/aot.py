@@ -5,7 +5,7 @@ A process that encodes a short text with the JIT drivers imports Numba
 the same Python functions, ``cpu_fallback.tokenize``'s ``encode_chunk``
 (which inlines ``core.lattice``'s ``lattice`` and ``backtrack``),
 ``_segments`` and ``scatter_tokens``, with ``numba.pycc.CC`` into
-``gpu_bytepiece/cpu_fallback/_aot_cpu.<ext>``: plain machine code, no Numba
+``gpu_bytepiece/_aot_cpu.<ext>``: plain machine code, no Numba
 at run time. Same bodies, float64, no fastmath: the same ids as the JIT
 (``tests/test_aot.py``); ``prange`` compiles as ``range`` there, so the
 module only serves one thread (its functions also hold the GIL).
@@ -13,7 +13,7 @@ The code targets the generic CPU of the platform (no host-specific
 instructions), so a wheel that ships it runs on any machine of its platform.
 
 - ``setup.py`` builds it with the wheel (``python -m
-  gpu_bytepiece.cpu_fallback.aot DIR``); without a C compiler, or when
+  gpu_bytepiece.aot DIR``); without a C compiler, or when
   ``pycc`` fails (it is pending deprecation in Numba), the wheel has no
   such module and every path uses the JIT.
 - :func:`load` imports it when present and built from these very sources
@@ -39,7 +39,7 @@ import numpy as np
 
 __all__ = ["MODULE", "Drivers", "load", "source_key", "build"]
 
-#: Name of the extension module (inside ``gpu_bytepiece.cpu_fallback``).
+#: Name of the extension module (inside ``gpu_bytepiece``).
 MODULE = "_aot_cpu"
 _HERE = Path(__file__).resolve().parent
 _state: dict = {}
@@ -57,10 +57,11 @@ _EXPORTS = {
 
 
 def _sources() -> list:
-    core = _HERE.parent / "core"
-    if not core.is_dir():  # a source checkout: cpu_fallback/ sits beside gpu_bytepiece/
-        core = _HERE.parent / "gpu_bytepiece" / "core"
-    return [core / "lattice.py", core / "rng.py", _HERE / "tokenize.py", _HERE / "aot.py"]
+    drivers = _HERE / "cpu_fallback"
+    if not drivers.is_dir():  # a source checkout: cpu_fallback/ sits beside gpu_bytepiece/
+        drivers = _HERE.parent / "cpu_fallback"
+    core = _HERE / "core"
+    return [core / "lattice.py", core / "rng.py", drivers / "tokenize.py", _HERE / "aot.py"]
 
 
 def source_key() -> int:
@@ -156,9 +157,8 @@ def build(out_dir) -> Path:
         warnings.simplefilter("ignore", NumbaPendingDeprecationWarning)
         from numba.pycc import CC
 
-    from gpu_bytepiece.core import lattice as lat
-
-    from . import tokenize
+    from .core import lattice as lat
+    from .cpu_fallback import tokenize
 
     scope = dict(vars(tokenize), lattice=register_jitable(lat.lattice), backtrack=register_jitable(lat.backtrack))
 
@@ -185,7 +185,7 @@ def build(out_dir) -> Path:
 def main(argv=None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m gpu_bytepiece.cpu_fallback.aot",
+    ap = argparse.ArgumentParser(prog="python -m gpu_bytepiece.aot",
                                  description="Compile the one-thread CPU drivers ahead of time.")
     ap.add_argument("out_dir", nargs="?", default=str(_HERE),
                     help="where the extension module goes (default: this package's folder)")
