@@ -10,12 +10,13 @@ Two kinds, both built after the usual ``build_py`` copy, both optional:
 - the Numba cache of every JIT path, below.
 
 After the usual ``build_py`` copy, a fresh process imports the copied
-package, runs every CPU path once (``python -m gpu_bytepiece.precompile
---ship``) and leaves the Numba cache in ``gpu_bytepiece/_jit/<content key>/``
+package, runs every CPU path once with the JIT (``python -m
+gpu_bytepiece.precompile --ship``, ``GPU_BYTEPIECE_AOT=0``) and leaves the Numba cache in ``gpu_bytepiece/_jit/<content key>/``
 with the machine it was compiled for. An install on a machine with the same
 CPU (and the same Python and Numba) loads that code on its first call;
 elsewhere it compiles as usual (``gpu_bytepiece.jit_cache``). Skipped for
-editable installs, when ``GPU_BYTEPIECE_PRECOMPILE=0``, and (with a note)
+editable installs (both kinds), when ``GPU_BYTEPIECE_PRECOMPILE=0`` (both
+kinds; the wheel is then ``py3-none-any``), and (with a note)
 when the build environment lacks the runtime dependencies (an isolated build:
 ``pip wheel --no-build-isolation .`` or ``python -m build --no-isolation``
 in an environment with them installed ships the code).
