@@ -8,7 +8,8 @@ the same Python functions, ``cpu_fallback.tokenize``'s ``encode_chunk``
 ``gpu_bytepiece/_aot_cpu.<ext>``: plain machine code, no Numba
 at run time. Same bodies, float64, no fastmath: the same ids as the JIT
 (``tests/test_aot.py``); ``prange`` compiles as ``range`` there, so the
-module only serves one thread (its functions also hold the GIL).
+module only serves one thread. Its functions release the GIL while they
+run, as the JIT drivers (``nogil=True``) do.
 The code targets the generic CPU of the platform (no host-specific
 instructions), so a wheel that ships it runs on any machine of its platform.
 
@@ -156,6 +157,7 @@ def build(out_dir) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NumbaPendingDeprecationWarning)
         from numba.pycc import CC
+        from numba.pycc import compiler as pycc_compiler
 
     from .core import lattice as lat
     from .cpu_fallback import tokenize
@@ -178,7 +180,20 @@ def build(out_dir) -> Path:
     for name, f in (("encode_chunk", tokenize.encode_chunk), ("segments", tokenize._segments),
                     ("scatter_tokens", tokenize.scatter_tokens)):
         cc.export(name, _EXPORTS[name][0])(same_code(f))
-    cc.compile()
+    # pycc has no ``nogil`` option: its wrappers are made with the flags of
+    # ``pycc.compiler``'s ``Flags()``, which here release the GIL around each call
+    numba_flags = pycc_compiler.Flags
+
+    class NoGilFlags(numba_flags):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.release_gil = True
+
+    pycc_compiler.Flags = NoGilFlags
+    try:
+        cc.compile()
+    finally:
+        pycc_compiler.Flags = numba_flags
     return Path(out_dir) / cc.output_file
 
 
