@@ -15,6 +15,7 @@ the same chunks with gpu-bytepiece and compares.
 
     python benchmarks/parity.py                      # everything (a few minutes)
     python benchmarks/parity.py --limit-docs 200 --parts zh --models bytepiece_80k
+    python benchmarks/parity.py --per-doc             # each document alone (the one-thread path)
 """
 
 from __future__ import annotations
@@ -126,6 +127,9 @@ def main(argv=None) -> int:
     ap.add_argument("--limit-docs", type=int, default=None, help="only the first N documents of each part")
     ap.add_argument("--workers", type=int, default=2,
                     help="processes running the reference (<= 1: in this process); default 2")
+    ap.add_argument("--per-doc", action="store_true",
+                    help="encode each document alone with Tokenizer.encode (a short one runs the "
+                         "one-thread path: the ahead-of-time drivers when installed) instead of encode_batch")
     args = ap.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)  # keep the report and the progress lines in order
 
@@ -145,6 +149,9 @@ def main(argv=None) -> int:
         for path in paths:
             name = path.rsplit("/", 1)[-1]
             tok = Tokenizer(path, device="cpu")
+            if args.per_doc:
+                print(f"[{path}: one-thread path {'ahead of time' if tok._backend.ahead_of_time else 'JIT'}]",
+                      file=sys.stderr)
             scores = tok.model.scores()
             for part in args.parts:
                 part_docs = docs[part]
@@ -154,7 +161,7 @@ def main(argv=None) -> int:
                 bad, shown, n_ids = 0, False, 0
                 for (_, first, chunk), (first_r, ref_ids) in zip(tasks, results):
                     assert first == first_r
-                    ours = tok.encode_batch(chunk)
+                    ours = [tok.encode(d) for d in chunk] if args.per_doc else tok.encode_batch(chunk)
                     for j, (a, b) in enumerate(zip(ours, ref_ids)):
                         n_ids += len(b)
                         if a != b:

@@ -6,7 +6,9 @@ import numba
 import numpy as np
 from numba import prange
 
+from gpu_bytepiece import jit_cache
 from gpu_bytepiece.core import lattice as _lat
+jit_cache.install()  # the package's cache locator, before the cache=True functions below
 
 # The one lattice body, compiled for the CPU (no fastmath: ids depend on it).
 lattice = numba.njit(cache=True, nogil=True)(_lat.lattice)

@@ -14,8 +14,11 @@ import numba
 import numpy as np
 from numba import prange
 
+from gpu_bytepiece import jit_cache
 from gpu_bytepiece.core import ngram as _ng
 from gpu_bytepiece.core.ngram import HASH_MUL as _HASH_MUL
+
+jit_cache.install()  # the package's cache locator, before the cache=True functions below
 
 # The shared bodies, compiled for the CPU (no fastmath: segmentations depend on it).
 position_key = numba.njit(cache=True, nogil=True)(_ng.position_key)

@@ -75,13 +75,33 @@ def _source_files() -> list:
     return files
 
 
+def _numba_version() -> str:
+    """Numba's version, read from its installed metadata: importing Numba
+    (0.3 s) is left to the code that compiles (a process served by
+    ``gpu_bytepiece.aot`` never imports it). The ``dist-info`` folder beside
+    the package names it (``importlib.metadata`` costs tens of ms more)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("numba")
+    if spec is not None and spec.origin:
+        found = list(Path(spec.origin).parent.parent.glob("numba-*.dist-info"))
+        if len(found) == 1:
+            return found[0].name[len("numba-"):-len(".dist-info")]
+    from importlib import metadata
+
+    try:
+        return metadata.version("numba")
+    except metadata.PackageNotFoundError:  # pragma: no cover - a Numba without metadata
+        import numba
+
+        return numba.__version__
+
+
 def source_key() -> str:
     """SHA-256 (hex) of the compiled sources, the Python and the Numba version."""
     key = _state.get("key")
     if key is None:
-        import numba
-
-        h = hashlib.sha256(f"{sys.version_info[:3]} numba {numba.__version__}".encode())
+        h = hashlib.sha256(f"{sys.version_info[:3]} numba {_numba_version()}".encode())
         for f in _source_files():
             h.update(f.name.encode() + b"\0")
             try:

@@ -7,12 +7,11 @@ import os
 import secrets
 from typing import Iterable, Sequence
 
-import numba
 import numpy as np
 
 from . import config, jit_cache
 from .backends import select_backend
-from .backends.cpu import concurrent_numba_ok, numba_threads
+from .backends.cpu import concurrent_numba_ok, numba_thread_count, numba_threads
 from .backends.layout import put_specials
 from .checks import check_alpha as _check_alpha
 from .checks import check_flag as _check_flag
@@ -90,7 +89,6 @@ class Tokenizer:
         m = self._model
         self.vocab_size = m.vocab_size
         self._scores = m.scores()
-        jit_cache.announce("the tokenizer", "gpu_bytepiece/trie", "cpu_fallback/tokenize")
         self._trie = cached_trie(m.pieces)
         self._id2piece = list(_SPECIALS) + list(m.pieces)
         self._piece_bytes = np.frombuffer(b"".join(m.pieces), dtype=np.uint8)
@@ -98,6 +96,8 @@ class Tokenizer:
         np.cumsum([0, 0, 0] + [len(p) for p in m.pieces], out=self._piece_off[1:])
         self._add_special_tokens(special_tokens)
         self._backend = select_backend(device, self._trie, self._scores)
+        if not getattr(self._backend, "ahead_of_time", False):
+            jit_cache.announce("the tokenizer", "cpu_fallback/tokenize")
         self.set_seed(seed)
 
     # ------------------------------------------------------------------ info
@@ -251,11 +251,12 @@ class Tokenizer:
         if num_threads is not None:
             num_threads = _check_int("num_threads", num_threads)
         results = []  # (first document index, ids, offsets) per batch
-        # one short text is one chunk of work: no threads (none are even started)
+        # one short text is one chunk of work: no threads (none are even started, and
+        # with gpu_bytepiece.aot's drivers Numba is not even imported)
         one_short = (isinstance(texts, (list, tuple)) and len(texts) == 1
                      and isinstance(texts[0], (str, bytes)) and len(texts[0]) < config.CPU_MIN_CHUNK_BYTES // 4)
         with numba_threads(num_threads):
-            n_threads = 1 if one_short or self._backend.name != "cpu" else numba.get_num_threads()
+            n_threads = 1 if one_short or self._backend.name != "cpu" else numba_thread_count()
             if n_threads > 1 and concurrent_numba_ok():
                 results = self._backend.encode_texts_in_threads(texts, batch_bytes, n_threads, alpha, stream,
                                                                 add_bos, add_eos)

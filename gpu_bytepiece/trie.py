@@ -25,13 +25,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 from . import jit_cache
-from .core.lattice import WHOLE_CHARS, char_len
-
-jit_cache.install()  # the package's cache locator, before the cache=True functions below
 
 __all__ = ["Trie", "build_trie", "cached_trie"]
 
@@ -67,130 +63,6 @@ class Trie:
         return int(self.node_id[s])
 
 
-@numba.njit(cache=True)
-def _grow(a, size, fill):
-    out = np.full(size, fill, dtype=a.dtype)
-    out[: a.shape[0]] = a
-    return out
-
-
-@numba.njit(cache=True)
-def _build(flat, starts, lens, ids):
-    """Build the double array from pieces sorted by bytes (lexicographically).
-
-    Breadth-first: each queue item is a node with the range ``[lo, hi)`` of
-    sorted pieces sharing its prefix; its children's labels are the distinct
-    bytes at position ``depth`` in that range.
-    """
-    n = starts.shape[0]
-    size = int(lens.sum()) + 1024
-    base = np.zeros(size, dtype=np.int32)
-    check = np.full(size, -1, dtype=np.int32)
-    node_id = np.full(size, -1, dtype=np.int32)
-    node_len = np.zeros(size, dtype=np.int32)
-    check[0] = 0  # root occupies cell 0 (its own parent, never a child: labels land at base+c >= 1)
-    q_node = np.empty(size, dtype=np.int64)
-    q_lo = np.empty(size, dtype=np.int64)
-    q_hi = np.empty(size, dtype=np.int64)
-    q_depth = np.empty(size, dtype=np.int64)
-    q_node[0] = 0
-    q_lo[0] = 0
-    q_hi[0] = n
-    q_depth[0] = 0
-    qh = 0
-    qt = 1
-    labels = np.empty(256, dtype=np.int64)
-    lab_lo = np.empty(256, dtype=np.int64)
-    lab_hi = np.empty(256, dtype=np.int64)
-    next_free = 1
-    multi_hint = 1
-    used_max = 0
-    while qh < qt:
-        s = q_node[qh]
-        lo = q_lo[qh]
-        hi = q_hi[qh]
-        d = q_depth[qh]
-        qh += 1
-        i = lo
-        if i < hi and lens[i] == d:
-            node_id[s] = ids[i]
-            i += 1
-        # distinct labels of the children
-        nl = 0
-        while i < hi:
-            c = flat[starts[i] + d]
-            j = i + 1
-            while j < hi and flat[starts[j] + d] == c:
-                j += 1
-            labels[nl] = c
-            lab_lo[nl] = i
-            lab_hi[nl] = j
-            nl += 1
-            i = j
-        if nl == 0:
-            continue
-        # find the first base so that every base + label is free; nodes with
-        # several children skip the dense front that keeps failing them
-        while next_free < size and check[next_free] != -1:
-            next_free += 1
-        t = next_free
-        if nl > 1 and multi_hint > t:
-            t = multi_hint
-            while t < size and check[t] != -1:
-                t += 1
-        probes = 0
-        while True:
-            if t + 256 >= size:
-                size = size * 2
-                base = _grow(base, size, 0)
-                check = _grow(check, size, -1)
-                node_id = _grow(node_id, size, -1)
-                node_len = _grow(node_len, size, 0)
-                q_node = _grow(q_node, size, 0)
-                q_lo = _grow(q_lo, size, 0)
-                q_hi = _grow(q_hi, size, 0)
-                q_depth = _grow(q_depth, size, 0)
-            b = t - labels[0]
-            ok = b >= 1
-            if ok:
-                for k in range(nl):
-                    if check[b + labels[k]] != -1:
-                        ok = False
-                        break
-            if ok:
-                break
-            t += 1
-            probes += 1
-            while t < size and check[t] != -1:
-                t += 1
-        if nl > 1 and probes > 32:
-            multi_hint = t - 16
-        base[s] = b
-        for k in range(nl):
-            c = b + labels[k]
-            check[c] = s
-            node_len[c] = d + 1
-            if c > used_max:
-                used_max = c
-            q_node[qt] = c
-            q_lo[qt] = lab_lo[k]
-            q_hi[qt] = lab_hi[k]
-            q_depth[qt] = d + 1
-            qt += 1
-    # 256 spare cells past the last used one (and past any base + 255)
-    max_base = 0
-    for k in range(used_max + 1):
-        if base[k] > max_base:
-            max_base = base[k]
-    end = max(used_max, max_base) + 257
-    if end > size:
-        base = _grow(base, end, 0)
-        check = _grow(check, end, -1)
-        node_id = _grow(node_id, end, -1)
-        node_len = _grow(node_len, end, 0)
-    return base[:end].copy(), check[:end].copy(), node_id[:end].copy(), node_len[:end].copy()
-
-
 def build_trie(pieces: list, ids: np.ndarray | None = None) -> Trie:
     """Build the double-array trie of ``pieces`` (bytes) with their ``ids``.
 
@@ -205,7 +77,10 @@ def build_trie(pieces: list, ids: np.ndarray | None = None) -> Trie:
     lens = np.fromiter((len(pieces[i]) for i in order), dtype=np.int64, count=n)
     starts = np.zeros(n, dtype=np.int64)
     np.cumsum(lens[:-1], out=starts[1:])
-    base, check, node_id, node_len = _build(flat, starts, lens, ids[np.asarray(order, dtype=np.int64)])
+    from .core.lattice import WHOLE_CHARS
+    from .cpu_fallback.double_array import build_double_array
+
+    base, check, node_id, node_len = build_double_array(flat, starts, lens, ids[np.asarray(order, dtype=np.int64)])
     if base.shape[0] > (1 << 24):
         # the lattice's back pointers hold a cell in 24 bits (see lattice.CELL_BITS)
         raise ValueError(f"vocabulary too large: its trie needs {base.shape[0]:,} cells, at most 16,777,216")
@@ -225,6 +100,8 @@ def whole_chars(pieces: list) -> bool:
     ``core.lattice.WHOLE_CHARS``). Valid UTF-8 passes at once; other pieces
     are read byte by byte.
     """
+    from .core.lattice import char_len
+
     for p in pieces:
         if len(p) < 2:
             continue
@@ -264,6 +141,7 @@ def cached_trie(pieces: list) -> Trie:
     got = jit_cache.load_arrays("tries", h.hexdigest())
     if got is not None and set(got) == set(names):
         return Trie(**{n: (v.item() if v.ndim == 0 else v) for n, v in got.items()})
+    jit_cache.announce("the tokenizer", "cpu_fallback/double_array")
     trie = build_trie(pieces)
     jit_cache.store_arrays("tries", h.hexdigest(), {n: getattr(trie, n) for n in names})
     return trie

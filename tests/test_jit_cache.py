@@ -5,15 +5,21 @@ from __future__ import annotations
 from gpu_bytepiece import Tokenizer, jit_cache
 
 
-def test_tokenizer_code_is_cached_in_the_package_folder():
+def test_tokenizer_code_is_cached_in_the_package_folder(monkeypatch):
+    from gpu_bytepiece import aot
+
+    monkeypatch.setenv("GPU_BYTEPIECE_AOT", "0")  # the JIT's one-chunk driver, not the ahead-of-time one
+    monkeypatch.delitem(aot._state, "mod", raising=False)
     tok = Tokenizer(device="cpu")
+    assert not tok._backend.ahead_of_time
     assert tok.encode("hello world") == Tokenizer(device="cpu").encode("hello world")
+    aot._state.pop("mod", None)
     root = jit_cache.cache_dir()
     assert root is not None and root.name.startswith(jit_cache.source_key()[:16])
     # the driver that inlines core/lattice.py (a short text runs the one-chunk driver), and the
     # trie builder, under the content key
     assert any((root / "cpu_fallback").glob("tokenize.encode_chunk-*.nbi"))
-    assert any((root / "gpu_bytepiece").glob("trie._build-*.nbi"))
+    assert any((root / "cpu_fallback").glob("double_array.build_double_array-*.nbi"))
     from gpu_bytepiece.cpu_fallback import tokenize
 
     assert str(tokenize.encode_chunk._cache._cache_path).startswith(str(root))

@@ -21,7 +21,7 @@ ROOTS = {ROOT / "gpu_bytepiece": PKG, ROOT / "cpu_fallback": f"{PKG}.cpu_fallbac
          ROOT / "kernels": f"{PKG}.kernels"}
 #: the layers below the tokenizer, the trainer and the pipeline
 LOWER = ("config", "checks", "device", "files", "model", "trie", "text", "core", "backends", "cpu_fallback", "kernels",
-         "_gc", "jit_cache", "ray_cluster", "progress")
+         "_gc", "jit_cache", "aot", "ray_cluster", "progress")
 UPPER = ("tokenizer", "train", "pipeline", "cli", "hf", "ray")
 #: a file longer than this must say in its docstring why it is one file
 MAX_LINES = 500

@@ -1,4 +1,10 @@
-"""The CPU backend: the lattice compiled with ``numba.njit``, ``prange`` over chunks of segments."""
+"""The CPU backend: the lattice compiled with ``numba.njit``, ``prange`` over chunks of segments.
+
+One-chunk work outside the backend's threads (a batch under
+``config.CPU_MIN_CHUNK_BYTES``: a short text) runs the same drivers compiled
+ahead of time (:mod:`gpu_bytepiece.aot`) when the install has
+them, and then never imports Numba; the rest imports Numba on first use.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +12,35 @@ import threading
 from collections import deque
 from contextlib import contextmanager
 
-import numba
 import numpy as np
 
-from .. import config
-from ..cpu_fallback import chunk_bounds, encode_chunk, encode_segments, scatter_tokens
+from .. import aot, config, jit_cache
+from ..cpu_fallback import chunk_bounds
 from ..text import iter_packed
 from ..trie import Trie
 from .layout import put_specials, sampling_scores, segment_layout, segment_table
 
-__all__ = ["CPUBackend", "concurrent_numba_ok", "numba_threads", "set_numba_threads"]
+__all__ = ["CPUBackend", "concurrent_numba_ok", "numba_thread_count", "numba_threads", "set_numba_threads"]
 
 _CONCURRENT_OK = None
+_JIT = None
+
+
+def _jit():
+    """The Numba drivers (``cpu_fallback.tokenize``), imported on first use."""
+    global _JIT
+    if _JIT is None:
+        jit_cache.announce("the tokenizer", "cpu_fallback/tokenize")
+        from ..cpu_fallback import tokenize
+
+        _JIT = tokenize
+    return _JIT
+
+
+def _numba():
+    import numba
+
+    return numba
 
 
 class CPUBackend:
@@ -36,6 +59,12 @@ class CPUBackend:
         self.trie = trie
         self.node_score = node_score
         self._scaled = {}  # alpha -> (scores, alpha) to run the lattice with
+        self._aot = aot.load()
+
+    @property
+    def ahead_of_time(self) -> bool:
+        """Whether one-chunk work outside threads runs ``gpu_bytepiece.aot``'s drivers."""
+        return self._aot is not None
 
     def _scores_for(self, alpha):
         """``layout.sampling_scores`` of this model, kept for the last few ``alpha``."""
@@ -77,7 +106,11 @@ class CPUBackend:
         # under CPU_MIN_CHUNK_BYTES the work is one chunk whatever the thread count:
         # then Numba's threads are neither asked for nor started
         small = len(data) < config.CPU_MIN_CHUNK_BYTES
-        job = _Batch(data, doc_offsets, stream_key, first_doc, 1 if small else numba.get_num_threads())
+        # one-chunk work may run gpu_bytepiece.aot's drivers (one thread, GIL
+        # released; not from the backend's own threads, which start Numba anyway)
+        drivers = self._aot if small else None
+        job = _Batch(data, doc_offsets, stream_key, first_doc, 1 if small else _numba().get_num_threads(),
+                     drivers=drivers)
         if job.left == 1:  # one chunk: the loop body of encode_segments, called directly
             self._run_chunk(job, 0, alpha)
         elif job.left:
@@ -86,8 +119,8 @@ class CPUBackend:
             seg, chunks = job.seg, job.chunks
             # chunks are handed to threads one at a time (not split up front),
             # so a thread slowed by other work on its core does not stall the rest
-            with numba.parallel_chunksize(1):
-                encode_segments(data, seg.start, seg.end, seg.key, seg.pos, chunks,
+            with _numba().parallel_chunksize(1):
+                _jit().encode_segments(data, seg.start, seg.end, seg.key, seg.pos, chunks,
                                 t.cells, t.node_id, t.node_len, scores, t.max_len,
                                 run_alpha, job.out, job.counts)
         return job.finish(add_bos, add_eos)
@@ -97,8 +130,9 @@ class CPUBackend:
         t = self.trie
         scores, run_alpha = self._scores_for(alpha)
         seg = job.seg
-        encode_chunk(job.data, seg.start, seg.end, seg.key, seg.pos, job.chunks[c], job.chunks[c + 1],
-                     t.cells, t.node_id, t.node_len, scores, t.max_len, run_alpha, job.out, job.counts)
+        (job.drivers or _jit()).encode_chunk(job.data, seg.start, seg.end, seg.key, seg.pos,
+                                             job.chunks[c], job.chunks[c + 1], t.cells, t.node_id, t.node_len,
+                                             scores, t.max_len, run_alpha, job.out, job.counts)
 
     def encode_texts_in_threads(self, texts, batch_bytes, n_threads, alpha, stream, add_bos, add_eos):
         """CPU, several threads, one shared queue of chunks of segments.
@@ -120,6 +154,7 @@ class CPUBackend:
         calls: :func:`concurrent_numba_ok`; ``scatter_tokens`` is a parallel
         function).
         """
+        numba = _numba()
         small = min(batch_bytes, config.CPU_THREAD_BATCH_BYTES)
         batches = iter_packed(texts, small, first_batch_bytes=max(1, small // 8))
         ahead = n_threads * small  # bytes of queued chunks under which a free thread packs
@@ -204,11 +239,14 @@ class _Batch:
     chunks (``chunk_bounds`` for ``n_threads``, none under ``min_chunk_bytes``), the scratch the chunks write
     their ids into, and how many chunks are still to run."""
 
-    def __init__(self, data, doc_offsets, stream_key, first_doc, n_threads, min_chunk_bytes=None):
+    def __init__(self, data, doc_offsets, stream_key, first_doc, n_threads, min_chunk_bytes=None, *,
+                 drivers=None):
         self.first = first_doc
         self.data = data
+        self.drivers = drivers  # gpu_bytepiece.aot's drivers, or None: the JIT's
         self.n_docs = len(doc_offsets) - 1
-        self.seg = seg = segment_table(data, doc_offsets, stream_key, first_doc)
+        self.seg = seg = segment_table(data, doc_offsets, stream_key, first_doc,
+                                       find=None if drivers is None else drivers.find_segments)
         n_seg = len(seg.start)
         self.out = np.empty(len(data), dtype=np.uint32)
         self.counts = np.zeros(n_seg, dtype=np.int64)
@@ -239,7 +277,7 @@ class _Batch:
             chunk_of = np.repeat(np.arange(len(chunks) - 1), np.diff(chunks))
             src = seg.start[chunks[:-1]][chunk_of] + cum[:-1] - cum[chunks[:-1]][chunk_of]
             ids = np.empty(int(offsets[-1]), dtype=np.uint32)
-            scatter_tokens(out, src, counts, dest, ids)
+            (self.drivers or _jit()).scatter_tokens(out, src, counts, dest, ids)
         put_specials(ids, offsets, add_bos, add_eos)
         return ids, offsets
 
@@ -249,6 +287,7 @@ def concurrent_numba_ok() -> bool:
     true for the OpenMP and TBB threading layers, not for ``workqueue``."""
     global _CONCURRENT_OK
     if _CONCURRENT_OK is None:
+        numba = _numba()
         try:
             from numba.np.ufunc import parallel
 
@@ -258,9 +297,15 @@ def concurrent_numba_ok() -> bool:
             _CONCURRENT_OK = False
     return _CONCURRENT_OK
 
+def numba_thread_count() -> int:
+    """Numba's current thread count (imports Numba)."""
+    return _numba().get_num_threads()
+
+
 def set_numba_threads(threads: int | None) -> None:
     """Numba's CPU threads for this process from now on (None: leave them; capped at Numba's pool)."""
     if threads:
+        numba = _numba()
         numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
 
 
@@ -275,6 +320,7 @@ def numba_threads(num_threads):
     if num_threads is None:
         yield
         return
+    numba = _numba()
     if num_threads < 0:
         num_threads = numba.config.NUMBA_NUM_THREADS
     if num_threads < 1:

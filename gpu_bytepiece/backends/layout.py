@@ -23,9 +23,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..core.lattice import LINEAR
-from ..core.rng import document_keys
-from ..cpu_fallback import find_segments, scatter_tokens
+# (the lattice's, the generator's and the Numba drivers' modules load when used: a
+# short text served by ``gpu_bytepiece.aot`` imports no Numba)
 
 __all__ = ["Segments", "segment_table", "segment_layout", "put_specials", "insert_specials",
            "sampling_scores"]
@@ -45,7 +44,7 @@ class Segments(NamedTuple):
     pos: np.ndarray  #: byte position of ``start`` in its document
 
 
-def segment_table(data, doc_offsets, stream_key=None, first_doc=0) -> Segments:
+def segment_table(data, doc_offsets, stream_key=None, first_doc=0, *, find=None) -> Segments:
     """Segments of documents ``data[doc_offsets[d]:doc_offsets[d + 1]]`` and their keys.
 
     Parameters
@@ -58,6 +57,10 @@ def segment_table(data, doc_offsets, stream_key=None, first_doc=0) -> Segments:
         best path): keys are 0, and unused.
     first_doc : int
         Index of the batch's first document in the call (or stream).
+    find : callable, optional
+        The segmentation, ``find(data, doc_offsets) -> (start, end, doc)``;
+        default ``cpu_fallback.find_segments`` (``gpu_bytepiece.aot`` has
+        its ahead-of-time twin).
 
     See Also
     --------
@@ -65,10 +68,14 @@ def segment_table(data, doc_offsets, stream_key=None, first_doc=0) -> Segments:
     gpu_bytepiece.kernels.layout.segment_docs : the device twin (after the
         device segmentation, ``newline_ends`` ... ``segment_starts``).
     """
-    start, end, doc = find_segments(data, doc_offsets)
+    if find is None:
+        from ..cpu_fallback import find_segments as find
+    start, end, doc = find(data, doc_offsets)
     if stream_key is None:
         key = np.zeros(len(start), dtype=np.uint64)
     else:
+        from ..core.rng import document_keys
+
         n_docs = len(doc_offsets) - 1
         key = document_keys(stream_key, np.arange(first_doc, first_doc + n_docs, dtype=np.uint64))[doc]
     pos = start - doc_offsets[doc]
@@ -156,6 +163,8 @@ def insert_specials(ids, offsets, bos=False, eos=False):
     (``cpu_fallback.scatter_tokens``), the specials put around them.
     Returns new ``(ids, offsets)``.
     """
+    from ..cpu_fallback import scatter_tokens
+
     offsets = np.asarray(offsets, dtype=np.int64)
     n_docs = len(offsets) - 1
     counts = np.diff(offsets)
@@ -206,6 +215,8 @@ def sampling_scores(node_score, alpha):
     """
     if alpha < 0:
         return node_score, np.float64(alpha)
+    from ..core.lattice import LINEAR
+
     piece = node_score > -np.inf
     with np.errstate(over="ignore", invalid="ignore"):
         scaled = np.float64(alpha) * node_score

@@ -17,7 +17,8 @@ from .. import config
 from ..cpu_fallback import chunk_bounds
 from ..cpu_fallback import train as ct
 from ..cpu_fallback import train_pieces as cp
-from ..trie import Trie, _build, pack_cells
+from ..cpu_fallback.double_array import build_double_array
+from ..trie import Trie, pack_cells
 
 __all__ = ["CPUEngine", "make_engine", "SEGMENT_MAX_CHARS", "SEGMENT_MAX_NEWLINES"]
 
@@ -202,8 +203,8 @@ class CPUEngine:
     def split_tokenizer(pieces, K, cK):
         """BytePiece's Unigram tokenizer of pieces ``K`` (lex-sorted) with counts ``cK``: ``(trie, node scores)``."""
         lnK = pieces.ln[K]
-        base, check, node_id, node_len = _build(pieces.pool, pieces.off[K], lnK,
-                                                np.arange(K.shape[0], dtype=np.int32))
+        base, check, node_id, node_len = build_double_array(pieces.pool, pieces.off[K], lnK,
+                                                             np.arange(K.shape[0], dtype=np.int32))
         trie = Trie(base=base, check=check, node_id=node_id, node_len=node_len,
                     cells=pack_cells(base, check), max_len=int(lnK.max()))
         # BytePiece's Tokenizer scores: log(count) - log(sum of counts), float64
