@@ -103,12 +103,15 @@ class CPUBackend:
         ids : uint32 array
         offsets : int64 array, ``n_docs + 1``
         """
+        return self._encode(data, doc_offsets, alpha, add_bos, add_eos, stream_key, first_doc, use_aot=True)
+
+    def _encode(self, data, doc_offsets, alpha, add_bos, add_eos, stream_key, first_doc, use_aot):
+        """``encode_packed``; ``use_aot``: one-chunk work may run ``gpu_bytepiece.aot``'s
+        drivers (one thread; the backend's own threads use the JIT's)."""
         # under CPU_MIN_CHUNK_BYTES the work is one chunk whatever the thread count:
         # then Numba's threads are neither asked for nor started
         small = len(data) < config.CPU_MIN_CHUNK_BYTES
-        # one-chunk work may run gpu_bytepiece.aot's drivers (one thread, GIL
-        # released; not from the backend's own threads, which start Numba anyway)
-        drivers = self._aot if small else None
+        drivers = self._aot if use_aot and small else None
         job = _Batch(data, doc_offsets, stream_key, first_doc, 1 if small else _numba().get_num_threads(),
                      drivers=drivers)
         if job.left == 1:  # one chunk: the loop body of encode_segments, called directly
