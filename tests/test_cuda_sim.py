@@ -478,17 +478,18 @@ def test_bad_device_index(plus40k_path):
         Tokenizer(plus40k_path, device="cuda:3")
 
 
-def test_whole_chars_model_matches_cpu():
-    """A model of whole UTF-8 characters (the lattice walks characters): GPU == CPU."""
-    from gpu_bytepiece.core.lattice import WHOLE_CHARS
+def test_char_trie_model_matches_cpu():
+    """A model whose lead-byte pieces are UTF-8 (the lattice walks its character trie): GPU == CPU,
+    on text and on bytes that are no valid UTF-8."""
     from gpu_bytepiece.model import Model, load_model
-    from gpu_bytepiece.trie import whole_chars
+    from gpu_bytepiece.trie import char_walk_ok
 
     m = load_model(shared_model("bytepiece.plus.40k.model"))
-    keep = [i for i, p in enumerate(m.pieces) if len(p) == 1 or whole_chars([p])]
+    keep = [i for i, p in enumerate(m.pieces) if len(p) == 1 or char_walk_ok([p])]
     model = Model(pieces=[m.pieces[i] for i in keep], counts=np.asarray(m.counts)[keep])
     gpu, cpu = Tokenizer(model, device="cuda", seed=5), Tokenizer(model, device="cpu", seed=5)
-    assert gpu._trie.cells[0] >> 32 == WHOLE_CHARS
-    docs = ragged_docs()
+    assert gpu._trie.cells[0] >> 32 == gpu._trie.n_cells  # the character table's header
+    docs = ragged_docs() + ["中国".encode() + b"\xe4\xb8" + "人民".encode() + b"\xb7\xc1\xa1\xed\xa0\x80"
+                            + "文·".encode(), "的".encode()[:2]]
     assert_same(gpu, cpu, docs)
     assert_same(gpu, cpu, docs, alpha=0.1, seed=7)

@@ -11,7 +11,7 @@ import pytest
 import naive
 from conftest import PARTS, corpus_sample, shared_model
 from gpu_bytepiece.model import load_model
-from gpu_bytepiece.trie import Trie, build_trie, whole_chars
+from gpu_bytepiece.trie import Trie, build_trie, char_walk_ok
 
 _TRIES: dict = {}
 
@@ -54,30 +54,80 @@ def forward_matches(trie_lists, max_len: int, seg: bytes) -> list:
 
 
 def assert_layout(trie: Trie, pieces: list, ids):
-    for a in (trie.base, trie.check, trie.node_id):
+    nb = trie.base.shape[0]  # the byte trie's cells
+    for a in (trie.base, trie.check):
         assert a.dtype == np.int32
-        assert a.shape == (trie.n_cells,)
+    for a in (trie.node_id, trie.node_len):
+        assert a.dtype == np.int32 and a.shape == (trie.n_cells,)
+    assert trie.check.shape == (nb,) and trie.n_cells >= nb
     assert trie.max_len == max(map(len, pieces))
-    # Each piece ends at its own node; no other node carries an id.
-    got = np.sort(trie.node_id[trie.node_id >= 0])
+    # Each piece ends at its own node of the byte trie; no other node carries an id.
+    got = np.sort(trie.node_id[:nb][trie.node_id[:nb] >= 0])
     np.testing.assert_array_equal(got, np.sort(np.asarray(ids, dtype=np.int32)))
     # The spare cells: base[s] + c stays inside the arrays for every node and byte.
     nodes = np.flatnonzero(trie.check >= 0)
     assert 0 in nodes
-    assert int(trie.base[nodes].max()) + 255 < trie.n_cells
+    assert int(trie.base[nodes].max()) + 255 < nb
     # A child's parent is a node; the root is cell 0 and nobody's child.
     assert set(trie.check[nodes].tolist()) <= set(nodes.tolist())
     # The lattice's packed words hold exactly base and check.
-    assert trie.cells.dtype == np.int64 and trie.cells.shape == (trie.n_cells,)
-    np.testing.assert_array_equal(trie.cells & 0xFFFFFFFF, trie.base)
-    np.testing.assert_array_equal(trie.cells[1:] >> 32, trie.check[1:])
-    # ... but the root's check half, which no walk compares, holds the lattice's hint
-    from gpu_bytepiece.core.lattice import WHOLE_CHARS
-    assert trie.cells[0] >> 32 == (WHOLE_CHARS if whole_chars(pieces) else trie.check[0])
+    assert trie.cells.dtype == np.int64 and trie.cells.shape[0] >= trie.n_cells
+    np.testing.assert_array_equal(trie.cells[:nb] & 0xFFFFFFFF, trie.base)
+    np.testing.assert_array_equal(trie.cells[1:nb] >> 32, trie.check[1:])
     # node_len is each node's depth: a child is one deeper than its parent.
     kids = nodes[nodes != 0]
     np.testing.assert_array_equal(trie.node_len[kids], trie.node_len[trie.check[kids]] + 1)
     assert trie.node_len[0] == 0
+    # ... but the root's check half, which no walk compares, says where the character table is
+    lead = {p: i for p, i in zip(pieces, ids) if len(p) >= 2 and p[0] >= 0xC0}
+    head = int(trie.cells[0] >> 32)
+    if not (lead and char_walk_ok(pieces)):
+        assert head == trie.check[0] == 0 and trie.n_cells == trie.cells.shape[0] == nb
+        return
+    assert head == trie.n_cells
+    assert_char_trie(trie, lead)
+
+
+def char_walk(trie: Trie, text: str):
+    """The cell of the character trie that ``text`` leads to, walked as the lattice does, or -1."""
+    cells = trie.cells
+    head = int(cells[0] >> 32)
+    n_cp, first = int(cells[head]), int(cells[head + 1])
+    s, b = -1, 0
+    for ch in text:
+        if ord(ch) >= n_cp or cells[head + 2 + ord(ch)] < 0:
+            return -1
+        x = int(cells[head + 2 + ord(ch)])
+        if s < 0:
+            s, b = first + (x & 0xFFFFFFFF), x >> 32
+            continue
+        t = b + (x & 0xFFFFFFFF)
+        if int(cells[t]) >> 32 != s:
+            return -1
+        s, b = t, int(cells[t]) & 0xFFFFFFFF
+    return s
+
+
+def assert_char_trie(trie: Trie, lead: dict):
+    """Every piece of ``lead`` (``piece -> id``) is found by the character walk, with its length in bytes."""
+    nb = trie.base.shape[0]
+    chars = {ch for p in lead for ch in p.decode()}
+    for p, i in lead.items():
+        s = char_walk(trie, p.decode())
+        assert nb <= s < trie.n_cells, p
+        assert trie.node_id[s] == i and trie.node_len[s] == len(p), p
+    # exactly those pieces carry an id in the character trie
+    assert int((trie.node_id[nb:] >= 0).sum()) == len(lead)
+    # prefixes that are no piece, and characters that are in none, lead nowhere with an id
+    for p in list(lead)[::50]:
+        t = p.decode()
+        for k in range(1, len(t)):
+            s = char_walk(trie, t[:k])
+            want = lead.get(t[:k].encode(), -1)
+            assert s >= nb and trie.node_id[s] == want, t[:k]
+        for extra in ("\x00", "\U0010FFFF", "\uFFFF"):
+            if extra not in chars:
+                assert char_walk(trie, t + extra) == -1
 
 
 def test_real_model_every_piece_found(model_path):
@@ -227,37 +277,101 @@ def test_cached_trie_is_the_built_trie_and_is_read_back(monkeypatch, tmp_path):
     assert np.array_equal(np.load(stored)["cells"], built.cells)  # and stored again
 
 
-def test_whole_chars_hint():
-    assert whole_chars([b"a", b"ab", "中".encode(), "中文x".encode(), b"\x80\x81"])
-    assert not whole_chars([b"ab", b"\xe4\xb8"])  # ends inside a character
-    assert not whole_chars([b" \xc3"])
+def test_char_walk_ok():
+    # pieces that start with a lead byte must be valid UTF-8; the others do not matter
+    assert char_walk_ok([b"a", b"ab", "中".encode(), "中文x".encode(), b"\x80\x81", b" \xc3"])
+    assert not char_walk_ok([b"ab", b"\xe4\xb8"])  # ends inside a character
+    assert not char_walk_ok([b"\xc3 "])
+    assert not char_walk_ok([b"\xed\xa0\x80"])  # a surrogate
+    assert not char_walk_ok([b"\xc1\xa1"])  # overlong
+    assert char_walk_ok([b"\xe4"])  # one byte: a single-byte piece
 
 
-def test_whole_chars_walk_gives_the_byte_walk_ids():
-    """With the hint the lattice walks characters; the ids are the byte walk's.
+def test_small_char_trie():
+    pieces = [bytes([b]) for b in range(256)] + [p.encode() for p in (
+        "中文", "中a", "中é", "中😀", "文", "é", "😀x", "中文字", "ÿ\x00")]
+    trie = build_trie(pieces)
+    assert_layout(trie, pieces, range(3, len(pieces) + 3))
+    # the table: the code point 0 entry is the character U+0000 (in "ÿ\x00"), not "no character"
+    head = int(trie.cells[0] >> 32)
+    assert int(trie.cells[head]) == ord("😀") + 1
+    assert trie.cells[head + 2 + 0] >= 0 and trie.cells[head + 2 + ord("b")] == -1
 
-    A real model less its pieces that end inside a character (its single bytes
-    stay), on zh and en text, with and without the hint in the root cell.
-    """
-    from gpu_bytepiece.core.lattice import WHOLE_CHARS
+
+def _lattice_ids(trie, scores, data, alpha):
+    from gpu_bytepiece.backends.layout import sampling_scores
     from gpu_bytepiece.cpu_fallback.tokenize import encode_chunk
 
+    run_scores, run_alpha = sampling_scores(scores, alpha)
+    out = np.zeros(len(data), np.uint32)
+    counts = np.zeros(1, np.int64)
+    encode_chunk(data, np.array([0]), np.array([len(data)]), np.array([12345], np.uint64), np.array([7]), 0, 1,
+                 trie.cells, trie.node_id, trie.node_len, run_scores, trie.max_len, run_alpha, out, counts)
+    return out[:counts[0]].copy()
+
+
+def _byte_walk_only(trie):
+    """The same trie without its character trie: the lattice walks bytes only."""
+    nb = trie.base.shape[0]
+    cells = trie.cells[:nb].copy()
+    cells[0] &= 0xFFFFFFFF
+    return Trie(trie.base, trie.check, trie.node_id[:nb], trie.node_len[:nb], cells, trie.max_len)
+
+
+# UTF-8 the character walk must reject as the byte walk does: truncated characters,
+# stray continuation bytes (0xB7 alone is not "·", C2 B7), overlong forms (of "a",
+# "é", "文"), surrogates, bytes >= 0xF8, code points past U+10FFFF, and valid
+# 2/3/4-byte characters around them
+AWKWARD = [b"\xe4\xb8", b"\x80\xbf", b"\xb7", b"\xc1\xa1", b"\xe0\x83\xa9", b"\xf0\x86\x96\x87",
+           b"\xed\xa0\x80", b"\xf8\x88\x80\x80\x80", b"\xf4\x90\x80\x80", b"\xff",
+           "é".encode(), "文".encode(), "😀".encode(), b"a", b"\xc3", b"\x00"]
+
+
+@pytest.mark.parametrize("alpha", [-1.0, 0.1])
+def test_char_walk_gives_the_byte_walk_ids_on_awkward_bytes(alpha):
+    """Pieces that fail on the walk if a bad encoding were read as a character.
+
+    Every piece "中" + x for x in "a", "é", "·", "文", "😀", "\x00" and the text "中"
+    followed by each awkward byte string: the ids of the character walk are
+    the byte walk's and naive's, for the best path and for sampling.
+    """
+    extra = ["中" + x for x in ("a", "é", "·", "文", "😀", "\x00")] + ["文文", "😀😀"]
+    pieces = [bytes([b]) for b in range(256)] + [p.encode() for p in extra]
+    counts = np.array([1] * 256 + [10**6] * len(extra), dtype=np.int64)
+    scores = np.log(counts.astype(np.float64)) - np.log(np.float64(int(counts.sum())))
+    trie = build_trie(pieces)
+    assert trie.cells[0] >> 32 != 0
+    node_scores = trie.node_scores(np.concatenate([np.zeros(3), scores]))
+    rng = random.Random(3)
+    text = b"".join("中".encode() + rng.choice(AWKWARD) + rng.choice(AWKWARD) for _ in range(400))
+    text += "中".encode()[:2]  # a character cut by the segment's end
+    data = np.frombuffer(text, dtype=np.uint8)
+    got = _lattice_ids(trie, node_scores, data, alpha)
+    plain = _byte_walk_only(trie)
+    np.testing.assert_array_equal(got, _lattice_ids(plain, node_scores[:plain.n_cells], data, alpha))
+    if alpha < 0:
+        vocab = naive.Vocab((p, int(c), i + 3) for i, (p, c) in enumerate(zip(pieces, counts)))
+        assert got.tolist() == naive.viterbi(text, vocab)
+        assert sum(i >= 259 for i in got.tolist()) > 100  # the long pieces were found
+
+
+@pytest.mark.parametrize("alpha", [-1.0, 0.1])
+def test_char_walk_gives_the_byte_walk_ids(alpha):
+    """With the character trie the lattice walks characters; the ids are the byte walk's.
+
+    A real model less its pieces that start with a lead byte but are not
+    UTF-8 (its single bytes stay), on zh and en text, with and without the
+    character trie, best path and sampling.
+    """
     m = load_model(shared_model("bytepiece.plus.40k.model"))
-    keep = [i for i, p in enumerate(m.pieces) if len(p) == 1 or whole_chars([p])]
+    keep = [i for i, p in enumerate(m.pieces) if len(p) == 1 or char_walk_ok([p])]
     pieces = [m.pieces[i] for i in keep]
     trie = build_trie(pieces)
-    assert trie.cells[0] >> 32 == WHOLE_CHARS
-    plain = trie.cells.copy()
-    plain[0] &= 0xFFFFFFFF
+    assert trie.cells[0] >> 32 == trie.n_cells
     scores = trie.node_scores(np.concatenate([np.zeros(3), m.scores()[3:][keep]]))
     text = "\n".join(corpus_sample("zh", n=20, every=97) + corpus_sample("en", n=5, every=97)).encode()
     data = np.frombuffer(text, dtype=np.uint8)
-    outs = []
-    for cells in (trie.cells, plain):
-        out = np.zeros(len(data), np.uint32)
-        counts = np.zeros(1, np.int64)
-        encode_chunk(data, np.array([0]), np.array([len(data)]), np.zeros(1, np.uint64), np.zeros(1, np.int64), 0, 1,
-                     cells, trie.node_id, trie.node_len, scores, trie.max_len, np.float64(-1), out, counts)
-        outs.append(out[:counts[0]].copy())
-    assert len(outs[0]) > 1000
-    np.testing.assert_array_equal(outs[0], outs[1])
+    plain = _byte_walk_only(trie)
+    got = _lattice_ids(trie, scores, data, alpha)
+    assert len(got) > 1000
+    np.testing.assert_array_equal(got, _lattice_ids(plain, scores[:plain.n_cells], data, alpha))

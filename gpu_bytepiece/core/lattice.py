@@ -13,6 +13,15 @@ Aho-Corasick automaton reports them, and ``best[s]`` is final when ``s`` is
 reached. The comparison is strict (``>``): on an exact tie the longer piece
 stays, as in the reference.
 
+From a UTF-8 lead byte (``>= 0xC0``), when the trie has a character trie
+(``gpu_bytepiece.trie``: every piece starting with a lead byte is valid
+UTF-8), the best path and the linear sampling walk characters instead:
+the character's code point (``char_code``) indexes a table giving its
+number, and one load of the character trie's cell a character replaces
+the byte trie's one a byte (a third of the dependent loads on Chinese).
+They relax only where a character ends, which is where every such piece
+ends; the single byte is relaxed from the byte trie as at every start.
+
 Sampling (``alpha >= 0``) uses the same walk, forward-filtering with a
 reservoir draw per position: each candidate is kept with probability its
 weight over the position's total so far. Its random numbers come from the
@@ -65,12 +74,11 @@ _CELL_MASK = np.int64(CELL_MASK)
 _LEN_ESCAPE = np.int64(LEN_ESCAPE)
 _ONE_LEN = np.int64(1 << CELL_BITS)
 
-#: The root cell's check half (``cells[0] >> 32``, never compared by a
-#: walk: no cell index reaches it) when every piece of two or more bytes
-#: ends where a UTF-8 character ends, reading its bytes from the first
-#: with ``char_len`` (models trained with ``ensure_unicode``); see
-#: ``trie.whole_chars``. ``0`` otherwise.
-WHOLE_CHARS = 1 << 30
+#: ``char_code`` of bytes that encode no character (above any code point).
+BAD_CHAR = 1 << 40
+_BAD = np.int64(BAD_CHAR)
+_U2 = np.uint64(2)
+_U3 = np.uint64(3)
 
 
 @register_jitable
@@ -79,6 +87,33 @@ def char_len(c):
     lattice counts them: 1 below ``0xC0`` (ASCII, and a stray continuation
     byte), 2, 3, 4 from ``0xC0``, ``0xE0``, ``0xF0``."""
     return np.int64(1) + (c >= 0xC0) + (c >= 0xE0) + (c >= 0xF0)
+
+
+@register_jitable
+def char_code(data, p, c, ln):
+    """Code point of the ``ln``-byte UTF-8 character at ``data[p]`` (``p``
+    uint64, lead byte ``c``, ``ln = char_len(c)``), or ``BAD_CHAR`` when
+    the bytes are no valid encoding (a stray continuation byte, a missing
+    continuation byte, an overlong form, a lead byte ``>= 0xF8``). Valid
+    encodings and code points correspond one to one, so equal codes mean
+    equal bytes. (Surrogates and code points past ``0x10FFFF`` decode, but
+    no character table holds them: ``trie.char_walk_ok`` pieces are valid
+    UTF-8.)
+    """
+    c = np.int64(c)
+    if ln == 1:
+        return c if c < 0x80 else _BAD
+    x1 = np.int64(data[p + _U1]) ^ 0x80
+    if ln == 2:
+        cp = ((c & 0x1F) << 6) | x1
+        return cp if (x1 < 0x40) & (cp >= 0x80) else _BAD
+    x2 = np.int64(data[p + _U2]) ^ 0x80
+    if ln == 3:
+        cp = ((c & 0x0F) << 12) | (x1 << 6) | x2
+        return cp if ((x1 | x2) < 0x40) & (cp >= 0x800) else _BAD
+    x3 = np.int64(data[p + _U3]) ^ 0x80
+    cp = ((c & 0x0F) << 18) | (x1 << 12) | (x2 << 6) | x3
+    return cp if ((x1 | x2 | x3) < 0x40) & (cp >= 0x10000) else _BAD
 
 
 #: ``alpha`` value that selects the linear form of sampling (``node_score``
@@ -163,7 +198,8 @@ def lattice(data, start, end, cells, node_score, max_len,
         The segment is ``data[start:end]`` (``end > start``).
     cells : int64[:]
         The double-array trie, one word per cell: ``check << 32 | base``
-        (see ``gpu_bytepiece.trie``). Every single byte must be a piece
+        (see ``gpu_bytepiece.trie``), then the character trie and its table
+        when ``cells[0] >> 32`` is not 0. Every single byte must be a piece
         (model loading guarantees it).
     node_score : float64[:]
         Per trie cell: the score of the piece ending there, ``-inf`` where
@@ -197,7 +233,14 @@ def lattice(data, start, end, cells, node_score, max_len,
     for p in range(1, n + 1):
         best[off + p] = rest
     root = cells[0] & _LOW32
-    whole_chars = (cells[0] >> _S32) == WHOLE_CHARS
+    # the character trie (``gpu_bytepiece.trie``): its table's header, or 0
+    head = cells[0] >> _S32
+    n_cp = np.int64(0)
+    first = np.int64(0)
+    if head != 0:
+        n_cp = cells[head]
+        first = cells[head + 1]
+    table = head + 2
     if alpha < 0:
         # Viterbi. Relaxations are branch-free: a cell where no piece ends
         # scores -inf and never wins (``cand > best`` is strict); the back
@@ -229,32 +272,51 @@ def lattice(data, start, end, cells, node_score, max_len,
                 # base >= 1): skip the walk, e.g. at every UTF-8
                 # continuation byte when pieces are whole characters
                 continue
-            if whole_chars and c >= 0xC0:
-                # Pieces are whole characters (``WHOLE_CHARS``): from a lead
-                # byte, walk a character at a time and relax only where a
-                # character ends; a piece cannot end inside one, so the
-                # cells skipped score -inf (their relaxations were no-ops).
+            if head != 0 and c >= 0xC0:
+                # Pieces starting with a lead byte are valid UTF-8: walk the
+                # character trie, one dependent load a character instead of
+                # one a byte (the character's number comes from the table,
+                # whose load depends on the text only), relaxing where a
+                # character ends; no piece ends inside one. The table also
+                # gives the first character's node and base.
                 j = char_len(c)
-                k = np.int64(1)
-                while j <= lim:
-                    while k < j:
-                        t = (w & _LOW32) + data[ustart + ui + np.uint64(k)]
-                        w = cells[t]
-                        if (w >> _S32) != s:
-                            break
-                        s = t
-                        k += 1
-                    if k < j:
-                        break
+                if j > lim:
+                    continue
+                cp = char_code(data, ustart + ui, c, j)
+                if cp >= n_cp:
+                    continue
+                x = cells[table + cp]
+                if x < 0:
+                    continue
+                s = first + (x & _LOW32)
+                b = x >> _S32
+                while True:
                     e = uoff + ui + np.uint64(j)
                     cand = bs + node_score[s]
                     old = best[e]
                     better = cand > old
                     best[e] = cand if better else old
                     back[e if better else uoff] = s | (min(j, _LEN_ESCAPE) << CELL_BITS)
-                    if j == lim:
+                    if b == 0 or j == lim:
                         break
-                    j += char_len(data[ustart + ui + np.uint64(j)])
+                    q = ustart + ui + np.uint64(j)
+                    c = data[q]
+                    ln = char_len(c)
+                    if j + ln > lim:
+                        break
+                    cp = char_code(data, q, c, ln)
+                    if cp >= n_cp:
+                        break
+                    x = cells[table + cp]
+                    if x < 0:
+                        break
+                    t = b + (x & _LOW32)
+                    w = cells[t]
+                    if (w >> _S32) != s:
+                        break
+                    s = t
+                    b = w & _LOW32
+                    j += ln
                 continue
             for j in range(1, lim):
                 uj = np.uint64(j)
@@ -287,6 +349,57 @@ def lattice(data, start, end, cells, node_score, max_len,
                 for p in range(i, i + lim + 1):
                     best[off + p] *= f
             si = best[uoff + ui]
+            c = data[start + i]
+            if head != 0 and c >= 0xC0:
+                # the single byte, then the character trie as in the best
+                # path: the cells it skips weigh 0.0 (no piece ends inside
+                # a character), so their relaxations were no-ops
+                s = root + c
+                e = uoff + ui + _U1
+                cw = si * node_score[s]
+                tot = best[e] + cw
+                best[e] = tot
+                keep = uniform(key, pos0 + i + 1, 1) * tot < cw
+                back[e if keep else uoff] = s | _ONE_LEN
+                q = np.uint64(start + i)
+                j = char_len(c)
+                if j > lim:
+                    continue
+                cp = char_code(data, q, c, j)
+                if cp >= n_cp:
+                    continue
+                x = cells[table + cp]
+                if x < 0:
+                    continue
+                s = first + (x & _LOW32)
+                b = x >> _S32
+                while True:
+                    e = uoff + ui + np.uint64(j)
+                    cw = si * node_score[s]
+                    tot = best[e] + cw
+                    best[e] = tot
+                    keep = uniform(key, pos0 + i + j, j) * tot < cw
+                    back[e if keep else uoff] = s | (min(j, _LEN_ESCAPE) << CELL_BITS)
+                    if b == 0 or j == lim:
+                        break
+                    c = data[q + np.uint64(j)]
+                    ln = char_len(c)
+                    if j + ln > lim:
+                        break
+                    cp = char_code(data, q + np.uint64(j), c, ln)
+                    if cp >= n_cp:
+                        break
+                    x = cells[table + cp]
+                    if x < 0:
+                        break
+                    t = b + (x & _LOW32)
+                    w = cells[t]
+                    if (w >> _S32) != s:
+                        break
+                    s = t
+                    b = w & _LOW32
+                    j += ln
+                continue
             hp = np.uint64(pos0 + i) * POS_MUL
             hl = np.uint64(0)
             s = np.int64(0)

@@ -204,7 +204,7 @@ class CPUEngine:
         """BytePiece's Unigram tokenizer of pieces ``K`` (lex-sorted) with counts ``cK``: ``(trie, node scores)``."""
         lnK = pieces.ln[K]
         base, check, node_id, node_len = build_double_array(pieces.pool, pieces.off[K], lnK,
-                                                             np.arange(K.shape[0], dtype=np.int32))
+                                                             np.arange(K.shape[0], dtype=np.int32), 256)
         trie = Trie(base=base, check=check, node_id=node_id, node_len=node_len,
                     cells=pack_cells(base, check), max_len=int(lnK.max()))
         # BytePiece's Tokenizer scores: log(count) - log(sum of counts), float64
