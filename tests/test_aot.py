@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 
-from gpu_bytepiece import aot
+from gpu_bytepiece import Tokenizer, aot
 from gpu_bytepiece.cpu_fallback import tokenize as jit
 from gpu_bytepiece.text import pack_texts
 
@@ -64,7 +64,9 @@ def test_same_ids_as_the_jit(with_aot, alpha):
     # (the scatter), on real text and every real model, batch by batch through the backend
     docs = _docs()
     for path in _models():
-        backend = cpu_tokenizer(path)._backend
+        # a Tokenizer of its own: the session's shared ones may predate GPU_BYTEPIECE_AOT
+        # (the backend looks the module up when it is made)
+        backend = Tokenizer(path, device="cpu")._backend
         assert backend.ahead_of_time
         for lo in range(0, len(docs), 9):
             data, off = pack_texts(docs[lo:lo + 9])
