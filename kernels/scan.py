@@ -19,12 +19,30 @@ from __future__ import annotations
 from numba import cuda, int64
 
 __all__ = ["tile_sums", "scan_in_place", "scan_tiles", "compact_tiles", "partition_tiles",
-           "SIGNATURES", "MAX_THREADS", "ITEMS"]
+           "tile_plan", "SIGNATURES", "MAX_THREADS", "ITEMS"]
 
 #: Largest block the scanning kernels accept (their shared arrays' size).
 MAX_THREADS = 1024
 #: Consecutive elements one thread takes per block-scan step.
 ITEMS = 8
+
+
+def tile_plan(n):
+    """How the kernels here cover ``n`` elements: ``(threads per block, tile, tiles, blocks)``.
+
+    Blocks of ``config.THREADS_PER_BLOCK`` threads (at most ``MAX_THREADS``);
+    a tile is at least one block-scan step (``ITEMS`` elements a thread) and
+    large enough that there are at most ``config.CUDA_SCAN_MAX_TILES`` tiles,
+    so ``scan_in_place`` scans their sums in one block; at most
+    ``config.CUDA_MAX_BLOCKS`` blocks (the kernels loop over tiles), and at
+    least one. Host code, shared by every caller of the scan.
+    """
+    from .. import config
+
+    tpb = min(int(config.THREADS_PER_BLOCK), MAX_THREADS)
+    tile = max(tpb * ITEMS, -(-n // int(config.CUDA_SCAN_MAX_TILES)))
+    n_tiles = -(-n // tile)
+    return tpb, tile, n_tiles, max(1, min(n_tiles, int(config.CUDA_MAX_BLOCKS)))
 
 
 @cuda.jit(device=True)

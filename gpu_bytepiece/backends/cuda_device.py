@@ -59,24 +59,19 @@ class DeviceInput(CUDABase):
         """Tile size and exclusive tile offsets (``n_tiles + 1`` cells, the last the total) of ``x``."""
         from ..kernels import scan as ks
 
-        n = x.shape[0]
-        tpb = min(int(config.THREADS_PER_BLOCK), ks.MAX_THREADS)
-        tile = max(tpb * 8, -(-n // int(config.CUDA_SCAN_MAX_TILES)))
-        n_tiles = -(-n // tile)
+        tpb, tile, n_tiles, blocks = ks.tile_plan(x.shape[0])
         # always the largest size, so that the buffer is never replaced while a scan may still read it
         sums = self._pool.get(name, max(n_tiles, int(config.CUDA_SCAN_MAX_TILES)) + 1, np.int64)[:n_tiles + 1]
         if n_tiles:
-            blocks = min(n_tiles, int(config.CUDA_MAX_BLOCKS))
             ks.tile_sums[blocks, tpb, st](x, tile, sums)
         ks.scan_in_place[1, tpb, st](sums, n_tiles)
-        return tile, sums, n_tiles, tpb
+        return tile, sums, n_tiles, tpb, blocks
 
     def _scan(self, x, out, name, st):
         """``out[i] = x[:i].sum()`` for ``i <= len(x)`` on the device."""
         from ..kernels import scan as ks
 
-        tile, sums, n_tiles, tpb = self._tile_offsets(x, name, st)
-        blocks = max(1, min(n_tiles, int(config.CUDA_MAX_BLOCKS)))
+        tile, sums, n_tiles, tpb, blocks = self._tile_offsets(x, name, st)
         ks.scan_tiles[blocks, tpb, st](x, tile, sums, out)
 
     def encode_device(self, data, doc_offsets, alpha=-1.0, add_bos=False, add_eos=False, *,
@@ -155,7 +150,7 @@ class DeviceInput(CUDABase):
                 flags = pool.get("dv_flags", n, np.uint8)
                 kl.newline_ends[*self._grid(n), st](view, flags)
                 kl.document_ends[*self._grid(n_docs), st](d_off, flags)
-                tile, sums, n_tiles, tpb = self._tile_offsets(flags, "dv_sums", st)
+                tile, sums, n_tiles, tpb, blocks = self._tile_offsets(flags, "dv_sums", st)
                 n_seg = self._read(sums, n_tiles, st)
             seg_end = pool.get("dv_seg_end", n_seg, np.int64)
             seg_start = pool.get("dv_seg_start", n_seg, np.int64)
@@ -165,7 +160,6 @@ class DeviceInput(CUDABase):
             counts = pool.get("dv_counts", n_seg, np.int64)
             out = pool.get("dv_out", n, np.uint32)
             if n_seg:
-                blocks = max(1, min(n_tiles, int(config.CUDA_MAX_BLOCKS)))
                 ks.compact_tiles[blocks, tpb, st](flags, tile, sums, 1, seg_end)
                 kl.segment_starts[*self._grid(n_seg), st](seg_end, 0, seg_start)
                 kl.segment_docs[*self._grid(n_seg), st](seg_start, d_off, d_keys, int(use_keys),
@@ -245,9 +239,8 @@ class DeviceInput(CUDABase):
         thr = plan[0] if plan is not None else np.iinfo(np.int64).max
         lflags = pool.get("dv_lflags", m, np.uint8)
         kl.long_flags[*self._grid(m), st](c_start, c_end, thr, lflags)
-        tile, sums, n_tiles, tpb = self._tile_offsets(lflags, "dv_lsums", st)
+        tile, sums, n_tiles, tpb, blocks = self._tile_offsets(lflags, "dv_lsums", st)
         order = pool.get("dv_order", m, np.int64)
-        blocks = max(1, min(n_tiles, int(config.CUDA_MAX_BLOCKS)))
         ks.partition_tiles[blocks, tpb, st](lflags, tile, sums, order)
         n_long = self._read(sums, n_tiles, st)
         best = pool.get("best0", nb + m, np.float64)

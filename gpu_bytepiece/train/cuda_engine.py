@@ -55,11 +55,7 @@ def _sorted_counts(table, counts, n_max):
 
 def _compact(flags, base):
     """``flatnonzero(flags) + base`` on the device (``kernels.scan``: tile sums, their scan, compaction)."""
-    n = flags.shape[0]
-    tpb = min(int(config.THREADS_PER_BLOCK), ks.MAX_THREADS)
-    tile = max(tpb * ks.ITEMS, -(-n // int(config.CUDA_SCAN_MAX_TILES)))
-    n_tiles = -(-n // tile)
-    blocks = max(1, min(n_tiles, int(config.CUDA_MAX_BLOCKS)))
+    tpb, tile, n_tiles, blocks = ks.tile_plan(flags.shape[0])
     sums = cuda.device_array(n_tiles + 1, dtype=np.int64)
     if n_tiles:
         ks.tile_sums[blocks, tpb](flags, tile, sums)
