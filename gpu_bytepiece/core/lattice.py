@@ -73,6 +73,7 @@ LEN_ESCAPE = 127
 _CELL_MASK = np.int64(CELL_MASK)
 _LEN_ESCAPE = np.int64(LEN_ESCAPE)
 _ONE_LEN = np.int64(1 << CELL_BITS)
+_TWO_LEN = np.int64(2 << CELL_BITS)
 
 #: ``char_code`` of bytes that encode no character (above any code point).
 BAD_CHAR = 1 << 40
@@ -318,7 +319,27 @@ def lattice(data, start, end, cells, node_score, max_len,
                     b = w & _LOW32
                     j += ln
                 continue
-            for j in range(1, lim):
+            # Depth 2 without a branch: whether two bytes are a piece is up
+            # to the text (after a UTF-8 continuation byte with some models,
+            # a third of the time) and a branch on it mispredicts; a cell
+            # that is no child of ``s`` never wins (``better`` needs
+            # ``hit``). Most pieces of two bytes are leaves: the walk goes on
+            # from few of them.
+            if lim < 2:
+                continue
+            t = (w & _LOW32) + data[ustart + ui + _U1]
+            w = cells[t]
+            hit = (w >> _S32) == s
+            e = uoff + ui + _U2
+            cand = bs + node_score[t]
+            old = best[e]
+            better = (cand > old) & hit
+            best[e] = cand if better else old
+            back[e if better else uoff] = t | _TWO_LEN
+            if not hit or (w & _LOW32) == 0:
+                continue
+            s = t
+            for j in range(2, lim):
                 uj = np.uint64(j)
                 t = (w & _LOW32) + data[ustart + ui + uj]
                 w = cells[t]
