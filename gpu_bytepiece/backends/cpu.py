@@ -149,7 +149,8 @@ class CPUBackend:
         threads stay busy to the end whatever the document sizes (a long
         document is split between them at segment boundaries), and the first
         batches are small (``iter_packed``'s ramp) so that all threads start
-        tokenizing early. Segments are the lattice's units and each one's ids
+        tokenizing early. The calling thread is one of the ``n_threads``.
+        Segments are the lattice's units and each one's ids
         do not depend on the chunking: the output equals one thread's.
 
         Returns ``[(first document index, ids, offsets)]`` per batch, in no
@@ -226,10 +227,17 @@ class CPUBackend:
                     errors.append(e)
                     cond.notify_all()
 
+        # the calling thread is worker 0 (one thread fewer to start and to wait for);
+        # work() sets its Numba thread count, put back after
         threads = [threading.Thread(target=work, name=f"gpu_bytepiece-{i}", daemon=True)
-                   for i in range(n_threads)]
+                   for i in range(1, n_threads)]
+        own = numba.get_num_threads()
         for t in threads:
             t.start()
+        try:
+            work()
+        finally:
+            numba.set_num_threads(own)
         for t in threads:
             t.join()
         if errors:
