@@ -21,6 +21,10 @@ CPU_THREAD_BATCH_BYTES = 512 << 10
 #: (each chunk costs a call from Python; 64 KiB chunks cost ~5% more CPU).
 CPU_THREAD_CHUNK_BYTES = 128 << 10
 
+#: The same for the last batch of an input of known length (a list, tuple or
+#: Arrow array): the threads finish within about one such chunk of each other.
+CPU_THREAD_LAST_CHUNK_BYTES = 32 << 10
+
 #: The same for the CUDA backend: a GPU needs many segments in flight.
 CUDA_BATCH_BYTES = 64 << 20
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import aot, config, jit_cache
 from ..cpu_fallback import chunk_bounds
-from ..text import iter_packed
+from ..text import _as_documents, iter_packed
 from ..trie import Trie
 from .layout import put_specials, sampling_scores, segment_layout, segment_table
 
@@ -149,7 +149,9 @@ class CPUBackend:
         threads stay busy to the end whatever the document sizes (a long
         document is split between them at segment boundaries), and the first
         batches are small (``iter_packed``'s ramp) so that all threads start
-        tokenizing early. The calling thread is one of the ``n_threads``.
+        tokenizing early. The last batch of an input of known length is cut
+        in finer chunks (``config.CPU_THREAD_LAST_CHUNK_BYTES``) so that the
+        threads also stop together. The calling thread is one of the ``n_threads``.
         Segments are the lattice's units and each one's ids
         do not depend on the chunking: the output equals one thread's.
 
@@ -160,7 +162,9 @@ class CPUBackend:
         """
         numba = _numba()
         small = min(batch_bytes, config.CPU_THREAD_BATCH_BYTES)
-        batches = iter_packed(texts, small, first_batch_bytes=max(1, small // 8))
+        docs = _as_documents(texts, lazy=True)
+        n_docs = len(docs) if hasattr(docs, "__len__") else None  # None: a stream
+        batches = iter_packed(docs, small, first_batch_bytes=max(1, small // 8))
         ahead = n_threads * small  # bytes of queued chunks under which a free thread packs
         cond = threading.Condition()
         tasks = deque()  # (batch, chunk index, bytes)
@@ -192,7 +196,11 @@ class CPUBackend:
                     exhausted = True
                 else:
                     first, data, doc_off = item
-                    job = _Batch(data, doc_off, stream, first, n_threads, config.CPU_THREAD_CHUNK_BYTES)
+                    # the last batch in finer chunks, so the threads run out of work together
+                    last = n_docs is not None and first + len(doc_off) - 1 >= n_docs
+                    chunk = config.CPU_THREAD_CHUNK_BYTES
+                    job = _Batch(data, doc_off, stream, first, n_threads,
+                                 min(chunk, config.CPU_THREAD_LAST_CHUNK_BYTES) if last else chunk)
                     if not job.left:  # no segment: nothing to queue
                         results.append((first, *job.finish(add_bos, add_eos)))
             finally:
