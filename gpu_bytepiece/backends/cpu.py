@@ -8,6 +8,7 @@ them, and then never imports Numba; the rest imports Numba on first use.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import deque
 from contextlib import contextmanager
@@ -151,8 +152,11 @@ class CPUBackend:
         batches are small (``iter_packed``'s ramp) so that all threads start
         tokenizing early. The last batch of an input of known length is cut
         in finer chunks (``config.CPU_THREAD_LAST_CHUNK_BYTES``) so that the
-        threads also stop together. The calling thread is one of the ``n_threads``.
-        Segments are the lattice's units and each one's ids
+        threads also stop together. The calling thread is one of the
+        ``n_threads``, and Python's switch interval is shortened meanwhile
+        (``config.CPU_THREAD_SWITCH_INTERVAL``): a thread back from the
+        lattice then waits for the GIL at most that long while another one
+        packs. Segments are the lattice's units and each one's ids
         do not depend on the chunking: the output equals one thread's.
 
         Returns ``[(first document index, ids, offsets)]`` per batch, in no
@@ -240,14 +244,15 @@ class CPUBackend:
         threads = [threading.Thread(target=work, name=f"gpu_bytepiece-{i}", daemon=True)
                    for i in range(1, n_threads)]
         own = numba.get_num_threads()
-        for t in threads:
-            t.start()
-        try:
-            work()
-        finally:
-            numba.set_num_threads(own)
-        for t in threads:
-            t.join()
+        with switch_interval(config.CPU_THREAD_SWITCH_INTERVAL):
+            for t in threads:
+                t.start()
+            try:
+                work()
+            finally:
+                numba.set_num_threads(own)
+            for t in threads:
+                t.join()
         if errors:
             raise errors[0]
         return results
@@ -299,6 +304,42 @@ class _Batch:
             (self.drivers or _jit()).scatter_tokens(out, src, counts, dest, ids)
         put_specials(ids, offsets, add_bos, add_eos)
         return ids, offsets
+
+
+_SWITCH_LOCK = threading.Lock()
+_SWITCH = {"users": 0, "restore": None, "set": None}
+
+
+@contextmanager
+def switch_interval(seconds):
+    """Python's thread switch interval at most ``seconds`` inside the block
+    (``None``: unchanged); see ``config.CPU_THREAD_SWITCH_INTERVAL`` for why.
+
+    Calls from several threads at once share one change: the first one in
+    lowers the interval, the last one out restores it, unless something else
+    set another interval meanwhile (then that one stays).
+    """
+    if not seconds:
+        yield
+        return
+    with _SWITCH_LOCK:
+        if not _SWITCH["users"]:
+            old = sys.getswitchinterval()
+            if old > seconds:
+                sys.setswitchinterval(seconds)
+                _SWITCH.update(restore=old, set=sys.getswitchinterval())
+            else:
+                _SWITCH.update(restore=None, set=None)
+        _SWITCH["users"] += 1
+    try:
+        yield
+    finally:
+        with _SWITCH_LOCK:
+            _SWITCH["users"] -= 1
+            if not _SWITCH["users"] and _SWITCH["restore"] is not None:
+                if sys.getswitchinterval() == _SWITCH["set"]:
+                    sys.setswitchinterval(_SWITCH["restore"])
+                _SWITCH.update(restore=None, set=None)
 
 
 def concurrent_numba_ok() -> bool:
