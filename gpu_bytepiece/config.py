@@ -21,6 +21,19 @@ CPU_THREAD_BATCH_BYTES = 512 << 10
 #: (each chunk costs a call from Python; 64 KiB chunks cost ~5% more CPU).
 CPU_THREAD_CHUNK_BYTES = 128 << 10
 
+#: The same for the last batch of an input of known length (a list, tuple or
+#: Arrow array): the threads finish within about one such chunk of each other.
+CPU_THREAD_LAST_CHUNK_BYTES = 32 << 10
+
+#: CPU with several threads: Python's thread switch interval (seconds) while
+#: they run, when the process's is longer (``sys.setswitchinterval``; restored
+#: after). A thread coming back from the lattice needs the GIL for a few
+#: microseconds of bookkeeping; when another thread is packing text (Python,
+#: holding the GIL for ~1 ms per batch), CPython hands the GIL over only after
+#: the interval (5 ms by default), so the lattice thread sat idle. ``None``:
+#: leave the interval alone.
+CPU_THREAD_SWITCH_INTERVAL = 2e-4
+
 #: The same for the CUDA backend: a GPU needs many segments in flight.
 CUDA_BATCH_BYTES = 64 << 20
 

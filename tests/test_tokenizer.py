@@ -228,6 +228,58 @@ def test_threads_on_real_text(tok):
     assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS  # restored
 
 
+def test_threads_restore_the_switch_interval(tok, monkeypatch):
+    """Threads shorten Python's switch interval while they run
+    (config.CPU_THREAD_SWITCH_INTERVAL) and put the caller's back; ``None``
+    leaves it alone; a caller's shorter interval is kept."""
+    import sys
+    import threading
+
+    from gpu_bytepiece.backends import cpu
+
+    docs = corpus_sample("zh", n=20, every=7)
+    seen = []
+    run_chunk = cpu.CPUBackend._run_chunk
+
+    def spy(self, job, c, alpha):
+        seen.append(sys.getswitchinterval())
+        return run_chunk(self, job, c, alpha)
+
+    monkeypatch.setattr(cpu.CPUBackend, "_run_chunk", spy)
+    monkeypatch.setattr(config, "CPU_THREAD_CHUNK_BYTES", 64)
+    old = sys.getswitchinterval()
+    try:
+        for caller, setting, inside in [(5e-3, 2e-4, 2e-4), (5e-3, None, 5e-3), (1e-4, 2e-4, 1e-4)]:
+            sys.setswitchinterval(caller)
+            caller = sys.getswitchinterval()
+            monkeypatch.setattr(config, "CPU_THREAD_SWITCH_INTERVAL", setting)
+            seen.clear()
+            base = tok.encode_batch(docs, num_threads=1)
+            assert seen and set(seen) == {caller}  # one thread: untouched
+            seen.clear()
+            assert tok.encode_batch(docs, num_threads=2) == base
+            assert seen and {round(x, 6) for x in seen} == {inside}
+            assert sys.getswitchinterval() == caller
+        # two calls at once from two threads: the interval is back once both are done
+        sys.setswitchinterval(5e-3)
+        caller = sys.getswitchinterval()
+        monkeypatch.setattr(config, "CPU_THREAD_SWITCH_INTERVAL", 2e-4)
+        out = [None, None]
+
+        def call(i):
+            out[i] = tok.encode_batch(docs, num_threads=2)
+
+        callers = [threading.Thread(target=call, args=(i,)) for i in range(2)]
+        for t in callers:
+            t.start()
+        for t in callers:
+            t.join()
+        assert out == [base, base]
+        assert sys.getswitchinterval() == caller
+    finally:
+        sys.setswitchinterval(old)
+
+
 def test_num_threads_validation(tok):
     with pytest.raises(ValueError, match=r"num_threads"):
         tok.encode_batch(["a"], num_threads=0)

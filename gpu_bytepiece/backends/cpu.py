@@ -8,6 +8,7 @@ them, and then never imports Numba; the rest imports Numba on first use.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import deque
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ import numpy as np
 
 from .. import aot, config, jit_cache
 from ..cpu_fallback import chunk_bounds
-from ..text import iter_packed
+from ..text import _as_documents, iter_packed
 from ..trie import Trie
 from .layout import put_specials, sampling_scores, segment_layout, segment_table
 
@@ -149,7 +150,13 @@ class CPUBackend:
         threads stay busy to the end whatever the document sizes (a long
         document is split between them at segment boundaries), and the first
         batches are small (``iter_packed``'s ramp) so that all threads start
-        tokenizing early. Segments are the lattice's units and each one's ids
+        tokenizing early. The last batch of an input of known length is cut
+        in finer chunks (``config.CPU_THREAD_LAST_CHUNK_BYTES``) so that the
+        threads also stop together. The calling thread is one of the
+        ``n_threads``, and Python's switch interval is shortened meanwhile
+        (``config.CPU_THREAD_SWITCH_INTERVAL``): a thread back from the
+        lattice then waits for the GIL at most that long while another one
+        packs. Segments are the lattice's units and each one's ids
         do not depend on the chunking: the output equals one thread's.
 
         Returns ``[(first document index, ids, offsets)]`` per batch, in no
@@ -159,7 +166,9 @@ class CPUBackend:
         """
         numba = _numba()
         small = min(batch_bytes, config.CPU_THREAD_BATCH_BYTES)
-        batches = iter_packed(texts, small, first_batch_bytes=max(1, small // 8))
+        docs = _as_documents(texts, lazy=True)
+        n_docs = len(docs) if hasattr(docs, "__len__") else None  # None: a stream
+        batches = iter_packed(docs, small, first_batch_bytes=max(1, small // 8))
         ahead = n_threads * small  # bytes of queued chunks under which a free thread packs
         cond = threading.Condition()
         tasks = deque()  # (batch, chunk index, bytes)
@@ -191,7 +200,11 @@ class CPUBackend:
                     exhausted = True
                 else:
                     first, data, doc_off = item
-                    job = _Batch(data, doc_off, stream, first, n_threads, config.CPU_THREAD_CHUNK_BYTES)
+                    # the last batch in finer chunks, so the threads run out of work together
+                    last = n_docs is not None and first + len(doc_off) - 1 >= n_docs
+                    chunk = config.CPU_THREAD_CHUNK_BYTES
+                    job = _Batch(data, doc_off, stream, first, n_threads,
+                                 min(chunk, config.CPU_THREAD_LAST_CHUNK_BYTES) if last else chunk)
                     if not job.left:  # no segment: nothing to queue
                         results.append((first, *job.finish(add_bos, add_eos)))
             finally:
@@ -226,12 +239,20 @@ class CPUBackend:
                     errors.append(e)
                     cond.notify_all()
 
+        # the calling thread is worker 0 (one thread fewer to start and to wait for);
+        # work() sets its Numba thread count, put back after
         threads = [threading.Thread(target=work, name=f"gpu_bytepiece-{i}", daemon=True)
-                   for i in range(n_threads)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+                   for i in range(1, n_threads)]
+        own = numba.get_num_threads()
+        with switch_interval(config.CPU_THREAD_SWITCH_INTERVAL):
+            for t in threads:
+                t.start()
+            try:
+                work()
+            finally:
+                numba.set_num_threads(own)
+            for t in threads:
+                t.join()
         if errors:
             raise errors[0]
         return results
@@ -283,6 +304,42 @@ class _Batch:
             (self.drivers or _jit()).scatter_tokens(out, src, counts, dest, ids)
         put_specials(ids, offsets, add_bos, add_eos)
         return ids, offsets
+
+
+_SWITCH_LOCK = threading.Lock()
+_SWITCH = {"users": 0, "restore": None, "set": None}
+
+
+@contextmanager
+def switch_interval(seconds):
+    """Python's thread switch interval at most ``seconds`` inside the block
+    (``None``: unchanged); see ``config.CPU_THREAD_SWITCH_INTERVAL`` for why.
+
+    Calls from several threads at once share one change: the first one in
+    lowers the interval, the last one out restores it, unless something else
+    set another interval meanwhile (then that one stays).
+    """
+    if not seconds:
+        yield
+        return
+    with _SWITCH_LOCK:
+        if not _SWITCH["users"]:
+            old = sys.getswitchinterval()
+            if old > seconds:
+                sys.setswitchinterval(seconds)
+                _SWITCH.update(restore=old, set=sys.getswitchinterval())
+            else:
+                _SWITCH.update(restore=None, set=None)
+        _SWITCH["users"] += 1
+    try:
+        yield
+    finally:
+        with _SWITCH_LOCK:
+            _SWITCH["users"] -= 1
+            if not _SWITCH["users"] and _SWITCH["restore"] is not None:
+                if sys.getswitchinterval() == _SWITCH["set"]:
+                    sys.setswitchinterval(_SWITCH["restore"])
+                _SWITCH.update(restore=None, set=None)
 
 
 def concurrent_numba_ok() -> bool:
