@@ -92,6 +92,8 @@ def child(args) -> int:
 
 
 def run_child(tool, path, args, limit) -> dict:
+    if args.tmp:
+        os.makedirs(args.tmp, exist_ok=True)
     out = tempfile.mkdtemp(prefix=f"scale-{tool}-", dir=args.tmp)
     cmd = [sys.executable, __file__, "--child", tool, "--input", str(path), "--out", out,
            "--vocab-size", str(args.vocab_size), "--min-count", str(args.min_count),

@@ -90,3 +90,34 @@ def test_cuda_actors_on_a_cluster_without_gpus_are_refused(local_ray, data):
     with pytest.raises(RuntimeError, match=r"^device 'cuda' asks for a GPU per Ray actor, but the Ray cluster "
                                            r"has no GPUs; use device 'cpu' or 'auto'$"):
         Trainer(max_vocab_size=600).train(data[0], progress=False, ray=True, device="cuda")
+
+
+def test_actors_read_the_ngram_table_from_the_object_store_without_a_copy(local_ray, data):
+    # the n-gram model as pass 2 sends it (ray.put once), read back as an actor gets it: read-only
+    # views of the object store, which the actor keeps (the actors of a node share one table)
+    # and runs the Viterbi on, with the same pieces as from writable copies
+    import numpy as np
+
+    from gpu_bytepiece.text import pack_texts
+    from gpu_bytepiece.train.corpus import Corpus
+    from gpu_bytepiece.train.engines import make_engine
+    from gpu_bytepiece.train.ngrams import count_ngrams
+    from gpu_bytepiece.train.ray import TrainActor
+
+    docs = data[0]
+    tr = Trainer(min_count=2)
+    ng = count_ngrams(tr, Corpus(docs, 1 << 16, None), make_engine(tr, False, 0), 1 << 30, None, False)
+    arrays = ng.arrays()
+    shared = local_ray.get(local_ray.put(arrays))
+    assert not shared["ht"].flags.writeable
+    params = {k: getattr(tr, k) for k in ("order", "isolate_digits", "ensure_unicode")}
+    actor, copied = TrainActor(params, "cpu", 1), TrainActor(params, "cpu", 1)
+    actor.load_ngrams(shared)
+    copied.load_ngrams({k: np.array(v) for k, v in arrays.items()})
+    for name in ("ht", "lp1", "lp2"):
+        assert np.shares_memory(getattr(actor.ngrams, name), shared[name]), name
+    data_, offsets = pack_texts(docs)
+    got, want = actor.count_pieces(data_, offsets), copied.count_pieces(data_, offsets)
+    assert len(got[0]) > 1000 and len(got[2]) > 0  # short pieces, and some long ones
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)

@@ -9,9 +9,10 @@ which keeps the compiled code loaded:
 
 - pass 1: the batch's training segments and its ``(position key, count)``
   pairs, one sorted run;
-- pass 2: the n-gram Viterbi (the n-gram model goes to each actor once,
-  through ``ray.put``), the batch's short pieces as a sorted run and its
-  long pieces' bytes, in order.
+- pass 2: the n-gram Viterbi (the n-gram model goes to the cluster once,
+  through ``ray.put``; the actors of a node read that one copy in the
+  node's object store, none copies it), the batch's short pieces as a
+  sorted run and its long pieces' bytes, in order.
 
 The driver reduces the results in batch order with the single-process code:
 runs go to the same :class:`~.runs.RunStore` (exact sums), long pieces into
@@ -69,7 +70,7 @@ class TrainActor:
         set_numba_threads(threads)
         use_cuda, index, _ = resolve_device(device)
         self.engine = make_engine(SimpleNamespace(**params), use_cuda, index)
-        self.viterbi = None
+        self.ngrams = self.viterbi = None
 
     def count_keys(self, data, offsets):
         """Pass 1 of one batch: its ``(position keys, counts)``, one sorted run (merged here,
@@ -78,9 +79,15 @@ class TrainActor:
         return [RunStore.merge_all(self.engine.count_keys(data, *self.engine.segments(data, offsets)))]
 
     def load_ngrams(self, arrays: dict) -> None:
-        """Keep the n-gram model (:meth:`NgramModel.arrays`, the table included) for pass 2."""
-        ng = NgramModel.from_arrays({k: _writable(v) for k, v in arrays.items()})
-        self.viterbi = self.engine.viterbi(ng)
+        """Keep the n-gram model (:meth:`NgramModel.arrays`, the table included) for pass 2.
+
+        The arrays are kept as they come, not copied: from Ray's object store
+        they are read-only views of the node's shared memory, so the actors
+        of a node share one table (the Viterbi only reads it; Numba compiles
+        it once more, for read-only arrays).
+        """
+        self.ngrams = NgramModel.from_arrays(dict(arrays))
+        self.viterbi = self.engine.viterbi(self.ngrams)
 
     def count_pieces(self, data, offsets):
         """Pass 2 of one batch: ``(short keys, counts, long pieces' bytes, their starts there, lengths)``.
