@@ -15,23 +15,53 @@ lattice = numba.njit(cache=True, nogil=True)(_lat.lattice)
 backtrack = numba.njit(cache=True, nogil=True)(_lat.backtrack)
 
 
+_NL8 = np.uint64(0x0A0A0A0A0A0A0A0A)
+_ONES8 = np.uint64(0x0101010101010101)
+_HIGH8 = np.uint64(0x8080808080808080)
+
+
 @numba.njit(cache=True, nogil=True)
 def _segments(data, doc_offsets, cap):
     seg_start = np.empty(cap, dtype=np.int64)
     seg_end = np.empty(cap, dtype=np.int64)
     seg_doc = np.empty(cap, dtype=np.int64)
+    # the newlines' positions, eight bytes at a time: a word with no byte 10
+    # (no zero byte once xor-ed with 0x0A..: ``(x - 0x01..) & ~x & 0x80..``
+    # is 0 exactly then) is skipped whole
+    n = data.shape[0]
+    n8 = n - n % 8
+    words = data[:n8].view(np.uint64)
+    nl = np.empty(cap, dtype=np.int64)
+    m = 0
+    for j in range(n8 // 8):
+        x = words[j] ^ _NL8
+        if (x - _ONES8) & ~x & _HIGH8:
+            for q in range(8 * j, 8 * j + 8):
+                if data[q] == 10:
+                    nl[m] = q
+                    m += 1
+    for q in range(n8, n):
+        if data[q] == 10:
+            nl[m] = q
+            m += 1
     k = 0
+    j = 0
     for d in range(doc_offsets.shape[0] - 1):
         a = doc_offsets[d]
         b = doc_offsets[d + 1]
+        while j < m and nl[j] < a:
+            j += 1
         s = a
-        for i in range(a, b - 1):
-            if data[i] == 10 and data[i + 1] != 10:
+        # a segment ends after a newline that the next byte of the document does not continue
+        while j < m and nl[j] < b - 1:
+            i = nl[j]
+            if data[i + 1] != 10:
                 seg_start[k] = s
                 seg_end[k] = i + 1
                 seg_doc[k] = d
                 k += 1
                 s = i + 1
+            j += 1
         if b > a:
             seg_start[k] = s
             seg_end[k] = b

@@ -88,6 +88,17 @@ def test_find_segments_equals_regex():
     assert got == expected
 
 
+@given(st.lists(st.binary(max_size=40).map(lambda b: bytes(10 if x % 3 == 0 else 97 for x in b)), max_size=12))
+def test_find_segments_equals_regex_at_every_word_boundary(docs):
+    # documents of newlines and letters, runs of newlines across the 8-byte words the scan reads
+    # and across document ends
+    data = b"".join(docs)
+    offsets = np.cumsum([0] + [len(d) for d in docs]).astype(np.int64)
+    seg_start, seg_end, seg_doc = find_segments(np.frombuffer(data, np.uint8), offsets)
+    expected = [(k, s) for k, d in enumerate(docs) for s in naive.segments(d)]
+    assert [(int(k), data[a:b]) for a, b, k in zip(seg_start, seg_end, seg_doc)] == expected
+
+
 # ------------------------------------------------------------- API basics
 
 

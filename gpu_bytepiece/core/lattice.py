@@ -251,11 +251,16 @@ def lattice(data, start, end, cells, node_score, max_len,
         # mispredicted on every other relaxation: +20% en, +10% code.)
         # Scratch and text are indexed with uint64 (no negative-index
         # wraparound code in the hot loop).
+        # ``best[i + 1]`` is final once start ``i`` has relaxed its single
+        # byte (every earlier start is done, and the walks from ``i`` end at
+        # ``i + 2`` or later), so the loop carries it to start ``i + 1`` in
+        # a register (``carry``) rather than storing and loading it again.
         uoff = np.uint64(off)
         ustart = np.uint64(start)
+        carry = best[uoff]
         for i in range(n):
             ui = np.uint64(i)
-            bs = best[uoff + ui]
+            bs = carry
             lim = n - i
             if lim > max_len:
                 lim = max_len
@@ -265,7 +270,8 @@ def lattice(data, start, end, cells, node_score, max_len,
             cand = bs + node_score[s]
             old = best[e]
             better = cand > old
-            best[e] = cand if better else old
+            carry = cand if better else old
+            best[e] = carry
             back[e if better else uoff] = s | _ONE_LEN
             c = data[ustart + ui]
             if (w & _LOW32) == 0:
