@@ -28,14 +28,17 @@ def data(tmp_path_factory):
     return train_corpus(tmp_path_factory.mktemp("train_ray"), 600)
 
 
-def test_api_on_ray_gives_the_same_model(local_ray, data, tmp_path):
+def test_api_on_ray_gives_the_same_model(local_ray, data, tmp_path, monkeypatch):
+    # pruning's splits in small batches too, so that each round's run on both actors
+    monkeypatch.setattr(config, "TRAIN_SPLIT_BATCH_BYTES", 2 << 10)
     docs, _, want = data
     t = Trainer(max_vocab_size=600, min_count=2).train(docs, progress=False, batch_bytes="8K", ray=True,
                                                        memory_budget="256K")
-    assert t.stats["device"] == "ray: 2 cpu actors; pruning: cpu"
+    assert t.stats["device"] == "ray: 2 cpu actors; pruning: ray"
     # the driver's reduce spilled n-gram count runs, and the n-gram table the actors got was memory-mapped
     assert t.stats["n_ngram_spills"] > 0 and t.stats["ngram_table_mapped"]
     assert t.stats["n_docs"] == len(docs) and t.stats["n_bytes"] > 8 * (8 << 10)  # many batches on 2 actors
+    assert t.stats["n_split_batches_on_ray"] > 20
     t.save(tmp_path / "m.model")
     assert (tmp_path / "m.model").read_bytes() == want
 
@@ -52,7 +55,7 @@ def test_cli_on_ray_resumes_a_killed_single_process_run(local_ray, data, tmp_pat
     monkeypatch.setattr(config, "TRAIN_CHECKPOINT_BYTES", 24 << 10)
     assert main(["train", str(inp), "-o", str(out), *ARGS, "--ray"]) == 0
     err = capsys.readouterr().err
-    assert "(ray: 2 cpu actors; pruning: cpu)" in err and "pass1_batches 3" in err, err
+    assert "(ray: 2 cpu actors; pruning: ray)" in err and "pass1_batches 3" in err, err
     assert out.read_bytes() == want
     assert not (tmp_path / "m.model.work").exists()
 
@@ -71,6 +74,22 @@ def test_a_run_on_ray_killed_in_pass_2_resumes(local_ray, data, tmp_path, monkey
     assert main(["train", str(inp), "-o", str(out), *ARGS, "--ray"]) == 0
     err = capsys.readouterr().err
     assert "ngrams True" in err and "pass2_batches 6" in err, err
+    assert out.read_bytes() == want
+
+
+def test_a_run_on_ray_killed_in_pruning_resumes_on_ray(local_ray, data, tmp_path, monkeypatch, capsys):
+    # killed at pruning round 3 (its splits ran on the actors), resumed with --ray after round 2
+    _, inp, want = data
+    out = tmp_path / "m.model"
+    address = local_ray.get_runtime_context().gcs_address
+    r = train_child(inp, "-o", out, *ARGS, "--ray", address, kill_at="prune:3")
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert (tmp_path / "m.model.work" / "prune.npz").exists()
+    monkeypatch.setattr(config, "TRAIN_BATCH_BYTES", 8 << 10)
+    monkeypatch.setattr(config, "TRAIN_CHECKPOINT_BYTES", 24 << 10)
+    assert main(["train", str(inp), "-o", str(out), *ARGS, "--ray"]) == 0
+    err = capsys.readouterr().err
+    assert "prune_rounds 2" in err and "(ray: 2 cpu actors; pruning: ray)" in err, err
     assert out.read_bytes() == want
 
 

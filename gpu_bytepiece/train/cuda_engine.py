@@ -255,7 +255,11 @@ class CUDAEngine:
         if first is None:
             return np.zeros(K.shape[0], dtype=np.int64)
         trie, node_score = self.cpu.split_tokenizer(pieces, K, cK)
-        return gpu_split(trie, node_score, itertools.chain([first], batches), K.shape[0])
+        return self.split_with(trie, node_score, itertools.chain([first], batches), K.shape[0])
+
+    def split_with(self, trie, node_score, batches, nK):
+        """:meth:`CPUEngine.split_with` on the GPU."""
+        return gpu_split(trie, node_score, batches, nK)
 
     def close(self):
         """Close the CPU engine."""

@@ -10,6 +10,8 @@ and the pruning's splits on a GPU and the rest here.
 
 from __future__ import annotations
 
+import itertools
+
 import numba
 import numpy as np
 
@@ -181,14 +183,21 @@ class CPUEngine:
         ``cK``: score ``log(count) - log(total)``; each piece of a batch
         ``(pool, off, ln, weights)`` (:meth:`~.pieces.Pieces.batches`) is one
         segment (raw bytes, as ``Tokenizer._tokenize``); token counts are
-        weighted by ``weights``.
+        weighted by ``weights``. The tokenizer is built at the first batch
+        (:meth:`split_tokenizer`), then :meth:`split_with` counts.
         """
-        nK = K.shape[0]
+        batches = iter(batches)
+        first = next(batches, None)
+        if first is None:
+            return np.zeros(K.shape[0], dtype=np.int64)
+        trie, node_score = self.split_tokenizer(pieces, K, cK)
+        return self.split_with(trie, node_score, itertools.chain([first], batches), K.shape[0])
+
+    def split_with(self, trie, node_score, batches, nK):
+        """:meth:`split` with the tokenizer given: ``(trie, node scores)`` of :meth:`split_tokenizer`
+        over ``nK`` pieces (what a Ray actor runs on the batches it gets)."""
         result = np.zeros(nK, dtype=np.int64)
-        trie = node_score = None
         for pool, off, ln, w in batches:
-            if trie is None:
-                trie, node_score = self.split_tokenizer(pieces, K, cK)
             out_start = np.zeros(ln.shape[0], dtype=np.int64)
             np.cumsum(ln[:-1], out=out_start[1:])
             out_ids = np.empty(int(ln.sum()), dtype=np.int32)

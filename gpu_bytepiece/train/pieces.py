@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from .. import config
@@ -164,7 +166,7 @@ def count_pieces(trainer, corpus, engine, ngrams, budget, tmp, progress, work=No
     return Pieces(pool, off, ln, cnt, dropped)
 
 
-def prune_pieces(trainer, pieces, engine, progress, work=None):
+def prune_pieces(trainer, pieces, engine, progress, work=None, cluster=None):
     """The reference's piece pruning, once per vocabulary size (largest first).
 
     Pieces longer than ``max_piece_length`` or below ``min_count`` (bytes
@@ -172,7 +174,8 @@ def prune_pieces(trainer, pieces, engine, progress, work=None):
     pieces are dropped until the set is stable, then the set is cut to each
     size in ``trainer.max_vocab_size`` the same way. With a work folder
     ``work`` the state after each re-tokenization round is checkpointed
-    (``prune.npz``) and a rerun continues from it.
+    (``prune.npz``) and a rerun continues from it. With ``cluster`` (a
+    :class:`~.ray.RayPasses`) each round's splits run on its actors.
 
     Returns
     -------
@@ -180,6 +183,17 @@ def prune_pieces(trainer, pieces, engine, progress, work=None):
         Per size: kept piece indices (in byte order) and their counts.
     """
     bar = progress_bar(progress, desc="Prune Pieces", unit=" splits")
+    on = engine if cluster is None else cluster
+    trainer.stats["seconds_prune_splits"] = 0.0
+
+    def split(*args):
+        """``on.split``, timed: the splits are the part of pruning a cluster spreads."""
+        t0 = time.perf_counter()
+        try:
+            return on.split(*args)
+        finally:
+            trainer.stats["seconds_prune_splits"] += time.perf_counter() - t0
+
     ln, cnt, rank = pieces.ln, pieces.cnt, pieces.rank
     K = rank  # the kept pieces, in byte order (the trie wants it)
     sizes = trainer.max_vocab_size
@@ -192,7 +206,7 @@ def prune_pieces(trainer, pieces, engine, progress, work=None):
         out = [(saved[f"K{j}"], saved[f"c{j}"]) for j in range(i)]
         trainer.stats.setdefault("resumed", {})["prune_rounds"] = rounds
     else:
-        cK = cnt + engine.split(pieces, K, cnt, pieces.dropped.batches(config.TRAIN_SPLIT_BATCH_BYTES))
+        cK = cnt + split(pieces, K, cnt, pieces.dropped.batches(config.TRAIN_SPLIT_BATCH_BYTES))
         rounds, phase, i, out, stable = 1, 0, 0, [], -1
         _prune_checkpoint(work, (rounds, phase, i, stable), K, cK, out)
     pieces.dropped.remove()
@@ -209,10 +223,10 @@ def prune_pieces(trainer, pieces, engine, progress, work=None):
             top = np.sort(order[: size - 3])  # K is in byte order: so is K[sorted positions]
             rest = order[size - 3:]
             K2, c2 = K[top], cK[top]
-            K, cK = K2, c2 + engine.split(pieces, K2, c2, pieces.batches(K[rest], cK[rest], split_bytes))
+            K, cK = K2, c2 + split(pieces, K2, c2, pieces.batches(K[rest], cK[rest], split_bytes))
             phase = 2
         else:  # a round of dropping wasted pieces: re-tokenize the kept pieces with their own tokenizer
-            res = engine.split(pieces, K, cK, pieces.batches(K, cK, split_bytes))
+            res = split(pieces, K, cK, pieces.batches(K, cK, split_bytes))
             m = res > 0
             if m.all():
                 if phase == 2:

@@ -1,4 +1,4 @@
-"""Training on Ray: both corpus passes as map steps on actors, reduced exactly on the driver.
+"""Training on Ray: both corpus passes and pruning's splits on actors, reduced exactly on the driver.
 
 ``Trainer.train(..., ray=True | "HOST:PORT")`` and ``gpu-bytepiece train
 --ray [ADDRESS]``. The driver reads and packs the texts into the same
@@ -18,9 +18,16 @@ The driver reduces the results in batch order with the single-process code:
 runs go to the same :class:`~.runs.RunStore` (exact sums), long pieces into
 the same hash table, in the same order, so the model is byte-identical;
 checkpoints (:mod:`.checkpoint`) are taken after the same batches, and a
-work folder resumes across ``--ray`` and single-process runs. Pruning stays
-on the driver. At most ``config.TRAIN_RAY_INFLIGHT`` batches per actor are
-in flight (in Ray's object store; the driver keeps no batch once sent).
+work folder resumes across ``--ray`` and single-process runs.
+
+Pruning runs its splits (re-tokenizing pieces with each round's Unigram
+tokenizer) on the same actors: the driver builds the round's tokenizer,
+puts it in the object store once, sends each batch of pieces to an actor
+and sums the token counts it gets back (integers, so in any order the same
+sums); the rest of each round (sorting, the cuts) stays on the driver.
+
+At most ``config.TRAIN_RAY_INFLIGHT`` batches per actor are in flight (in
+Ray's object store; the driver keeps no batch once sent).
 
 Ray (start, attach, actor sizing) is :mod:`gpu_bytepiece.ray_cluster`, shared
 with ``encode --ray``; importing this module does not import Ray.
@@ -28,6 +35,7 @@ with ``encode --ray``; importing this module does not import Ray.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from types import SimpleNamespace
 
@@ -37,7 +45,8 @@ from .. import config
 from ..backends.cpu import set_numba_threads
 from ..device import resolve_device
 from ..ray_cluster import actor_plan, check_address, import_ray, init_ray
-from .engines import make_engine
+from ..trie import Trie
+from .engines import CPUEngine, make_engine
 from .ngrams import NgramModel
 from .runs import RunStore
 
@@ -45,6 +54,12 @@ __all__ = ["TrainActor", "RayPasses"]
 
 #: The trainer's parameters an actor needs (its engine reads them).
 _PARAMS = ("order", "isolate_digits", "ensure_unicode")
+
+
+def _gather(pool, off, ln):
+    """The bytes of pieces ``pool[off:off + ln]``, end to end, and each one's offset there."""
+    at = np.cumsum(ln) - ln
+    return pool[np.arange(int(ln.sum()), dtype=np.int64) + np.repeat(off - at, ln)], at
 
 
 def _writable(a):
@@ -99,9 +114,26 @@ class TrainActor:
         seg_start, seg_end = self.engine.segments(data, offsets)
         flags = self.viterbi(data, seg_start, seg_end)
         keys, counts, long_start, long_len = self.engine.piece_runs(data, flags, seg_start, seg_end)
-        long_at = np.cumsum(long_len) - long_len
-        long_bytes = data[np.arange(int(long_len.sum()), dtype=np.int64) + np.repeat(long_start - long_at, long_len)]
+        long_bytes, long_at = _gather(data, long_start, long_len)
         return keys, counts, long_bytes, long_at, long_len
+
+    def load_splitter(self, arrays: dict) -> None:
+        """Keep a pruning round's Unigram tokenizer (``cells``, ``node_id``, ``node_len``,
+        ``node_score``, ``meta``: max piece length and piece count)."""
+        a = {k: _writable(v) for k, v in arrays.items()}
+        max_len, self.split_n = (int(x) for x in a["meta"])
+        self.split_trie = Trie(base=None, check=None, node_id=a["node_id"], node_len=a["node_len"],
+                               cells=a["cells"], max_len=max_len)
+        self.split_score = a["node_score"]
+
+    def split(self, pool, off, ln, weights):
+        """One batch of a pruning round's split: its token counts over the round's pieces."""
+        batch = tuple(_writable(x) for x in (pool, off, ln, weights))
+        return self.engine.split_with(self.split_trie, self.split_score, [batch], self.split_n)
+
+    def drop_ngrams(self) -> None:
+        """Let go of the n-gram model (pass 2 is over)."""
+        self.ngrams = self.viterbi = None
 
     def close(self) -> None:
         self.engine.close()
@@ -130,6 +162,7 @@ class RayPasses:
         self.gpu = False
         self.n_actors = 0
         self.ngrams_ref = None
+        self.split_batches = 0  # batches of pruning splits run on the actors
 
     @property
     def name(self) -> str:
@@ -157,18 +190,19 @@ class RayPasses:
                 from None
 
     def _map(self, batches, method):
-        """``(index, nbytes, (result,))`` in batch order for ``(index, nbytes, (data, offsets))``."""
+        """``(index, nbytes, (result,))`` in batch order for ``(index, nbytes, args)`` (``args``: the
+        method's, e.g. ``(data, offsets)``)."""
         pending = deque()
         load = {}
-        for index, nbytes, (data, offsets) in batches:
+        for index, nbytes, args in batches:
             self._start()
             if len(pending) >= config.TRAIN_RAY_INFLIGHT * len(self.actors):
                 yield self._finish(pending.popleft(), load)
             actor = min(self.actors, key=lambda a: load.get(id(a), 0))
             load[id(actor)] = load.get(id(actor), 0) + 1
-            ref = getattr(actor, method).remote(data, offsets)
+            ref = getattr(actor, method).remote(*args)
             pending.append((index, nbytes, ref, actor))
-            del data, offsets
+            del args
         while pending:
             yield self._finish(pending.popleft(), load)
 
@@ -176,7 +210,9 @@ class RayPasses:
         index, nbytes, ref, actor = item
         result = self._get(ref, f"on batch {index}")
         load[id(actor)] -= 1
-        if isinstance(result, tuple):
+        if isinstance(result, np.ndarray):
+            result = _writable(result)
+        elif isinstance(result, tuple):
             result = tuple(_writable(a) for a in result)
         else:
             result = [tuple(_writable(a) for a in run) for run in result]
@@ -203,6 +239,42 @@ class RayPasses:
                 yield item
 
         return self._map(loaded(), "count_pieces")
+
+    def drop_ngrams(self):
+        """After pass 2: the actors and the object store let go of the n-gram model."""
+        if self.ngrams_ref is not None:
+            self._get([a.drop_ngrams.remote() for a in self.actors], "dropping the n-grams")
+            self.ngrams_ref = None
+
+    def split(self, pieces, K, cK, batches):
+        """:meth:`.engines.CPUEngine.split` with the batches spread over the actors.
+
+        The driver builds the round's tokenizer once and puts it in the
+        object store; each batch goes to an actor as its pieces' bytes alone,
+        and the counts come back to be summed (integers: the same sums in
+        any order, so the same pruning as on one machine).
+        """
+        result = np.zeros(K.shape[0], dtype=np.int64)
+        batches = iter(batches)
+        first = next(batches, None)
+        if first is None:
+            return result
+        self._start()
+        trie, node_score = CPUEngine.split_tokenizer(pieces, K, cK)
+        ref = self.ray.put({"cells": trie.cells, "node_id": trie.node_id, "node_len": trie.node_len,
+                            "node_score": node_score,
+                            "meta": np.array([trie.max_len, K.shape[0]], dtype=np.int64)})
+        self._get([a.load_splitter.remote(ref) for a in self.actors], "loading the pruning's tokenizer")
+
+        def items():
+            for i, (pool, off, ln, w) in enumerate(itertools.chain([first], batches)):
+                data, at = _gather(pool, off, ln)
+                yield i, int(data.shape[0]), (data, at, ln, w)
+
+        for _, _, (counts,) in self._map(items(), "split"):
+            result += counts
+            self.split_batches += 1
+        return result
 
     def close(self):
         """Stop the actors (a Ray this process started stays up until it exits)."""

@@ -264,10 +264,10 @@ class Trainer:
                 t1 = time.perf_counter()
                 pieces = count_pieces(self, corpus, engine, ngrams, budget, tmp, progress, work, cluster)
                 if cluster is not None:
-                    cluster.close()
+                    cluster.drop_ngrams()
                 del ngrams
                 t2 = time.perf_counter()
-                results = prune_pieces(self, pieces, engine, progress, work)
+                results = prune_pieces(self, pieces, engine, progress, work, cluster)
                 t3 = time.perf_counter()
         finally:
             corpus.close()
@@ -278,7 +278,9 @@ class Trainer:
             if "dir" in tmp_holder and "keep" not in tmp_holder:
                 shutil.rmtree(tmp_holder["dir"], ignore_errors=True)
         self.stats.update(seconds_ngrams=t1 - t0, seconds_pieces=t2 - t1, seconds_prune=t3 - t2,
-                          device=engine.name if cluster is None else f"{cluster.name}; pruning: {engine.name}")
+                          device=engine.name if cluster is None else f"{cluster.name}; pruning: ray")
+        if cluster is not None:
+            self.stats["n_split_batches_on_ray"] = cluster.split_batches
         for idx, counts in results:
             order = np.lexsort((pieces.rank[idx], pieces.ln[idx]))
             idx, counts = idx[order], counts[order]
