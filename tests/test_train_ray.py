@@ -60,36 +60,25 @@ def test_cli_on_ray_resumes_a_killed_single_process_run(local_ray, data, tmp_pat
     assert not (tmp_path / "m.model.work").exists()
 
 
-def test_a_run_on_ray_killed_in_pass_2_resumes(local_ray, data, tmp_path, monkeypatch, capsys):
-    # a child attached to this module's Ray by its address (--ray HOST:PORT), killed after pass 2's
-    # batch 7 (checkpointed after batch 6, with batches in flight on the actors), resumed here
+@pytest.mark.parametrize("kill_at, saved, resumed", [
+    # killed after pass 2's batch 7 (checkpointed after batch 6, with batches in flight on the actors)
+    ("pass2:7", "pass2.json", "ngrams True, pass2_batches 6 (counted now: pass2 2 batches)"),
+    # killed at pruning round 3 (its splits ran on the actors; checkpointed after round 2)
+    ("prune:3", "prune.npz", "ngrams True, pieces True, prune_rounds 2"),
+], ids=["pass2", "prune"])
+def test_a_run_on_ray_killed_resumes_on_ray(local_ray, data, tmp_path, monkeypatch, capsys, kill_at, saved, resumed):
+    # a child attached to this module's Ray by its address (--ray HOST:PORT), killed, resumed here
     _, inp, want = data
     out = tmp_path / "m.model"
     address = local_ray.get_runtime_context().gcs_address
-    r = train_child(inp, "-o", out, *ARGS, "--ray", address, kill_at="pass2:7")
+    r = train_child(inp, "-o", out, *ARGS, "--ray", address, kill_at=kill_at)
     assert r.returncode == -signal.SIGKILL, r.stderr
-    assert (tmp_path / "m.model.work" / "pass2.json").exists()
+    assert (tmp_path / "m.model.work" / saved).exists()
     monkeypatch.setattr(config, "TRAIN_BATCH_BYTES", 8 << 10)
     monkeypatch.setattr(config, "TRAIN_CHECKPOINT_BYTES", 24 << 10)
     assert main(["train", str(inp), "-o", str(out), *ARGS, "--ray"]) == 0
     err = capsys.readouterr().err
-    assert "ngrams True" in err and "pass2_batches 6" in err, err
-    assert out.read_bytes() == want
-
-
-def test_a_run_on_ray_killed_in_pruning_resumes_on_ray(local_ray, data, tmp_path, monkeypatch, capsys):
-    # killed at pruning round 3 (its splits ran on the actors), resumed with --ray after round 2
-    _, inp, want = data
-    out = tmp_path / "m.model"
-    address = local_ray.get_runtime_context().gcs_address
-    r = train_child(inp, "-o", out, *ARGS, "--ray", address, kill_at="prune:3")
-    assert r.returncode == -signal.SIGKILL, r.stderr
-    assert (tmp_path / "m.model.work" / "prune.npz").exists()
-    monkeypatch.setattr(config, "TRAIN_BATCH_BYTES", 8 << 10)
-    monkeypatch.setattr(config, "TRAIN_CHECKPOINT_BYTES", 24 << 10)
-    assert main(["train", str(inp), "-o", str(out), *ARGS, "--ray"]) == 0
-    err = capsys.readouterr().err
-    assert "prune_rounds 2" in err and "(ray: 2 cpu actors; pruning: ray)" in err, err
+    assert resumed in err and "(ray: 2 cpu actors; pruning: ray)" in err, err
     assert out.read_bytes() == want
 
 
