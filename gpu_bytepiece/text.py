@@ -24,12 +24,18 @@ Python work beyond the join.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import unicodedata
 from typing import Iterator
 
 import numpy as np
 
 __all__ = ["TextError", "pack_texts", "iter_packed", "normalize_bytes", "normalize_str"]
+
+
+#: ``iter_packed`` normalizes at most this many documents at a time.
+_BLOCK_DOCS = 1024
 
 
 class TextError(ValueError):
@@ -68,6 +74,23 @@ def _normalize_any(t, i: int) -> bytes:
     if isinstance(t, str):
         return normalize_str(str(t), i)
     raise TextError(f"text {i}: expected str or bytes, got {type(t).__name__}")
+
+
+_NFC = unicodedata.normalize
+
+
+def _normalize_many(docs, first: int) -> list:
+    """:func:`_normalize_any` of each document (``first``: the index of ``docs[0]``).
+
+    When all are ``str`` and encode, one comprehension of two C calls per
+    document (``normalize`` returns its input when it is NFC, so ASCII and
+    most text costs a check and a copy), no Python frame per document;
+    otherwise the per-document path, which names the bad document.
+    """
+    try:
+        return [_NFC("NFC", t).encode() for t in docs]
+    except (TypeError, UnicodeEncodeError):
+        return [_normalize_any(t, first + k) for k, t in enumerate(docs)]
 
 
 def _join(parts: list) -> tuple[np.ndarray, np.ndarray]:
@@ -207,19 +230,47 @@ def iter_packed(texts, batch_bytes: int, *, first_batch_bytes: int | None = None
             start = stop
             target = min(2 * target, batch_bytes)
         return
+    # Documents are normalized in blocks (_normalize_many), each about the
+    # number of documents the current batch still needs at the mean size so
+    # far; a batch still ends after the first document that takes it to
+    # ``target`` bytes, wherever that falls in a block.
+    seq = isinstance(docs, (list, tuple))
+    it = None if seq else iter(docs)
     parts: list = []
     size = 0
     first = 0
-    for i, t in enumerate(docs):
-        b = _normalize_any(t, i)
-        parts.append(b)
-        size += len(b)
-        if size >= target:
+    i = 0  # index of the next document to read
+    seen = 0  # bytes read so far
+    while True:
+        want = 8 if not i else max(1, min(_BLOCK_DOCS, (target - size) * i // max(seen, 1) + 1))
+        block = docs[i:i + want] if seq else list(itertools.islice(it, want))
+        if not block:
+            break
+        enc = _normalize_many(block, i)
+        total = sum(map(len, enc))
+        seen += total
+        if size + total < target:  # the batch goes on
+            parts.extend(enc)
+            size += total
+            i += len(block)
+            continue
+        ends = list(itertools.accumulate(map(len, enc)))  # bytes of the block through each document
+        k = 0
+        while k < len(enc):
+            base = ends[k - 1] if k else 0
+            j = bisect.bisect_left(ends, target - size + base, lo=k)  # the document that fills the batch
+            if j == len(enc):
+                parts.extend(enc[k:])
+                size += ends[-1] - base
+                break
+            parts.extend(enc[k:j + 1])
             data, offsets = _join(parts)
             yield first, data, offsets
-            first = i + 1
+            first = i + j + 1
             parts, size = [], 0
             target = min(2 * target, batch_bytes)
+            k = j + 1
+        i += len(block)
     if parts or first == 0:
         data, offsets = _join(parts)
         yield first, data, offsets
@@ -234,4 +285,4 @@ def pack_texts(texts) -> tuple[np.ndarray, np.ndarray]:
     docs = _as_documents(texts)
     if _is_arrow(docs):
         return _pack_arrow(docs)
-    return _join([_normalize_any(t, i) for i, t in enumerate(docs)])
+    return _join(_normalize_many(docs, 0))

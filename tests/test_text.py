@@ -150,7 +150,7 @@ def collect(texts, batch_bytes):
     return firsts, datas, offsets
 
 
-def assert_batches(texts, batch_bytes, n_docs):
+def assert_batches(texts, batch_bytes, n_docs, filled=True):
     firsts, datas, offsets = collect(texts, batch_bytes)
     whole_data, whole_off = pack_texts(texts)
     # Concatenated batches are the whole; batches hold whole, consecutive documents.
@@ -165,6 +165,10 @@ def assert_batches(texts, batch_bytes, n_docs):
         # Only the last batch, or a batch of one document, may exceed batch_bytes...
         if n > 1:
             assert off[-2] < batch_bytes
+        # ... and every batch but the last ends at the document that takes it to batch_bytes (not
+        # Arrow's, cut by the raw sizes, before NFC)
+        if filled and k + n < n_docs:
+            assert off[-1] >= batch_bytes
         k += n
     assert k == n_docs
     return firsts
@@ -174,6 +178,10 @@ def assert_batches(texts, batch_bytes, n_docs):
 def test_iter_packed_batches_list(batch_bytes):
     docs = DOCS + corpus_sample("zh", n=30, every=11, max_chars=300) + DOCS
     firsts = assert_batches(docs, batch_bytes, len(docs))
+    # a stream (read in blocks of documents) is cut where the list is
+    for a, b in zip(collect(iter(docs), batch_bytes), collect(docs, batch_bytes)):
+        assert [x.tolist() if hasattr(x, "tolist") else x for x in a] == \
+            [x.tolist() if hasattr(x, "tolist") else x for x in b]
     if batch_bytes == 1:  # every non-empty document ends a batch
         assert len(firsts) >= sum(1 for d in docs if d)
     if batch_bytes == 1 << 30:
@@ -184,7 +192,7 @@ def test_iter_packed_batches_list(batch_bytes):
 def test_iter_packed_batches_arrow(batch_bytes):
     docs = DOCS + corpus_sample("zh", n=30, every=11, max_chars=300) + DOCS
     for arr in (pa.array(docs, pa.string()), pa.array(docs, pa.large_string())):
-        assert_batches(arr, batch_bytes, len(docs))
+        assert_batches(arr, batch_bytes, len(docs), filled=False)
 
 
 def test_iter_packed_empty():
