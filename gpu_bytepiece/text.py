@@ -145,6 +145,15 @@ def _pack_arrow(arr, first_index: int = 0) -> tuple[np.ndarray, np.ndarray]:
     offsets = offsets - offsets[0]
     if n == 0 or not (data >= 0x80).any():
         return data, offsets
+    if is_text:
+        # One check for the whole array: when the documents' text put end to end
+        # is NFC, each document's is (whether a character is NFC depends on it
+        # and those before it), and the bytes stay as they are.
+        try:
+            if unicodedata.is_normalized("NFC", str(data.data, "utf-8")):
+                return data, offsets
+        except UnicodeDecodeError:  # the per-document path names or keeps the bad bytes
+            pass
     # Only documents holding non-ASCII bytes go through Python normalization.
     cum_high = np.concatenate(([0], np.cumsum(data >= 0x80, dtype=np.int64)))
     high = cum_high[offsets[1:]] - cum_high[offsets[:-1]]

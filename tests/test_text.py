@@ -235,6 +235,16 @@ def test_arrow_text_equals_list(arrow_type):
         assert_pack(pack_texts(pa.array(docs, typ)), docs)
 
 
+@hypothesis_settings()
+@given(st.lists(realistic_text(3) | realistic_text(3).map(lambda t: unicodedata.normalize("NFC", t)), max_size=8))
+def test_arrow_text_equals_list_property(docs):
+    # documents NFC or not, alone or only once put end to end (a combining mark or a Hangul vowel
+    # after a document ending in a letter or a leading consonant): the one check of the whole
+    # array, then each document's when it fails, give each document's NFC
+    for typ in (pa.string(), pa.large_string()):
+        assert_pack(pack_texts(pa.array(docs, typ)), docs)
+
+
 @pytest.mark.parametrize("arrow_type", ["binary", "large_binary"])
 def test_arrow_binary_equals_bytes_list(arrow_type):
     docs = [d.encode() for d in ARROW_DOCS] + [b"\xff\xfe", b"e\xcc\x81\x80", b"", b"\xe4\xbd", b"z"]
