@@ -242,7 +242,9 @@ def iter_packed(texts, batch_bytes: int, *, first_batch_bytes: int | None = None
     # Documents are normalized in blocks (_normalize_many), each about the
     # number of documents the current batch still needs at the mean size so
     # far; a batch still ends after the first document that takes it to
-    # ``target`` bytes, wherever that falls in a block.
+    # ``target`` bytes, wherever that falls in a block. A stream's block also
+    # stops once it fills the batch counted in characters (at most the
+    # bytes), so a stream is read at most about one batch ahead.
     seq = isinstance(docs, (list, tuple))
     it = None if seq else iter(docs)
     parts: list = []
@@ -251,8 +253,16 @@ def iter_packed(texts, batch_bytes: int, *, first_batch_bytes: int | None = None
     i = 0  # index of the next document to read
     seen = 0  # bytes read so far
     while True:
-        want = 8 if not i else max(1, min(_BLOCK_DOCS, (target - size) * i // max(seen, 1) + 1))
-        block = docs[i:i + want] if seq else list(itertools.islice(it, want))
+        want = 1 if not i else max(1, min(_BLOCK_DOCS, (target - size) * i // max(seen, 1) + 1))
+        if seq:
+            block = docs[i:i + want]
+        else:
+            block, need = [], target - size
+            for t in it:
+                block.append(t)
+                need -= len(t) if isinstance(t, (str, bytes)) else 0
+                if need <= 0 or len(block) >= want:
+                    break
         if not block:
             break
         enc = _normalize_many(block, i)

@@ -195,6 +195,25 @@ def test_iter_packed_batches_arrow(batch_bytes):
         assert_batches(arr, batch_bytes, len(docs), filled=False)
 
 
+def test_iter_packed_reads_a_stream_about_one_batch_ahead():
+    # a stream of large documents is not read in blocks of many (a training corpus's
+    # documents can be 32 MiB each)
+    consumed = []
+
+    def stream(size, n):
+        for k in range(n):
+            consumed.append(k)
+            yield "x" * size
+
+    first, data, off = next(iter_packed(stream(100, 100), 1000))
+    assert (first, len(off) - 1, len(data)) == (0, 10, 1000)
+    assert len(consumed) <= 20
+    consumed.clear()
+    big = iter_packed(stream(5000, 50), 1000)
+    for k in range(3):  # one document a batch, each read when its batch is asked for
+        assert next(big)[0] == k and len(consumed) == k + 1
+
+
 def test_iter_packed_empty():
     assert [(f, d.tolist(), o.tolist()) for f, d, o in iter_packed([], 10)] == [(0, [], [0])]
     assert [(f, d.tolist(), o.tolist()) for f, d, o in iter_packed(pa.array([], pa.string()), 10)] == [(0, [], [0])]
