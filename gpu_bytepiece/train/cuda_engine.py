@@ -9,8 +9,6 @@ needs numba-cuda but no GPU.
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 from numba import cuda
 
@@ -18,6 +16,7 @@ from .. import config
 from ..cpu_fallback import train as ct
 from ..kernels import scan as ks
 from ..kernels import train as kt
+from .engines import split_lazily
 
 __all__ = ["CUDAEngine", "GPUNgramModel", "gpu_count_keys", "gpu_count_pieces", "gpu_ngram_viterbi", "gpu_split"]
 
@@ -250,12 +249,7 @@ class CUDAEngine:
 
     def split(self, pieces, K, cK, batches):
         """:meth:`CPUEngine.split` on the GPU (the tokenizer is built on the host, once)."""
-        batches = iter(batches)
-        first = next(batches, None)
-        if first is None:
-            return np.zeros(K.shape[0], dtype=np.int64)
-        trie, node_score = self.cpu.split_tokenizer(pieces, K, cK)
-        return self.split_with(trie, node_score, itertools.chain([first], batches), K.shape[0])
+        return split_lazily(self.split_with, pieces, K, cK, batches)
 
     def split_with(self, trie, node_score, batches, nK):
         """:meth:`CPUEngine.split_with` on the GPU."""

@@ -35,7 +35,6 @@ with ``encode --ray``; importing this module does not import Ray.
 
 from __future__ import annotations
 
-import itertools
 from collections import deque
 from types import SimpleNamespace
 
@@ -46,7 +45,7 @@ from ..backends.cpu import set_numba_threads
 from ..device import resolve_device
 from ..ray_cluster import actor_plan, check_address, import_ray, init_ray
 from ..trie import Trie
-from .engines import CPUEngine, make_engine
+from .engines import make_engine, split_lazily
 from .ngrams import NgramModel
 from .runs import RunStore
 
@@ -254,23 +253,21 @@ class RayPasses:
         and the counts come back to be summed (integers: the same sums in
         any order, so the same pruning as on one machine).
         """
-        result = np.zeros(K.shape[0], dtype=np.int64)
-        batches = iter(batches)
-        first = next(batches, None)
-        if first is None:
-            return result
+        return split_lazily(self._split_with, pieces, K, cK, batches)
+
+    def _split_with(self, trie, node_score, batches, nK):
+        """:meth:`split` with the round's tokenizer built: sent once, then the batches mapped."""
         self._start()
-        trie, node_score = CPUEngine.split_tokenizer(pieces, K, cK)
         ref = self.ray.put({"cells": trie.cells, "node_id": trie.node_id, "node_len": trie.node_len,
-                            "node_score": node_score,
-                            "meta": np.array([trie.max_len, K.shape[0]], dtype=np.int64)})
+                            "node_score": node_score, "meta": np.array([trie.max_len, nK], dtype=np.int64)})
         self._get([a.load_splitter.remote(ref) for a in self.actors], "loading the pruning's tokenizer")
 
         def items():
-            for i, (pool, off, ln, w) in enumerate(itertools.chain([first], batches)):
+            for i, (pool, off, ln, w) in enumerate(batches):
                 data, at = _gather(pool, off, ln)
                 yield i, int(data.shape[0]), (data, at, ln, w)
 
+        result = np.zeros(nK, dtype=np.int64)
         for _, _, (counts,) in self._map(items(), "split"):
             result += counts
             self.split_batches += 1
