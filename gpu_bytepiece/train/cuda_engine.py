@@ -16,7 +16,6 @@ from .. import config
 from ..cpu_fallback import train as ct
 from ..kernels import scan as ks
 from ..kernels import train as kt
-from .engines import split_lazily
 
 __all__ = ["CUDAEngine", "GPUNgramModel", "gpu_count_keys", "gpu_count_pieces", "gpu_ngram_viterbi", "gpu_split"]
 
@@ -249,7 +248,7 @@ class CUDAEngine:
 
     def split(self, pieces, K, cK, batches):
         """:meth:`CPUEngine.split` on the GPU (the tokenizer is built on the host, once)."""
-        return split_lazily(self.split_with, pieces, K, cK, batches)
+        return self.cpu.split_lazily(self.split_with, pieces, K, cK, batches)
 
     def split_with(self, trie, node_score, batches, nK):
         """:meth:`CPUEngine.split_with` on the GPU."""

@@ -22,7 +22,7 @@ from ..cpu_fallback import train_pieces as cp
 from ..cpu_fallback.double_array import build_double_array
 from ..trie import Trie, pack_cells
 
-__all__ = ["CPUEngine", "make_engine", "split_lazily", "SEGMENT_MAX_CHARS", "SEGMENT_MAX_NEWLINES"]
+__all__ = ["CPUEngine", "make_engine", "SEGMENT_MAX_CHARS", "SEGMENT_MAX_NEWLINES"]
 
 #: Training segments: at most this many non-newline characters ...
 SEGMENT_MAX_CHARS = 10000
@@ -186,7 +186,7 @@ class CPUEngine:
         weighted by ``weights``. The tokenizer is built at the first batch
         (:meth:`split_tokenizer`), then :meth:`split_with` counts.
         """
-        return split_lazily(self.split_with, pieces, K, cK, batches)
+        return self.split_lazily(self.split_with, pieces, K, cK, batches)
 
     def split_with(self, trie, node_score, batches, nK):
         """:meth:`split` with the tokenizer given: ``(trie, node scores)`` of :meth:`split_tokenizer`
@@ -204,6 +204,18 @@ class CPUEngine:
         return result
 
     @staticmethod
+    def split_lazily(split_with, pieces, K, cK, batches):
+        """``split_with(trie, node scores, batches, len(K))`` with the tokenizer of pieces ``K`` (counts
+        ``cK``, :meth:`split_tokenizer`) built at the first batch; zeros when there is none (the CPU,
+        CUDA and Ray splits)."""
+        batches = iter(batches)
+        first = next(batches, None)
+        if first is None:
+            return np.zeros(K.shape[0], dtype=np.int64)
+        trie, node_score = CPUEngine.split_tokenizer(pieces, K, cK)
+        return split_with(trie, node_score, itertools.chain([first], batches), K.shape[0])
+
+    @staticmethod
     def split_tokenizer(pieces, K, cK):
         """BytePiece's Unigram tokenizer of pieces ``K`` (lex-sorted) with counts ``cK``: ``(trie, node scores)``."""
         lnK = pieces.ln[K]
@@ -214,17 +226,6 @@ class CPUEngine:
         # BytePiece's Tokenizer scores: log(count) - log(sum of counts), float64
         scores = np.log(cK.astype(np.float64)) - np.log(np.float64(int(cK.sum())))
         return trie, trie.node_scores(scores)
-
-
-def split_lazily(split_with, pieces, K, cK, batches):
-    """``split_with(trie, node scores, batches, len(K))`` with the tokenizer of pieces ``K`` (counts
-    ``cK``, :meth:`CPUEngine.split_tokenizer`) built at the first batch; zeros when there is none."""
-    batches = iter(batches)
-    first = next(batches, None)
-    if first is None:
-        return np.zeros(K.shape[0], dtype=np.int64)
-    trie, node_score = CPUEngine.split_tokenizer(pieces, K, cK)
-    return split_with(trie, node_score, itertools.chain([first], batches), K.shape[0])
 
 
 def make_engine(trainer, use_cuda, index):

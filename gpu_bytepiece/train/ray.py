@@ -45,7 +45,7 @@ from ..backends.cpu import set_numba_threads
 from ..device import resolve_device
 from ..ray_cluster import actor_plan, check_address, import_ray, init_ray
 from ..trie import Trie
-from .engines import make_engine, split_lazily
+from .engines import CPUEngine, make_engine
 from .ngrams import NgramModel
 from .runs import RunStore
 
@@ -253,7 +253,7 @@ class RayPasses:
         and the counts come back to be summed (integers: the same sums in
         any order, so the same pruning as on one machine).
         """
-        return split_lazily(self._split_with, pieces, K, cK, batches)
+        return CPUEngine.split_lazily(self._split_with, pieces, K, cK, batches)
 
     def _split_with(self, trie, node_score, batches, nK):
         """:meth:`split` with the round's tokenizer built: sent once, then the batches mapped."""
