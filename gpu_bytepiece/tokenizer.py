@@ -11,7 +11,7 @@ import numpy as np
 
 from . import config, jit_cache
 from .backends import select_backend
-from .backends.cpu import concurrent_numba_ok, numba_thread_count, numba_threads
+from .backends.cpu import concurrent_numba_ok, numba_thread_count, numba_threads, reuse_scratch
 from .backends.layout import put_specials
 from .checks import check_alpha as _check_alpha
 from .checks import check_flag as _check_flag
@@ -261,10 +261,11 @@ class Tokenizer:
                 results = self._backend.encode_texts_in_threads(texts, batch_bytes, n_threads, alpha, stream,
                                                                 add_bos, add_eos)
             else:
-                for first, data, doc_off in iter_packed(texts, batch_bytes):
-                    ids, offs = self._backend.encode_packed(data, doc_off, float(alpha), add_bos, add_eos,
-                                                            stream_key=stream, first_doc=first)
-                    results.append((first, ids, offs))
+                with reuse_scratch():  # the CPU backend's batches share one id scratch
+                    for first, data, doc_off in iter_packed(texts, batch_bytes):
+                        ids, offs = self._backend.encode_packed(data, doc_off, float(alpha), add_bos, add_eos,
+                                                                stream_key=stream, first_doc=first)
+                        results.append((first, ids, offs))
         return _join_batches(results)
 
     def encode_packed(self, data, offsets, *, add_bos: bool = False, add_eos: bool = False,

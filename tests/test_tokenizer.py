@@ -239,6 +239,41 @@ def test_threads_on_real_text(tok):
     assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS  # restored
 
 
+def test_one_thread_batches_share_a_scratch_their_ids_do_not(tok, monkeypatch):
+    """One thread's batches write their ids into one reused scratch
+    (``backends.cpu.reuse_scratch``); each batch's ids are copied out of it, so
+    the result equals the per-document ids and no batch's ids share memory
+    with another's or with the scratch; nothing stays held after the call."""
+    from gpu_bytepiece.backends import cpu
+
+    docs = [d for p in PARTS for d in corpus_sample(p, n=12, every=31, max_chars=3000)]
+    per_doc = [tok.encode_to_numpy([d], num_threads=1)[0].tolist() for d in docs]
+    outs, batches = [], []
+    finish = cpu._Batch.finish
+
+    def spy(self, add_bos, add_eos):
+        ids, offsets = finish(self, add_bos, add_eos)
+        outs.append(self.out)
+        batches.append(ids)
+        return ids, offsets
+
+    monkeypatch.setattr(cpu._Batch, "finish", spy)
+    for kw in ({}, {"add_bos": True, "add_eos": True}):
+        outs.clear()
+        batches.clear()
+        ids, offsets = tok.encode_to_numpy(docs, batch_bytes=2000, num_threads=1, **kw)
+        extra = int(kw.get("add_bos", 0)) + int(kw.get("add_eos", 0))
+        assert offsets[-1] == sum(map(len, per_doc)) + extra * len(docs)
+        lo = int(kw.get("add_bos", 0))
+        assert [ids[offsets[i] + lo: offsets[i + 1] - (extra - lo)].tolist() for i in range(len(docs))] == per_doc
+        assert len(batches) > 5
+        firsts = [o for i, o in enumerate(outs) if not any(np.shares_memory(o, p) for p in outs[:i])]
+        assert len(firsts) <= 2  # one scratch (grown at most once)...
+        assert not any(np.shares_memory(b, o) for b in batches for o in firsts)  # ...never in the ids
+        assert not any(np.shares_memory(a, b) for i, a in enumerate(batches) for b in batches[i + 1:])
+    assert getattr(cpu._LOCAL, "scratch", None) is None  # let go after the call
+
+
 def test_threads_restore_the_switch_interval(tok, monkeypatch):
     """Threads shorten Python's switch interval while they run
     (config.CPU_THREAD_SWITCH_INTERVAL) and put the caller's back; ``None``

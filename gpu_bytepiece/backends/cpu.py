@@ -21,7 +21,8 @@ from ..text import _as_documents, iter_packed
 from ..trie import Trie
 from .layout import put_specials, sampling_scores, segment_layout, segment_table
 
-__all__ = ["CPUBackend", "concurrent_numba_ok", "numba_thread_count", "numba_threads", "set_numba_threads"]
+__all__ = ["CPUBackend", "concurrent_numba_ok", "numba_thread_count", "numba_threads", "reuse_scratch",
+           "set_numba_threads"]
 
 _CONCURRENT_OK = None
 _JIT = None
@@ -114,7 +115,7 @@ class CPUBackend:
         small = len(data) < config.CPU_MIN_CHUNK_BYTES
         drivers = self._aot if use_aot and small else None
         job = _Batch(data, doc_offsets, stream_key, first_doc, 1 if small else _numba().get_num_threads(),
-                     drivers=drivers)
+                     drivers=drivers, out=_scratch(len(data)))
         if job.left == 1:  # one chunk: the loop body of encode_segments, called directly
             self._run_chunk(job, 0, alpha)
         elif job.left:
@@ -264,7 +265,7 @@ class _Batch:
     their ids into, and how many chunks are still to run."""
 
     def __init__(self, data, doc_offsets, stream_key, first_doc, n_threads, min_chunk_bytes=None, *,
-                 drivers=None):
+                 drivers=None, out=None):
         self.first = first_doc
         self.data = data
         self.drivers = drivers  # gpu_bytepiece.aot's drivers, or None: the JIT's
@@ -272,7 +273,7 @@ class _Batch:
         self.seg = seg = segment_table(data, doc_offsets, stream_key, first_doc,
                                        find=None if drivers is None else drivers.find_segments)
         n_seg = len(seg.start)
-        self.out = np.empty(len(data), dtype=np.uint32)
+        self.out = np.empty(len(data), dtype=np.uint32) if out is None else out  # ids never alias it
         self.counts = np.zeros(n_seg, dtype=np.int64)
         self.chunks = (chunk_bounds(seg.end - seg.start, n_threads, min_chunk_bytes) if n_seg
                        else np.zeros(1, np.int64))
@@ -304,6 +305,38 @@ class _Batch:
             (self.drivers or _jit()).scatter_tokens(out, src, counts, dest, ids)
         put_specials(ids, offsets, add_bos, add_eos)
         return ids, offsets
+
+
+_LOCAL = threading.local()
+
+
+@contextmanager
+def reuse_scratch():
+    """Inside the block, this thread's batches encoded one after the other
+    (``encode_packed``) write their ids into one scratch instead of a new
+    array each: 4 bytes per input byte, whose fresh pages cost a page fault
+    each (~2% of a one-thread call of several batches). The scratch is let
+    go when the block ends, so nothing stays held between calls. The
+    returned ids never alias it (``_Batch.finish`` copies them out); the
+    threaded path does not use it (its batches overlap)."""
+    outer = getattr(_LOCAL, "scratch", None)
+    _LOCAL.scratch = [None]
+    try:
+        yield
+    finally:
+        _LOCAL.scratch = outer
+
+
+def _scratch(n):
+    """A uint32 array of ``n`` to write a batch's ids into: this thread's reused
+    scratch inside :func:`reuse_scratch`, else ``None`` (a new one)."""
+    slot = getattr(_LOCAL, "scratch", None)
+    if slot is None:
+        return None
+    if slot[0] is None or slot[0].shape[0] < n:
+        # room for the next batches too: they differ in size by about a document
+        slot[0] = np.empty(n + (n >> 3) + 4096, dtype=np.uint32)
+    return slot[0][:n]
 
 
 _SWITCH_LOCK = threading.Lock()
