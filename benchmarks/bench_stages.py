@@ -75,7 +75,7 @@ def main():
             "pack": best_of(lambda: pack_texts(docs), args.repeat),
             "segments": best_of(lambda: find_segments(data, doc_off), args.repeat),
             "lattice": best_of(lambda: encode_chunk(data, seg_start, seg_end, keys, pos, 0, n, trie.cells,
-                                                    trie.node_id, trie.node_len, backend.node_score,
+                                                    trie.node_id, backend.node_score,
                                                     trie.max_len, np.float64(-1), out, counts), args.repeat),
             "encode_packed": best_of(lambda: backend.encode_packed(data, doc_off, -1.0),
                                      args.repeat),

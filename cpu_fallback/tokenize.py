@@ -85,7 +85,7 @@ def find_segments(data, doc_offsets):
 
 @numba.njit(cache=True, nogil=True)
 def encode_chunk(data, seg_start, seg_end, seg_key, seg_pos, k0, k1,
-                 cells, node_id, node_len, node_score, max_len, alpha, out, counts):
+                 cells, node_id, node_score, max_len, alpha, out, counts):
     """Segments ``k0 .. k1 - 1`` with one scratch sized to the longest.
 
     Their ids are written back to back from ``out[seg_start[k0]]`` (a segment
@@ -98,20 +98,20 @@ def encode_chunk(data, seg_start, seg_end, seg_key, seg_pos, k0, k1,
         if seg_end[k] - seg_start[k] > m:
             m = seg_end[k] - seg_start[k]
     best = np.empty(m + 1, dtype=np.float64)
-    back = np.empty(m + 1, dtype=np.int32)
+    back = np.empty(m + 1, dtype=np.int64)
     w = seg_start[k0]
     for k in range(k0, k1):
         a = seg_start[k]
         b = seg_end[k]
         lattice(data, a, b, cells, node_score, max_len,
                 alpha, seg_key[k], seg_pos[k], best, back, 0)
-        counts[k] = backtrack(b - a, back, node_id, node_len, 0, out, w)
+        counts[k] = backtrack(b - a, back, node_id, 0, out, w)
         w += counts[k]
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def encode_segments(data, seg_start, seg_end, seg_key, seg_pos, chunk_bounds,
-                    cells, node_id, node_len, node_score, max_len, alpha, out, counts):
+                    cells, node_id, node_score, max_len, alpha, out, counts):
     """Run the lattice over every segment; CPU twin of ``kernels.encode_segments``.
 
     Chunks of consecutive segments (``chunk_bounds``) are spread over threads
@@ -123,7 +123,7 @@ def encode_segments(data, seg_start, seg_end, seg_key, seg_pos, chunk_bounds,
     """
     for c in prange(chunk_bounds.shape[0] - 1):
         encode_chunk(data, seg_start, seg_end, seg_key, seg_pos, chunk_bounds[c], chunk_bounds[c + 1],
-                     cells, node_id, node_len, node_score, max_len, alpha, out, counts)
+                     cells, node_id, node_score, max_len, alpha, out, counts)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)

@@ -320,7 +320,7 @@ def fix_prefix_ties(order, key8, pool, off, ln):
 
 # ------------------------------------------------------------------ splitting pieces
 @numba.njit(cache=True, nogil=True, parallel=True)
-def tokenize_pieces(pool, off, ln, chunk_bounds, cells, node_id, node_len, node_score, max_len,
+def tokenize_pieces(pool, off, ln, chunk_bounds, cells, node_id, node_score, max_len,
                     out_ids, out_start, out_n):
     """Unigram-tokenize each string ``pool[off[i]:off[i] + ln[i]]`` as one segment.
 
@@ -336,12 +336,12 @@ def tokenize_pieces(pool, off, ln, chunk_bounds, cells, node_id, node_len, node_
             if ln[i] > m:
                 m = ln[i]
         best = np.empty(m + 1, dtype=np.float64)
-        back = np.empty(m + 1, dtype=np.int32)
+        back = np.empty(m + 1, dtype=np.int64)
         for i in range(i0, i1):
             a = off[i]
             b = a + ln[i]
             _lattice(pool, a, b, cells, node_score, max_len, -1.0, np.uint64(0), 0, best, back, 0)
-            out_n[i] = _backtrack(b - a, back, node_id, node_len, 0, out_ids, out_start[i])
+            out_n[i] = _backtrack(b - a, back, node_id, 0, out_ids, out_start[i])
 
 
 @numba.njit(cache=True, nogil=True)

@@ -49,9 +49,9 @@ _i8, _u8, _i4, _u4, _u1, _f8 = (np.dtype(t) for t in ("int64", "uint64", "int32"
 #: The exported functions' signatures (pycc) and, per argument, the numpy
 #: dtype the wrapper checks (``None``: a scalar, converted).
 _EXPORTS = {
-    "encode_chunk": ("void(u1[::1], i8[::1], i8[::1], u8[::1], i8[::1], i8, i8, i8[::1], i4[::1], i4[::1], "
+    "encode_chunk": ("void(u1[::1], i8[::1], i8[::1], u8[::1], i8[::1], i8, i8, i8[::1], i4[::1], "
                      "f8[::1], i8, f8, u4[::1], i8[::1])",
-                     (_u1, _i8, _i8, _u8, _i8, None, None, _i8, _i4, _i4, _f8, None, None, _u4, _i8)),
+                     (_u1, _i8, _i8, _u8, _i8, None, None, _i8, _i4, _f8, None, None, _u4, _i8)),
     "segments": ("Tuple((i8[::1], i8[::1], i8[::1]))(u1[::1], i8[::1], i8)", (_u1, _i8, None)),
     "scatter_tokens": ("void(u4[::1], i8[::1], i8[::1], i8[::1], u4[::1])", (_u4, _i8, _i8, _i8, _u4)),
 }
@@ -118,14 +118,14 @@ class Drivers:
         self.module = module
 
     def encode_chunk(self, data, seg_start, seg_end, seg_key, seg_pos, k0, k1,
-                     cells, node_id, node_len, node_score, max_len, alpha, out, counts):
+                     cells, node_id, node_score, max_len, alpha, out, counts):
         """``cpu_fallback.tokenize.encode_chunk``, compiled ahead of time."""
         args = _checked("encode_chunk", (data, seg_start, seg_end, seg_key, seg_pos, k0, k1,
-                                         cells, node_id, node_len, node_score, max_len, alpha, out, counts))
+                                         cells, node_id, node_score, max_len, alpha, out, counts))
         n = len(seg_start)
         if not (len(seg_end) == len(seg_key) == len(seg_pos) == len(counts) == n and 0 <= k0 <= k1 <= n):
             raise ValueError("encode_chunk: segment arrays of different lengths, or k0..k1 outside them")
-        self.module.encode_chunk(*args[:5], int(k0), int(k1), *args[7:11], int(max_len), float(alpha), *args[13:])
+        self.module.encode_chunk(*args[:5], int(k0), int(k1), *args[7:10], int(max_len), float(alpha), *args[12:])
 
     def find_segments(self, data, doc_offsets):
         """``cpu_fallback.tokenize.find_segments``, compiled ahead of time."""

@@ -40,7 +40,7 @@ CPU_THREAD_SWITCH_INTERVAL = 2e-4
 CUDA_BATCH_BYTES = 64 << 20
 
 #: CUDA: device memory one packed batch may use for text, scratch and ids
-#: (about 21 bytes per input byte + 76 per segment); a bigger batch runs in
+#: (about 25 bytes per input byte + 80 per segment); a bigger batch runs in
 #: chunks of whole segments. The resident trie and scores are not counted.
 MAX_DEVICE_BYTES = 1 << 30
 

@@ -94,9 +94,9 @@ def build_trie(pieces: list, ids: np.ndarray | None = None) -> Trie:
     cells = pack_cells(base, check)
     if char_walk_ok(pieces):
         cells, node_id, node_len = _add_char_trie(pieces, ids, cells, node_id, node_len)
-    if node_id.shape[0] > (1 << 24):
-        # the lattice's back pointers hold a cell in 24 bits (see lattice.CELL_BITS)
-        raise ValueError(f"vocabulary too large: its trie needs {node_id.shape[0]:,} cells, at most 16,777,216")
+    if node_id.shape[0] > (1 << 31) - 1:
+        # cells are indexed in int32 (``check``, ``base``, and the low half of a back pointer)
+        raise ValueError(f"vocabulary too large: its trie needs {node_id.shape[0]:,} cells, at most 2,147,483,647")
     return Trie(base=base, check=check, node_id=node_id, node_len=node_len,
                 cells=cells, max_len=int(lens.max()) if n else 0)
 

@@ -26,8 +26,8 @@ sequential part touches no global memory on its critical path. The back
 pointers (the trie cell where each chosen piece ends, as in
 ``lattice.lattice``) go to the same global scratch ``back`` as the
 one-thread kernel, and the backtrack reads them in windows staged into
-shared memory by the whole block, which also looks up each cell's length
-and id there (``node_len``, ``node_id``); thread 0 then follows the path
+shared memory by the whole block, which also takes each piece's length
+from its pointer and looks its id up there (``node_id``); thread 0 then follows the path
 right to left, window after window, writing ids right-aligned; the block
 then moves them to ``out[seg_start[k]:]``, the place the one-thread kernel
 writes them.
@@ -51,7 +51,8 @@ from gpu_bytepiece.core.long import relax_rows, walk_matches
 
 __all__ = ["encode_long_segments", "long_layout", "SIGNATURES"]
 
-_CELL_MASK = _lat._CELL_MASK
+_LOW32 = _lat._LOW32
+_S32 = _lat._S32
 
 #: Most walker rows per tile (a warp of walkers keeps up with the relaxing thread).
 MAX_ROWS = 32
@@ -99,7 +100,7 @@ _relax = cuda.jit(device=True)(relax_rows)
 
 @cuda.jit
 def encode_long_segments(data, seg_start, seg_end, seg_key, seg_pos, long_idx,
-                         cells, node_id, node_len, node_score, max_len, alpha,
+                         cells, node_id, node_score, max_len, alpha,
                          rows, stride, ring, win, back, out, counts):
     """The lattice of each long segment, by a whole thread block.
 
@@ -189,7 +190,7 @@ def encode_long_segments(data, seg_start, seg_end, seg_key, seg_pos, long_idx,
                        shf, ring_mask, alpha, key, pos0, back, off)
             cuda.syncthreads()
         # backtrack, right to left, in windows of ``win`` positions staged in shared memory:
-        # the block loads each position's back cell and looks up its length and id
+        # the block loads each position's back pointer: its piece's length and, looked up, id
         if tid == 0:
             shi[0] = n  # the position reached
             shi[1] = 0  # ids written so far (right-aligned, in text order)
@@ -203,9 +204,9 @@ def encode_long_segments(data, seg_start, seg_end, seg_key, seg_pos, long_idx,
                 lo = 0
             p = lo + 1 + tid
             while p <= e:
-                cell = back[off + p] & _CELL_MASK
-                shi[2 + p - lo - 1] = node_len[cell]
-                shi[2 + win + p - lo - 1] = node_id[cell]
+                ptr = back[off + p]
+                shi[2 + p - lo - 1] = ptr >> _S32
+                shi[2 + win + p - lo - 1] = node_id[ptr & _LOW32]
                 p += nthr
             cuda.syncthreads()
             if tid == 0:
@@ -241,8 +242,8 @@ def encode_long_segments(data, seg_start, seg_end, seg_key, seg_pos, long_idx,
 SIGNATURES = {
     "encode_long_segments": "void(" + ", ".join([
         "uint8[::1]", "int64[::1]", "int64[::1]", "uint64[::1]", "int64[::1]", "int64[::1]",
-        "int64[::1]", "int32[::1]", "int32[::1]", "float64[::1]", "int64", "float64",
+        "int64[::1]", "int32[::1]", "float64[::1]", "int64", "float64",
         "int64", "int64", "int64", "int64",
-        "int32[::1]", "uint32[::1]", "int64[::1]",
+        "int64[::1]", "uint32[::1]", "int64[::1]",
     ]) + ")",
 }

@@ -29,7 +29,7 @@ SCATTER_LANES = 32
 
 @cuda.jit
 def encode_segments(data, seg_start, seg_end, seg_key, seg_pos, order,
-                    cells, node_id, node_len, node_score, max_len, alpha,
+                    cells, node_id, node_score, max_len, alpha,
                     best, back, out, counts):
     """Run the lattice over every segment: one thread per segment.
 
@@ -43,7 +43,7 @@ def encode_segments(data, seg_start, seg_end, seg_key, seg_pos, order,
     uses scratch ``best`` and ``back`` at ``off .. off + n`` with
     ``off = seg_start[k] + k``: segments are disjoint and in text order, so
     these ranges are disjoint and the scratch needs
-    ``len(data) + len(seg_start)`` cells (12 bytes each). Its ids go to
+    ``len(data) + len(seg_start)`` cells (16 bytes each). Its ids go to
     ``out[seg_start[k]:...]`` (at most ``n`` of them) and their number to
     ``counts[k]``.
 
@@ -58,9 +58,9 @@ def encode_segments(data, seg_start, seg_end, seg_key, seg_pos, order,
         A permutation of the segment indices (the order threads take them).
     cells : int64[:]
         The double-array trie, ``check << 32 | base`` per cell (``Trie.cells``).
-    node_id, node_len : int32[:]
-        Per trie cell: the id of the piece ending there, and its length
-        (``Trie.node_id``, ``Trie.node_len``; read by the backtrack).
+    node_id : int32[:]
+        Per trie cell: the id of the piece ending there (``Trie.node_id``;
+        read by the backtrack).
     node_score : float64[:]
         The lattice's scores (per trie cell, ``-inf`` where no piece ends),
         or sampling weights (``alpha == LINEAR``; ``0.0`` where none ends).
@@ -68,9 +68,10 @@ def encode_segments(data, seg_start, seg_end, seg_key, seg_pos, order,
     alpha : float64
         ``< 0``: best path; ``>= 0``: sample (see ``gpu_bytepiece.core.lattice``).
     best : float64[:]
-    back : int32[:]
+    back : int64[:]
         Scratch, ``len(data) + len(seg_start)`` cells each (``back``: the
-        trie cell where the chosen piece ending at each position ends).
+        trie cell where the chosen piece ending at each position ends, and
+        its length).
     out : uint32[:]
         ``len(data)`` cells.
     counts : int64[:]
@@ -92,7 +93,7 @@ def encode_segments(data, seg_start, seg_end, seg_key, seg_pos, order,
         off = a + k
         lattice(data, a, b, cells, node_score, max_len,
                 alpha, seg_key[k], seg_pos[k], best, back, off)
-        counts[k] = backtrack(b - a, back, node_id, node_len, off, out, a)
+        counts[k] = backtrack(b - a, back, node_id, off, out, a)
         t += stride
 
 
@@ -138,8 +139,8 @@ def scatter_tokens(out, src, counts, dest, ids):
 SIGNATURES = {
     "encode_segments": "void(" + ", ".join([
         "uint8[::1]", "int64[::1]", "int64[::1]", "uint64[::1]", "int64[::1]", "int64[::1]",
-        "int64[::1]", "int32[::1]", "int32[::1]", "float64[::1]", "int64", "float64",
-        "float64[::1]", "int32[::1]", "uint32[::1]", "int64[::1]",
+        "int64[::1]", "int32[::1]", "float64[::1]", "int64", "float64",
+        "float64[::1]", "int64[::1]", "uint32[::1]", "int64[::1]",
     ]) + ")",
     "scatter_tokens": "void(uint32[::1], int64[::1], int64[::1], int64[::1], uint32[::1])",
 }

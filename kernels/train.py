@@ -224,7 +224,7 @@ def ngram_viterbi_segments(data, seg_start, seg_end, seg_order, order, ensure_un
 
 
 @cuda.jit
-def split_pieces(pool, off, ln, out_start, order, cells, node_id, node_len, node_score, max_len, weights,
+def split_pieces(pool, off, ln, out_start, order, cells, node_id, node_score, max_len, weights,
                  best, back, out, result):
     """Unigram-tokenize each piece ``pool[off[k]:off[k] + ln[k]]`` as one segment; count its tokens.
 
@@ -248,7 +248,7 @@ def split_pieces(pool, off, ln, out_start, order, cells, node_id, node_len, node
         a = off[k]
         o = out_start[k]
         lattice(pool, a, a + ln[k], cells, node_score, max_len, -1.0, key, 0, best, back, o + k)
-        m = backtrack(ln[k], back, node_id, node_len, o + k, out, o)
+        m = backtrack(ln[k], back, node_id, o + k, out, o)
         w = weights[k]
         for j in range(m):
             cuda.atomic.add(result, out[o + j], w)
@@ -268,6 +268,6 @@ SIGNATURES = {
                               "float64[::1], float64[::1], uint64[::1], float64[::1], uint64, uint64, "
                               "uint8[::1], uint8[::1])",
     "split_pieces": "void(uint8[::1], int64[::1], int64[::1], int64[::1], int64[::1], int64[::1], int32[::1], "
-                    "int32[::1], float64[::1], int64, int64[::1], float64[::1], int32[::1], int32[::1], "
+                    "float64[::1], int64, int64[::1], float64[::1], int64[::1], int32[::1], "
                     "int64[::1])",
 }

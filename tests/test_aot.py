@@ -91,7 +91,7 @@ def test_long_segments_same_as_the_jit(with_aot):
     got = []
     for run in (with_aot.encode_chunk, jit.encode_chunk):
         out, counts = np.zeros(len(data), np.uint32), np.zeros(n, np.int64)
-        run(data, seg.start, seg.end, seg.key, seg.pos, 0, n, t.trie.cells, t.trie.node_id, t.trie.node_len,
+        run(data, seg.start, seg.end, seg.key, seg.pos, 0, n, t.trie.cells, t.trie.node_id,
             t.node_score, t.trie.max_len, np.float64(-1), out, counts)
         got.append((out, counts))
     np.testing.assert_array_equal(got[0][1], got[1][1])
@@ -104,8 +104,7 @@ def test_wrong_arrays_are_refused(with_aot):
     with pytest.raises(TypeError, match="int64"):
         with_aot.encode_chunk(data, np.zeros(1, np.int32), np.ones(1, np.int64), np.zeros(1, np.uint64),
                          np.zeros(1, np.int64), 0, 1, np.zeros(300, np.int64), np.zeros(300, np.int32),
-                              np.zeros(300, np.int32), np.zeros(300), 1, -1.0, np.zeros(5, np.uint32),
-                              np.zeros(1, np.int64))
+                              np.zeros(300), 1, -1.0, np.zeros(5, np.uint32), np.zeros(1, np.int64))
     with pytest.raises(TypeError, match="uint32"):
         with_aot.scatter_tokens(np.zeros(5, np.uint32), np.zeros(1, np.int64), np.zeros(1, np.int64),
                                 np.zeros(1, np.int64), np.zeros(5, np.int64))

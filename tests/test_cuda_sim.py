@@ -231,7 +231,6 @@ def test_trie_and_scores_resident(plus40k_path):
     t = backend.trie
     np.testing.assert_array_equal(backend._cells.copy_to_host(), t.cells)
     np.testing.assert_array_equal(backend._node_id.copy_to_host(), t.node_id)
-    np.testing.assert_array_equal(backend._node_len.copy_to_host(), t.node_len)
     np.testing.assert_array_equal(backend._scores.copy_to_host(), backend.scores)
 
 
@@ -256,7 +255,7 @@ def test_kernels_match_cpu_twins(plus40k_path):
         out_c = np.zeros(len(data), dtype=np.uint32)
         counts_c = np.zeros(n_seg, dtype=np.int64)
         encode_segments(data, seg_start, seg_end, seg_key, seg_pos, np.array([0, n_seg], dtype=np.int64),
-                        t.cells, t.node_id, t.node_len, scores, t.max_len, np.float64(alpha), out_c, counts_c)
+                        t.cells, t.node_id, scores, t.max_len, np.float64(alpha), out_c, counts_c)
         order = np.random.default_rng(3).permutation(n_seg).astype(np.int64)
         n_scr = len(data) + n_seg
         out_g = cuda.to_device(np.zeros(len(data), dtype=np.uint32))
@@ -264,9 +263,9 @@ def test_kernels_match_cpu_twins(plus40k_path):
         kernels.encode_segments[2, 8](
             cuda.to_device(data), cuda.to_device(seg_start), cuda.to_device(seg_end),
             cuda.to_device(seg_key), cuda.to_device(seg_pos), cuda.to_device(order),
-            cuda.to_device(t.cells), cuda.to_device(t.node_id), cuda.to_device(t.node_len),
+            cuda.to_device(t.cells), cuda.to_device(t.node_id),
             cuda.to_device(scores), t.max_len, np.float64(alpha),
-            cuda.device_array(n_scr, np.float64), cuda.device_array(n_scr, np.int32), out_g, counts_g)
+            cuda.device_array(n_scr, np.float64), cuda.device_array(n_scr, np.int64), out_g, counts_g)
         np.testing.assert_array_equal(counts_g.copy_to_host(), counts_c)
         # one CPU chunk writes its ids back to back; the kernel writes segment k's at seg_start[k]
         src_c = np.zeros(n_seg, dtype=np.int64)
@@ -344,16 +343,16 @@ def test_long_segment_tiles_match_lattice(name):
     for run_scores, alpha in runs:
         for rows in (1, 7, 32):
             for a, b in ((0, len(data)), (5, 3005), (100, 101)):
-                want = np.zeros(b - a + 1, np.int32)
+                want = np.zeros(b - a + 1, np.int64)
                 lattice(data, a, b, t.cells, run_scores, t.max_len, alpha, np.uint64(77), 3,
                         np.empty(b - a + 1), want, 0)
-                got = np.zeros(b - a + 1, np.int32)
+                got = np.zeros(b - a + 1, np.int64)
                 tiled(data, a, b, t.cells, run_scores, t.max_len, alpha, np.uint64(77), 3, rows, got)
                 np.testing.assert_array_equal(got[1:], want[1:])  # the same trie cell at every end
                 ids_want = np.zeros(b - a, np.uint32)
                 ids_got = np.zeros(b - a, np.uint32)
-                n_want = backtrack(b - a, want, t.node_id, t.node_len, 0, ids_want, 0)
-                assert backtrack(b - a, got, t.node_id, t.node_len, 0, ids_got, 0) == n_want
+                n_want = backtrack(b - a, want, t.node_id, 0, ids_want, 0)
+                assert backtrack(b - a, got, t.node_id, 0, ids_got, 0) == n_want
                 np.testing.assert_array_equal(ids_got[:n_want], ids_want[:n_want])
 
 
@@ -425,16 +424,16 @@ def test_long_kernel_matches_cpu_twin(plus40k_path):
         out_c = np.zeros(len(data), dtype=np.uint32)
         counts_c = np.zeros(n_seg, dtype=np.int64)
         encode_segments(data, seg_start, seg_end, seg_key, seg_pos, np.array([0, n_seg], dtype=np.int64),
-                        t.cells, t.node_id, t.node_len, scores, t.max_len, np.float64(alpha), out_c, counts_c)
+                        t.cells, t.node_id, scores, t.max_len, np.float64(alpha), out_c, counts_c)
         n_scr = len(data) + n_seg
         out_g = cuda.to_device(np.zeros(len(data), dtype=np.uint32))
         counts_g = cuda.to_device(np.zeros(n_seg, dtype=np.int64))
         kernels.encode_long_segments[2, 4, 0, nbytes](
             cuda.to_device(data), cuda.to_device(seg_start), cuda.to_device(seg_end),
             cuda.to_device(seg_key), cuda.to_device(seg_pos), cuda.to_device(long_idx),
-            cuda.to_device(t.cells), cuda.to_device(t.node_id), cuda.to_device(t.node_len),
+            cuda.to_device(t.cells), cuda.to_device(t.node_id),
             cuda.to_device(scores), t.max_len, np.float64(alpha), rows, stride, ring, win,
-            cuda.device_array(n_scr, np.int32), out_g, counts_g)
+            cuda.device_array(n_scr, np.int64), out_g, counts_g)
         np.testing.assert_array_equal(counts_g.copy_to_host(), counts_c)
         src_c = np.zeros(n_seg, dtype=np.int64)
         np.cumsum(counts_c[:-1], out=src_c[1:])

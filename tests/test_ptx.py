@@ -120,18 +120,18 @@ def test_device_functions_compile(no_driver):
     from gpu_bytepiece.core import long as ls
 
     sig = ("void(uint8[::1], int64, int64, int64[::1], float64[::1], int64, "
-           "float64, uint64, int64, float64[::1], int32[::1], int64)")
+           "float64, uint64, int64, float64[::1], int64[::1], int64)")
     ptx, _ = cuda.compile_ptx(lat.lattice, sig, device=True, cc=CC)
     assert re.search(r"^\.target sm_90\b", ptx, flags=re.M) and ".func" in ptx
-    ptx, _ = cuda.compile_ptx(lat.backtrack, "int64(int64, int32[::1], int32[::1], int32[::1], int64, uint32[::1], "
-                              "int64)", device=True, cc=CC)
+    ptx, _ = cuda.compile_ptx(lat.backtrack, "int64(int64, int64[::1], int32[::1], int64, uint32[::1], int64)",
+                              device=True, cc=CC)
     assert ".func" in ptx
     ptx, _ = cuda.compile_ptx(ls.walk_matches, "int64(uint8[::1], int64, int64, int64, int64[::1], "
                               "float64[::1], float64[::1], int32[::1], uint8[::1], int64)",
                               device=True, cc=CC)
     assert ".func" in ptx
     ptx, _ = cuda.compile_ptx(ls.relax_rows, "void(int64, int64, float64[::1], int32[::1], uint8[::1], int32[::1], "
-                              "int64, int64, int64, float64[::1], int64, float64, uint64, int64, int32[::1], "
+                              "int64, int64, int64, float64[::1], int64, float64, uint64, int64, int64[::1], "
                               "int64)", device=True, cc=CC)
     assert ".func" in ptx and "f64" in ptx
 

@@ -687,10 +687,11 @@ def test_alpha_and_seed_validation(tok, own_tok):
     assert tok.encode("hello world", alpha=np.float32(0.5), seed=1) == tok.encode("hello world", alpha=0.5, seed=1)
 
 
-def test_pieces_longer_than_the_back_pointer_length_field():
-    """Back pointers hold lengths up to 126 inline; longer pieces (127, 200,
-    300 bytes) go through the escape to ``node_len``: ids equal the naive
-    lattice, best path and decode."""
+def test_long_pieces():
+    """Back pointers hold a piece's whole length (an int32 pointer with a
+    7-bit length needed an escape from 127 bytes on): pieces of 126, 127,
+    128, 200 and 300 bytes give the naive lattice's ids, best path and
+    decode."""
     import base64 as _b64
 
     pieces = {bytes([b]): 1 + (b * 37) % 101 for b in range(256)}

@@ -306,7 +306,7 @@ def _lattice_ids(trie, scores, data, alpha):
     out = np.zeros(len(data), np.uint32)
     counts = np.zeros(1, np.int64)
     encode_chunk(data, np.array([0]), np.array([len(data)]), np.array([12345], np.uint64), np.array([7]), 0, 1,
-                 trie.cells, trie.node_id, trie.node_len, run_scores, trie.max_len, run_alpha, out, counts)
+                 trie.cells, trie.node_id, run_scores, trie.max_len, run_alpha, out, counts)
     return out[:counts[0]].copy()
 
 

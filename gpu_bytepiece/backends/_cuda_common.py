@@ -4,7 +4,7 @@
 ``backends.cuda_device`` (device input, ``encode_device``) run the same
 lattice kernels on the same resources, held here by ``CUDABase``:
 
-- the trie (``cells``, ``node_id``, ``node_len``) and the scores are
+- the trie (``cells``, ``node_id``) and the scores are
   uploaded once and stay on the device;
 - device buffers (text, segment arrays, scratch, ids) come from a grow-only
   pool reused by every call, and so do the pinned host staging buffers;
@@ -40,12 +40,12 @@ from .layout import sampling_scores
 
 __all__ = ["CUDABase", "BYTES_PER_BYTE", "BYTES_PER_SEGMENT"]
 
-#: Device bytes per input byte: text 1, scratch 8 + 4 (``best`` float64,
-#: ``back`` int32 trie cell), ``out`` 4, ids 4.
-BYTES_PER_BYTE = 21
-#: Device bytes per segment: 7 int64 arrays, one more scratch cell (12),
+#: Device bytes per input byte: text 1, scratch 8 + 8 (``best`` float64,
+#: ``back`` int64 trie cell and length), ``out`` 4, ids 4.
+BYTES_PER_BYTE = 25
+#: Device bytes per segment: 7 int64 arrays, one more scratch cell (16),
 #: up to two special ids (8).
-BYTES_PER_SEGMENT = 76
+BYTES_PER_SEGMENT = 80
 #: Pool buffers grow in steps of this many elements.
 _POOL_STEP = 1 << 16
 #: Sampling temperatures whose pre-scaled scores stay on the device.
@@ -124,7 +124,6 @@ class CUDABase:
             self._stream = self._slots[0].stream
             self._cells = cuda.to_device(np.ascontiguousarray(trie.cells, dtype=np.int64))
             self._node_id = cuda.to_device(np.ascontiguousarray(trie.node_id, dtype=np.int32))
-            self._node_len = cuda.to_device(np.ascontiguousarray(trie.node_len, dtype=np.int32))
             self._scores = cuda.to_device(self.scores)
         self._max_len = int(trie.max_len)
         self._scaled = {}  # alpha -> (device scores, alpha to launch with)
@@ -230,13 +229,13 @@ class CUDABase:
             blocks = max(1, min(n_long, int(config.CUDA_MAX_BLOCKS)))
             encode_long_segments[blocks, threads, aux, nbytes](
                 d_data, d_start, d_end, d_key, d_pos, d_long,
-                self._cells, self._node_id, self._node_len, scores_d, self._max_len, alpha_d,
+                self._cells, self._node_id, scores_d, self._max_len, alpha_d,
                 rows, stride, ring, win, back, out, d_counts)
         if n_short:
             blocks, tpb = self._launch(n_short)
             self._encode_kernel[blocks, tpb, st](
                 d_data, d_start, d_end, d_key, d_pos, d_order,
-                self._cells, self._node_id, self._node_len, scores_d, self._max_len, alpha_d,
+                self._cells, self._node_id, scores_d, self._max_len, alpha_d,
                 best, back, out, d_counts)
         if n_long and aux is not st:
             ev = self._event()

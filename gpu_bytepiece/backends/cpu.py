@@ -126,7 +126,7 @@ class CPUBackend:
             # so a thread slowed by other work on its core does not stall the rest
             with _numba().parallel_chunksize(1):
                 _jit().encode_segments(data, seg.start, seg.end, seg.key, seg.pos, chunks,
-                                t.cells, t.node_id, t.node_len, scores, t.max_len,
+                                t.cells, t.node_id, scores, t.max_len,
                                 run_alpha, job.out, job.counts)
         return job.finish(add_bos, add_eos)
 
@@ -136,7 +136,7 @@ class CPUBackend:
         scores, run_alpha = self._scores_for(alpha)
         seg = job.seg
         (job.drivers or _jit()).encode_chunk(job.data, seg.start, seg.end, seg.key, seg.pos,
-                                             job.chunks[c], job.chunks[c + 1], t.cells, t.node_id, t.node_len,
+                                             job.chunks[c], job.chunks[c + 1], t.cells, t.node_id,
                                              scores, t.max_len, run_alpha, job.out, job.counts)
 
     def encode_texts_in_threads(self, texts, batch_bytes, n_threads, alpha, stream, add_bos, add_eos):

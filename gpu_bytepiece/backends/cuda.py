@@ -180,7 +180,7 @@ class CUDABackend(DeviceInput):
         span = int((seg_end[k1 - 1] - seg_start[k0] + extra * (seg_doc[k1 - 1] - seg_doc[k0] + 1)).max())
         sizes = {"data": (nb, np.uint8), "meta": (4 * m, np.int64), "key": (m, np.uint64),
                  "counts": (m, np.int64), "dest": (m, np.int64), "ids": (span, np.uint32)}
-        dev = {"best": (nb + m, np.float64), "back": (nb + m, np.int32), "out": (nb, np.uint32)}
+        dev = {"best": (nb + m, np.float64), "back": (nb + m, np.int64), "out": (nb, np.uint32)}
         for i in range(min(2, len(bounds) - 1)):
             for name, (n, dt) in sizes.items():
                 self._pool.get(f"{name}{i}", n, dt)
@@ -232,7 +232,7 @@ class CUDABackend(DeviceInput):
         self._elapsed(ev, st, timings, "h2d")
         d_start = d_meta[:m]
         best = pool.get(f"best{i}", nb + m, np.float64)
-        back = pool.get(f"back{i}", nb + m, np.int32)
+        back = pool.get(f"back{i}", nb + m, np.int64)
         out = pool.get(f"out{i}", nb, np.uint32)
         d_counts = pool.get(f"counts{i}", m, np.int64)
         ev = self._timer(st)

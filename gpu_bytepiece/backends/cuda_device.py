@@ -172,7 +172,7 @@ class DeviceInput(CUDABase):
                 for name, size, dt in (("dv_c_start", m_max, np.int64), ("dv_c_end", m_max, np.int64),
                                        ("dv_lflags", m_max, np.uint8), ("dv_order", m_max, np.int64),
                                        ("best0", nb_max + m_max, np.float64),
-                                       ("back0", nb_max + m_max, np.int32)):
+                                       ("back0", nb_max + m_max, np.int64)):
                     pool.get(name, size, dt)
                 for k0, k1, c0, c1 in chunks:
                     self._device_chunk(view, seg_start, seg_end, seg_key, seg_pos, k0, k1, c0, c1,
@@ -244,7 +244,7 @@ class DeviceInput(CUDABase):
         ks.partition_tiles[blocks, tpb, st](lflags, tile, sums, order)
         n_long = self._read(sums, n_tiles, st)
         best = pool.get("best0", nb + m, np.float64)
-        back = pool.get("back0", nb + m, np.int32)
+        back = pool.get("back0", nb + m, np.int64)
         self._run_lattice(view[c0:c1], c_start, c_end, seg_key[k0:k1], seg_pos[k0:k1], order[n_long:],
                           order[:n_long], scores_d, alpha_d, best, back, out[c0:c1],
                           counts[k0:k1], st, self._slots[0].aux, plan)

@@ -63,17 +63,15 @@ _LOW32 = np.int64(0xFFFFFFFF)
 _S32 = np.int64(32)
 _U1 = np.uint64(1)
 
-#: A back pointer is one int32: the trie cell where the chosen piece ends
-#: (low 24 bits) and the piece's length (high 7 bits; ``LEN_ESCAPE`` means
-#: "127 or more: read ``node_len[cell]``"). The length in the pointer keeps
-#: the backtrack's chain of loads short.
-CELL_BITS = 24
-CELL_MASK = (1 << CELL_BITS) - 1
-LEN_ESCAPE = 127
-_CELL_MASK = np.int64(CELL_MASK)
-_LEN_ESCAPE = np.int64(LEN_ESCAPE)
-_ONE_LEN = np.int64(1 << CELL_BITS)
-_TWO_LEN = np.int64(2 << CELL_BITS)
+#: A back pointer is one int64: the trie cell where the chosen piece ends
+#: (low 32 bits) and the piece's length in bytes (high 32 bits). The length
+#: in the pointer keeps the backtrack's chain of loads short, and a whole
+#: one needs no clamp in the walk: an int32 pointer with a 7-bit length
+#: clamped at an escape value cost the walk's inner loop 3-8% on text with
+#: much ASCII (``min`` of the length a step).
+LEN_SHIFT = 32
+_ONE_LEN = np.int64(1 << LEN_SHIFT)
+_TWO_LEN = np.int64(2 << LEN_SHIFT)
 
 #: ``char_code`` of bytes that encode no character (above any code point).
 BAD_CHAR = 1 << 40
@@ -219,12 +217,12 @@ def lattice(data, start, end, cells, node_score, max_len,
     best : float64[:]
         Scratch; position ``p`` of the segment (``0 <= p <= end - start``)
         uses index ``off + p``.
-    back : int32[:]
+    back : int64[:]
         Same indexing: the chosen piece ending at ``p``, as
-        ``cell | min(length, LEN_ESCAPE) << CELL_BITS`` (``cell`` is the trie
-        cell where it ends: its id is ``node_id[cell]``). ``back[off]`` (position
-        0) is a sink that the best path writes losing candidates to; nothing
-        reads it.
+        ``cell | length << LEN_SHIFT`` (``cell`` is the trie cell where it
+        ends: its id is ``node_id[cell]``). ``back[off]`` (position 0) is a
+        sink that the best path writes losing candidates to; nothing reads
+        it.
     off : int
         Offset of this segment's scratch.
     """
@@ -303,7 +301,7 @@ def lattice(data, start, end, cells, node_score, max_len,
                     old = best[e]
                     better = cand > old
                     best[e] = cand if better else old
-                    back[e if better else uoff] = s | (min(j, _LEN_ESCAPE) << CELL_BITS)
+                    back[e if better else uoff] = s | (j << _S32)
                     if b == 0 or j == lim:
                         break
                     q = ustart + ui + np.uint64(j)
@@ -357,8 +355,7 @@ def lattice(data, start, end, cells, node_score, max_len,
                 old = best[e]
                 better = cand > old
                 best[e] = cand if better else old
-                ln = min(np.int64(j + 1), _LEN_ESCAPE)
-                back[e if better else uoff] = s | (ln << CELL_BITS)
+                back[e if better else uoff] = s | (np.int64(j + 1) << _S32)
     elif alpha == LINEAR:
         # Branch-free like the best path: a cell where no piece ends weighs
         # 0.0, adds nothing and is never kept (``u * tot < 0`` is false), its
@@ -406,7 +403,7 @@ def lattice(data, start, end, cells, node_score, max_len,
                     tot = best[e] + cw
                     best[e] = tot
                     keep = uniform(key, pos0 + i + j, j) * tot < cw
-                    back[e if keep else uoff] = s | (min(j, _LEN_ESCAPE) << CELL_BITS)
+                    back[e if keep else uoff] = s | (j << _S32)
                     if b == 0 or j == lim:
                         break
                     c = data[q + np.uint64(j)]
@@ -444,7 +441,7 @@ def lattice(data, start, end, cells, node_score, max_len,
                 tot = best[e] + cw
                 best[e] = tot
                 keep = uniform_of(key ^ hp ^ hl) * tot < cw
-                back[e if keep else uoff] = s | (min(np.int64(j + 1), _LEN_ESCAPE) << CELL_BITS)
+                back[e if keep else uoff] = s | (np.int64(j + 1) << _S32)
     else:
         for i in range(n):
             bs = best[off + i]
@@ -466,10 +463,10 @@ def lattice(data, start, end, cells, node_score, max_len,
                     tot, keep = sample_step(best[e], cand, uniform(key, pos0 + i + j + 1, j + 1))
                     best[e] = tot
                     if keep:
-                        back[e] = s | (min(np.int64(j + 1), _LEN_ESCAPE) << CELL_BITS)
+                        back[e] = s | (np.int64(j + 1) << _S32)
 
 
-def backtrack(n, back, node_id, node_len, off, out, out_start):
+def backtrack(n, back, node_id, off, out, out_start):
     """Write the ids of the chosen path of an ``n``-byte segment.
 
     Ids go to ``out[out_start : out_start + count]`` in text order; returns
@@ -481,13 +478,9 @@ def backtrack(n, back, node_id, node_len, off, out, out_start):
     e = n
     while e > 0:
         b = back[off + e]
-        c = b & _CELL_MASK
-        ln = b >> CELL_BITS
-        if ln == _LEN_ESCAPE:
-            ln = node_len[c]
         k -= 1
-        out[k] = node_id[c]
-        e -= ln
+        out[k] = node_id[b & _LOW32]
+        e -= b >> _S32
     count = out_start + n - k
     for j in range(count):
         out[out_start + j] = out[k + j]

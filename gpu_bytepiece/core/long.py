@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from .lattice import _LEN_ESCAPE, _LOW32, _S32, CELL_BITS, LINEAR, initial_best, rescale, sample_step
+from .lattice import _LOW32, _S32, LINEAR, initial_best, rescale, sample_step
 from .rng import uniform
 
 __all__ = ["walk_matches", "relax_rows"]
@@ -81,7 +81,7 @@ def relax_rows(i0, rows, row_score, row_cell, row_len, row_cnt, cnt_off, row_off
                 cand = bs + row_score[ro + m]
                 if cand > ring[slot]:
                     ring[slot] = cand
-                    back[off + e] = row_cell[ro + m] | (min(ln, _LEN_ESCAPE) << CELL_BITS)
+                    back[off + e] = row_cell[ro + m] | (ln << _S32)
             ring[i & ring_mask] = rest
     elif alpha == LINEAR:
         for r in range(rows):
@@ -101,7 +101,7 @@ def relax_rows(i0, rows, row_score, row_cell, row_len, row_cnt, cnt_off, row_off
                 ring[slot] = tot
                 # lattice.lattice's random number for this (key, end, length)
                 if uniform(key, pos0 + e, ln) * tot < cw:
-                    back[off + e] = row_cell[ro + m] | (min(ln, _LEN_ESCAPE) << CELL_BITS)
+                    back[off + e] = row_cell[ro + m] | (ln << _S32)
             ring[i & ring_mask] = rest
     else:
         for r in range(rows):
@@ -117,5 +117,5 @@ def relax_rows(i0, rows, row_score, row_cell, row_len, row_cnt, cnt_off, row_off
                 tot, keep = sample_step(ring[slot], cand, uniform(key, pos0 + e, ln))
                 ring[slot] = tot
                 if keep:
-                    back[off + e] = row_cell[ro + m] | (min(ln, _LEN_ESCAPE) << CELL_BITS)
+                    back[off + e] = row_cell[ro + m] | (ln << _S32)
             ring[i & ring_mask] = rest

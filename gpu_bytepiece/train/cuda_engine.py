@@ -163,7 +163,7 @@ def gpu_split(trie, node_score, batches, n_ids):
             continue
         if d_trie is None:
             d_trie = [cuda.to_device(np.ascontiguousarray(a)) for a in
-                      (trie.cells, trie.node_id, trie.node_len, node_score)]
+                      (trie.cells, trie.node_id, node_score)]
         if pool is not last_pool:
             last_pool, d_pool = pool, cuda.to_device(pool)
         ln = np.ascontiguousarray(ln, dtype=np.int64)
@@ -171,13 +171,13 @@ def gpu_split(trie, node_score, batches, n_ids):
         np.cumsum(ln[:-1], out=out_start[1:])
         total = int(out_start[-1] + ln[-1])
         order = np.argsort(-ln, kind="stable").astype(np.int64)
-        cells, node_id, node_len, d_score = d_trie
+        cells, node_id, d_score = d_trie
         kt.split_pieces[_grid(ln.shape[0])](
             d_pool, cuda.to_device(np.ascontiguousarray(off, dtype=np.int64)), cuda.to_device(ln),
-            cuda.to_device(out_start), cuda.to_device(order), cells, node_id, node_len, d_score,
+            cuda.to_device(out_start), cuda.to_device(order), cells, node_id, d_score,
             int(trie.max_len), cuda.to_device(np.ascontiguousarray(w, dtype=np.int64)),
             cuda.device_array(total + ln.shape[0], dtype=np.float64),
-            cuda.device_array(total + ln.shape[0], dtype=np.int32), cuda.device_array(total, dtype=np.int32),
+            cuda.device_array(total + ln.shape[0], dtype=np.int64), cuda.device_array(total, dtype=np.int32),
             d_result)
     return d_result.copy_to_host()
 

@@ -198,7 +198,7 @@ class CPUEngine:
             out_ids = np.empty(int(ln.sum()), dtype=np.int32)
             out_n = np.empty(ln.shape[0], dtype=np.int64)
             chunks = chunk_bounds(ln, numba.get_num_threads())
-            cp.tokenize_pieces(pool, off, ln, chunks, trie.cells, trie.node_id, trie.node_len, node_score,
+            cp.tokenize_pieces(pool, off, ln, chunks, trie.cells, trie.node_id, node_score,
                                trie.max_len, out_ids, out_start, out_n)
             cp.add_split_counts(out_ids, out_start, out_n, w, result)
         return result
