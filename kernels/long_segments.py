@@ -27,10 +27,10 @@ pointers (the trie cell where each chosen piece ends, as in
 ``lattice.lattice``) go to the same global scratch ``back`` as the
 one-thread kernel, and the backtrack reads them in windows staged into
 shared memory by the whole block, which also takes each piece's length
-from its pointer and looks its id up there (``node_id``); thread 0 then follows the path
-right to left, window after window, writing ids right-aligned; the block
-then moves them to ``out[seg_start[k]:]``, the place the one-thread kernel
-writes them.
+from its pointer and looks its id up there (``node_id``); thread 0 then
+follows the path right to left, window after window, writing ids
+right-aligned; the block then moves them to ``out[seg_start[k]:]``, the
+place the one-thread kernel writes them.
 
 ``walk_matches`` and ``relax_rows`` are the plain functions of
 ``gpu_bytepiece.core.long`` (no allocation, no Python objects, no CUDA),
