@@ -266,14 +266,13 @@ def iter_packed(texts, batch_bytes: int, *, first_batch_bytes: int | None = None
         if not block:
             break
         enc = _normalize_many(block, i)
-        total = sum(map(len, enc))
-        seen += total
-        if size + total < target:  # the batch goes on
+        ends = list(itertools.accumulate(map(len, enc)))  # bytes of the block through each document
+        seen += ends[-1]
+        if size + ends[-1] < target:  # the batch goes on
             parts.extend(enc)
-            size += total
+            size += ends[-1]
             i += len(block)
             continue
-        ends = list(itertools.accumulate(map(len, enc)))  # bytes of the block through each document
         k = 0
         while k < len(enc):
             base = ends[k - 1] if k else 0

@@ -117,11 +117,11 @@ class TrainActor:
         return keys, counts, long_bytes, long_at, long_len
 
     def load_splitter(self, arrays: dict) -> None:
-        """Keep a pruning round's Unigram tokenizer (``cells``, ``node_id``, ``node_len``,
-        ``node_score``, ``meta``: max piece length and piece count)."""
+        """Keep a pruning round's Unigram tokenizer (``cells``, ``node_id``, ``node_score``,
+        ``meta``: max piece length and piece count: what the split's lattice and backtrack read)."""
         a = {k: _writable(v) for k, v in arrays.items()}
         max_len, self.split_n = (int(x) for x in a["meta"])
-        self.split_trie = Trie(base=None, check=None, node_id=a["node_id"], node_len=a["node_len"],
+        self.split_trie = Trie(base=None, check=None, node_id=a["node_id"], node_len=None,
                                cells=a["cells"], max_len=max_len)
         self.split_score = a["node_score"]
 
@@ -258,8 +258,8 @@ class RayPasses:
     def _split_with(self, trie, node_score, batches, nK):
         """:meth:`split` with the round's tokenizer built: sent once, then the batches mapped."""
         self._start()
-        ref = self.ray.put({"cells": trie.cells, "node_id": trie.node_id, "node_len": trie.node_len,
-                            "node_score": node_score, "meta": np.array([trie.max_len, nK], dtype=np.int64)})
+        ref = self.ray.put({"cells": trie.cells, "node_id": trie.node_id, "node_score": node_score,
+                            "meta": np.array([trie.max_len, nK], dtype=np.int64)})
         self._get([a.load_splitter.remote(ref) for a in self.actors], "loading the pruning's tokenizer")
 
         def items():
