@@ -314,6 +314,17 @@ def tree_pids(root: int) -> list:
     return out
 
 
+def proc_rss(pid: int) -> int:
+    """RSS in bytes of one process (0 if gone), from ``/proc/PID/statm``: cheap
+    to read, unlike ``smaps_rollup``, whose read walks the page tables (on a
+    process of 10 GB it took a quarter of a core at 20 reads a second)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def proc_memory(pid: int) -> tuple:
     """(RSS, PSS) in bytes of one process (0, 0 if gone)."""
     rss = pss = 0

@@ -3,9 +3,13 @@
 The text is :mod:`make_corpus`'s (``--seed 0``; ``genN.txt`` in ``--data``,
 made when missing; the same file for every tool). Every trainer runs in a
 fresh child process, vocabulary 32,000; the parent samples the RSS of the
-child's whole process tree every 50 ms and kills a tree that passes
-``--mem-limit`` (20 GiB) or ``--timeout``; a tool that failed at a size is
-not run at the larger ones.
+child's whole process tree (``/proc/PID/statm``) every 50 ms at first, then
+less often (once a second from about two minutes on), and kills a tree that
+passes ``--mem-limit`` (20 GiB) or ``--timeout``; the peak is the largest
+sample, or the child's own ``ru_maxrss`` when larger. A tool that failed at
+a size is not run at the larger ones. (Until 2026-12-03 the samples read
+``smaps_rollup`` 20 times a second, which on a 10 GB process took a quarter
+of a core beside the run.)
 
 - ``ours``: ``Trainer(max_vocab_size=32000, min_count=8)`` on
   ``InputTexts([file])`` (as ``gpu-bytepiece train FILE``), ``--workers``
@@ -41,7 +45,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import machine_line, proc_memory, tree_pids  # noqa: E402
+from _common import machine_line, proc_rss, tree_pids  # noqa: E402
 
 TOOLS = ("ours", "spm-unigram", "spm-bpe", "hf-unigram", "hf-bpe")
 GiB = 1 << 30
@@ -103,19 +107,28 @@ def run_child(tool, path, args, limit) -> dict:
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, start_new_session=True)
     peak, why = 0, None
-    while proc.poll() is None:
-        rss = sum(proc_memory(p)[0] for p in tree_pids(proc.pid))
+    while True:
+        done, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if done:
+            break
+        rss = sum(proc_rss(p) for p in tree_pids(proc.pid))
         peak = max(peak, rss)
+        elapsed = time.perf_counter() - t0
         if rss > limit:
             why = f"over {limit / GiB:.0f} GiB"
-        elif time.perf_counter() - t0 > args.timeout:
+        elif elapsed > args.timeout:
             why = f"over {args.timeout:.0f} s"
         if why:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            _, status, usage = os.wait4(proc.pid, 0)
             break
-        time.sleep(0.05)
+        # 20 polls a second at first, then fewer (one a second from ~2 min on): a
+        # poll scans /proc, which a long run need not pay for 20 times a second
+        time.sleep(min(1.0, 0.05 + elapsed / 128))
+    proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
+    # the child's own peak (ru_maxrss, KiB), which the polls may have missed
+    peak = max(peak, usage.ru_maxrss * 1024)
     text = proc.stdout.read()
     subprocess.run(["rm", "-rf", out])
     if why is None and proc.returncode != 0:
