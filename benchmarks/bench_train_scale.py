@@ -7,9 +7,7 @@ child's whole process tree (``/proc/PID/statm``) every 50 ms at first, then
 less often (once a second from about two minutes on), and kills a tree that
 passes ``--mem-limit`` (20 GiB) or ``--timeout``; the peak is the largest
 sample, or the child's own ``ru_maxrss`` when larger. A tool that failed at
-a size is not run at the larger ones. (Until 2026-12-03 the samples read
-``smaps_rollup`` 20 times a second, which on a 10 GB process took a quarter
-of a core beside the run.)
+a size is not run at the larger ones.
 
 - ``ours``: ``Trainer(max_vocab_size=32000, min_count=8)`` on
   ``InputTexts([file])`` (as ``gpu-bytepiece train FILE``), ``--workers``
