@@ -78,26 +78,49 @@ def assert_layout(trie: Trie, pieces: list, ids):
     kids = nodes[nodes != 0]
     np.testing.assert_array_equal(trie.node_len[kids], trie.node_len[trie.check[kids]] + 1)
     assert trie.node_len[0] == 0
-    # ... but the root's check half, which no walk compares, says where the character table is
-    lead = {p: i for p, i in zip(pieces, ids) if len(p) >= 2 and p[0] >= 0xC0}
+    # ... but the root's check half, which no walk compares, says where the header is
+    assert trie.check[0] == 0
     head = int(trie.cells[0] >> 32)
-    if not (lead and char_walk_ok(pieces)):
-        assert head == trie.check[0] == 0 and trie.n_cells == trie.cells.shape[0] == nb
-        return
     assert head == trie.n_cells
-    assert_char_trie(trie, lead)
+    # The reversed trie follows the byte trie, its root at cell nb: each
+    # piece, walked backward, ends at a node with its id and length, and
+    # the reversed trie holds exactly the pieces.
+    assert int(trie.cells[head]) == int(trie.cells[nb]) & 0xFFFFFFFF
+    for p, i in zip(pieces, ids):
+        s = reverse_walk(trie, p)
+        assert s >= nb and trie.node_id[s] == i and trie.node_len[s] == len(p), p
+    lead = {p: i for p, i in zip(pieces, ids) if len(p) >= 2 and p[0] >= 0xC0}
+    with_chars = bool(lead and char_walk_ok(pieces))
+    assert int((trie.node_id[nb:] >= 0).sum()) == len(pieces) + (len(lead) if with_chars else 0)
+    if not with_chars:
+        assert int(trie.cells[head + 1]) == 0 and trie.cells.shape[0] == head + 3
+        return
+    # the character trie follows the reversed one
+    assert_char_trie(trie, lead, build_trie(pieces, np.asarray(ids, dtype=np.int32), char_trie=False).n_cells)
+
+
+def reverse_walk(trie: Trie, piece: bytes) -> int:
+    """The cell of the reversed byte trie that ``piece``'s bytes, last first, lead to, or -1."""
+    cells = trie.cells
+    s = trie.base.shape[0]  # the reversed root
+    for c in reversed(piece):
+        t = (int(cells[s]) & 0xFFFFFFFF) + c
+        if int(cells[t]) >> 32 != s:
+            return -1
+        s = t
+    return s
 
 
 def char_walk(trie: Trie, text: str):
     """The cell of the character trie that ``text`` leads to, walked as the lattice does, or -1."""
     cells = trie.cells
     head = int(cells[0] >> 32)
-    n_cp, first = int(cells[head]), int(cells[head + 1])
+    n_cp, first = int(cells[head + 1]), int(cells[head + 2])
     s, b = -1, 0
     for ch in text:
-        if ord(ch) >= n_cp or cells[head + 2 + ord(ch)] < 0:
+        if ord(ch) >= n_cp or cells[head + 3 + ord(ch)] < 0:
             return -1
-        x = int(cells[head + 2 + ord(ch)])
+        x = int(cells[head + 3 + ord(ch)])
         if s < 0:
             s, b = first + (x & 0xFFFFFFFF), x >> 32
             continue
@@ -108,9 +131,9 @@ def char_walk(trie: Trie, text: str):
     return s
 
 
-def assert_char_trie(trie: Trie, lead: dict):
-    """Every piece of ``lead`` (``piece -> id``) is found by the character walk, with its length in bytes."""
-    nb = trie.base.shape[0]
+def assert_char_trie(trie: Trie, lead: dict, nb: int):
+    """Every piece of ``lead`` (``piece -> id``) is found by the character walk, with its length in bytes;
+    the character trie's cells start at ``nb``."""
     chars = {ch for p in lead for ch in p.decode()}
     for p, i in lead.items():
         s = char_walk(trie, p.decode())
@@ -294,8 +317,8 @@ def test_small_char_trie():
     assert_layout(trie, pieces, range(3, len(pieces) + 3))
     # the table: the code point 0 entry is the character U+0000 (in "ÿ\x00"), not "no character"
     head = int(trie.cells[0] >> 32)
-    assert int(trie.cells[head]) == ord("😀") + 1
-    assert trie.cells[head + 2 + 0] >= 0 and trie.cells[head + 2 + ord("b")] == -1
+    assert int(trie.cells[head + 1]) == ord("😀") + 1
+    assert trie.cells[head + 3 + 0] >= 0 and trie.cells[head + 3 + ord("b")] == -1
 
 
 def _lattice_ids(trie, scores, data, alpha):
@@ -310,12 +333,11 @@ def _lattice_ids(trie, scores, data, alpha):
     return out[:counts[0]].copy()
 
 
-def _byte_walk_only(trie):
-    """The same trie without its character trie: the lattice walks bytes only."""
-    nb = trie.base.shape[0]
-    cells = trie.cells[:nb].copy()
-    cells[0] &= 0xFFFFFFFF
-    return Trie(trie.base, trie.check, trie.node_id[:nb], trie.node_len[:nb], cells, trie.max_len)
+def _byte_walk_only(pieces):
+    """The trie of ``pieces`` without its character trie: the lattice walks bytes only."""
+    plain = build_trie(pieces, char_trie=False)
+    assert plain.cells[plain.n_cells + 1] == 0  # no character table
+    return plain
 
 
 # UTF-8 the character walk must reject as the byte walk does: truncated characters,
@@ -340,15 +362,16 @@ def test_char_walk_gives_the_byte_walk_ids_on_awkward_bytes(alpha):
     counts = np.array([1] * 256 + [10**6] * len(extra), dtype=np.int64)
     scores = np.log(counts.astype(np.float64)) - np.log(np.float64(int(counts.sum())))
     trie = build_trie(pieces)
-    assert trie.cells[0] >> 32 != 0
+    assert trie.cells[trie.n_cells + 1] != 0  # a character trie
     node_scores = trie.node_scores(np.concatenate([np.zeros(3), scores]))
     rng = random.Random(3)
     text = b"".join("中".encode() + rng.choice(AWKWARD) + rng.choice(AWKWARD) for _ in range(400))
     text += "中".encode()[:2]  # a character cut by the segment's end
     data = np.frombuffer(text, dtype=np.uint8)
     got = _lattice_ids(trie, node_scores, data, alpha)
-    plain = _byte_walk_only(trie)
-    np.testing.assert_array_equal(got, _lattice_ids(plain, node_scores[:plain.n_cells], data, alpha))
+    plain = _byte_walk_only(pieces)
+    plain_scores = plain.node_scores(np.concatenate([np.zeros(3), scores]))
+    np.testing.assert_array_equal(got, _lattice_ids(plain, plain_scores, data, alpha))
     if alpha < 0:
         vocab = naive.Vocab((p, int(c), i + 3) for i, (p, c) in enumerate(zip(pieces, counts)))
         assert got.tolist() == naive.viterbi(text, vocab)
@@ -367,11 +390,12 @@ def test_char_walk_gives_the_byte_walk_ids(alpha):
     keep = [i for i, p in enumerate(m.pieces) if len(p) == 1 or char_walk_ok([p])]
     pieces = [m.pieces[i] for i in keep]
     trie = build_trie(pieces)
-    assert trie.cells[0] >> 32 == trie.n_cells
-    scores = trie.node_scores(np.concatenate([np.zeros(3), m.scores()[3:][keep]]))
+    assert trie.cells[0] >> 32 == trie.n_cells and trie.cells[trie.n_cells + 1] != 0
+    by_id = np.concatenate([np.zeros(3), m.scores()[3:][keep]])
+    scores = trie.node_scores(by_id)
     text = "\n".join(corpus_sample("zh", n=20, every=97) + corpus_sample("en", n=5, every=97)).encode()
     data = np.frombuffer(text, dtype=np.uint8)
-    plain = _byte_walk_only(trie)
+    plain = _byte_walk_only(pieces)
     got = _lattice_ids(trie, scores, data, alpha)
     assert len(got) > 1000
-    np.testing.assert_array_equal(got, _lattice_ids(plain, scores[:plain.n_cells], data, alpha))
+    np.testing.assert_array_equal(got, _lattice_ids(plain, plain.node_scores(by_id), data, alpha))

@@ -19,8 +19,7 @@ from .. import config
 from ..cpu_fallback import chunk_bounds
 from ..cpu_fallback import train as ct
 from ..cpu_fallback import train_pieces as cp
-from ..cpu_fallback.double_array import build_double_array
-from ..trie import Trie, pack_cells
+from ..trie import build_trie
 
 __all__ = ["CPUEngine", "make_engine", "SEGMENT_MAX_CHARS", "SEGMENT_MAX_NEWLINES"]
 
@@ -218,11 +217,9 @@ class CPUEngine:
     @staticmethod
     def split_tokenizer(pieces, K, cK):
         """BytePiece's Unigram tokenizer of pieces ``K`` (lex-sorted) with counts ``cK``: ``(trie, node scores)``."""
-        lnK = pieces.ln[K]
-        base, check, node_id, node_len = build_double_array(pieces.pool, pieces.off[K], lnK,
-                                                             np.arange(K.shape[0], dtype=np.int32), 256)
-        trie = Trie(base=base, check=check, node_id=node_id, node_len=node_len,
-                    cells=pack_cells(base, check), max_len=int(lnK.max()))
+        # ids are positions in K; the lattice's trie (with the reversed one the best path walks), no
+        # character trie (that is for sampling)
+        trie = build_trie(pieces.bytes_of(K), np.arange(K.shape[0], dtype=np.int32), char_trie=False)
         # BytePiece's Tokenizer scores: log(count) - log(sum of counts), float64
         scores = np.log(cK.astype(np.float64)) - np.log(np.float64(int(cK.sum())))
         return trie, trie.node_scores(scores)
