@@ -25,8 +25,8 @@ def grow(a, size, fill):
 def build_double_array(flat, starts, lens, ids, n_labels):
     """Build the double array from pieces sorted by labels (lexicographically).
 
-    Labels are ``flat``'s values, in ``[0, n_labels)``: bytes (``n_labels =
-    256``), or character numbers for the character trie (``gpu_bytepiece.trie._add_char_trie``).
+    Labels are ``flat``'s values, in ``[0, n_labels)`` (bytes: ``n_labels =
+    256``, for the tries of ``gpu_bytepiece.trie``).
     Depth-first: each stack item is a node with the range ``[lo, hi)`` of
     sorted pieces sharing its prefix; its children's labels are the distinct
     labels at position ``depth`` in that range. A node's children take the

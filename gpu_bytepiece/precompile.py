@@ -41,7 +41,6 @@ def warm() -> None:
             tok.encode_to_numpy(texts, alpha=alpha, add_bos=bos, add_eos=bos)
             tok.encode_to_numpy(texts + [big], alpha=alpha, add_bos=bos, add_eos=bos, num_threads=1)
     tok.encode_to_numpy(texts * 64 + [big], num_threads=2)
-    # a vocabulary whose lead-byte pieces are UTF-8 also builds a character trie (int64 labels)
     build_trie([bytes([b]) for b in range(256)] + ["你好".encode(), "世界".encode()])
     lines = [f"line {i}: the quick brown fox jumps over the lazy dog; 你好，世界 {i * 7}" for i in range(200)]
     Trainer(order=4, max_vocab_size=300, min_count=2).train(lines, workers=1, device="cpu", progress=False)

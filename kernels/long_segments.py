@@ -5,23 +5,21 @@ would be walked byte by byte by a single GPU thread. Segments longer than
 ``config.CUDA_LONG_SEGMENT_BYTES`` go to ``encode_long_segments`` instead,
 which splits the lattice of ``gpu_bytepiece.core.lattice.lattice`` in two:
 
-1. **walk** (parallel): the block's *walker* threads walk the trie from
-   ``rows`` consecutive start positions at once (``walk_matches``), each
-   writing the pieces that start there, shortest first, to its row of a
-   tile in shared memory;
+1. **walk** (parallel): the block's *walker* threads walk the reversed
+   trie backward from ``rows`` consecutive end positions at once
+   (``walk_matches``), each writing the pieces that end there, shortest
+   first, to its row of a tile in shared memory;
 2. **relax** (one thread, in lattice order): thread 0 applies the tile's
-   matches start by start, each start's matches by increasing length
-   (``relax_rows``). For a fixed end ``e`` candidates therefore arrive in
-   increasing start (longest piece first), the order of the one-thread
-   lattice; the arithmetic is the same (float64 ``best[s] + score`` with a
-   strict ``>``; in sampling the same weights or log-sum-exp, the same
-   rescaling and the same counter-based random numbers), so the result is
-   bit for bit the CPU's,
-   for the best path and for sampling alike.
+   matches end by end, each end's matches by increasing length
+   (``relax_rows``): the order of the one-thread lattice, whose
+   arithmetic it repeats (float64 ``best[s] + score`` kept on ``>=``; in
+   sampling the same weights or log-sum-exp, the same rescaling and the
+   same counter-based random numbers), so the result is bit for bit the
+   CPU's, for the best path and for sampling alike.
 
 The tile is double-buffered: while thread 0 relaxes tile ``t`` the walkers
 fill tile ``t + 1``; one ``syncthreads`` per tile. The live ``best`` values
-(positions ``i .. i + max_len``) sit in a ring in shared memory, so the
+(positions ``e - max_len .. e``) sit in a ring in shared memory, so the
 sequential part touches no global memory on its critical path. The back
 pointers (the trie cell where each chosen piece ends, as in
 ``lattice.lattice``) go to the same global scratch ``back`` as the
@@ -108,7 +106,7 @@ def encode_long_segments(data, seg_start, seg_end, seg_key, seg_pos, long_idx,
     ``long_idx[b + gridDim]``, ... (grid-stride over blocks). Within a
     block, thread 0 runs the sequential relaxations (``relax_rows``) and
     the backtrack; the last ``rows`` threads are walkers: walker ``w``
-    walks the trie from start ``t * rows + w`` of tile ``t``
+    walks the reversed trie back from end ``t * rows + w + 1`` of tile ``t``
     (``walk_matches``); other threads only help stage backtrack windows
     and move the ids. Launch with dynamic shared memory ``long_layout(...)
     [4]`` bytes and ``rows``, ``stride``, ``ring``, ``win`` from the same
@@ -135,7 +133,7 @@ def encode_long_segments(data, seg_start, seg_end, seg_key, seg_pos, long_idx,
     --------
     gpu_bytepiece.cpu_fallback.encode_segments : the CPU twin (one lattice
         per segment; the same ids, from ``lattice.lattice`` walked and
-        relaxed start by start).
+        relaxed end by end).
     encode_segments : the one-thread-per-segment kernel for the others.
     """
     shf = cuda.shared.array(0, dtype=float64)
@@ -169,25 +167,25 @@ def encode_long_segments(data, seg_start, seg_end, seg_key, seg_pos, long_idx,
         for t in range(n_tiles + 1):
             if w >= 0 and t < n_tiles:
                 buf = t & 1
-                i = t * rows + w
+                e = t * rows + w + 1
                 c = 0
-                if i < n:
-                    lim = n - i
+                if e <= n:
+                    lim = e
                     if lim > max_len:
                         lim = max_len
                     ro = buf * tile_cells + w * stride
-                    c = _walk(data, a, i, lim, cells, node_score,
+                    c = _walk(data, a, e, lim, cells, node_score,
                               shf[sc_off:], shi[id_off:], shu[len_off:], ro)
                 shi[cnt_off + buf * rows + w] = c
             if tid == 0 and t > 0:
                 buf = (t - 1) & 1
-                i0 = (t - 1) * rows
-                r = n - i0
+                e0 = (t - 1) * rows
+                r = n - e0
                 if r > rows:
                     r = rows
-                _relax(i0, r, shf[sc_off:], shi[id_off:], shu[len_off:], shi,
+                _relax(e0 + 1, r, shf[sc_off:], shi[id_off:], shu[len_off:], shi,
                        cnt_off + buf * rows, buf * tile_cells, stride,
-                       shf, ring_mask, alpha, key, pos0, back, off)
+                       shf, ring_mask, alpha, key, pos0, max_len, back, off)
             cuda.syncthreads()
         # backtrack, right to left, in windows of ``win`` positions staged in shared memory:
         # the block loads each position's back pointer: its piece's length and, looked up, id

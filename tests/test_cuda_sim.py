@@ -289,7 +289,7 @@ def test_kernels_match_cpu_twins(plus40k_path):
 
 def _tiled_lattice():
     """``lattice.lattice`` rebuilt from the long-segment kernel's plain functions (njit):
-    walk ``rows`` starts, relax them, next tile; ``best`` lives in a ring."""
+    walk ``rows`` ends, relax them, next tile; ``best`` lives in a ring."""
     import numba
 
     from gpu_bytepiece.core.lattice import initial_best
@@ -312,21 +312,20 @@ def _tiled_lattice():
         first, rest = initial_best(alpha)  # as kernels.encode_long_segments fills its ring
         best = np.full(ring, rest)
         best[0] = first
-        for i0 in range(0, n, rows):
-            r = min(rows, n - i0)
+        for e0 in range(1, n + 1, rows):
+            r = min(rows, n + 1 - e0)
             for w in range(r):
-                cnt[w] = walk(data, a, i0 + w, min(n - i0 - w, max_len), cells, node_score,
+                cnt[w] = walk(data, a, e0 + w, min(e0 + w, max_len), cells, node_score,
                               row_score, row_cell, row_len, w * stride)
-            relax(i0, r, row_score, row_cell, row_len, cnt, 0, 0, stride, best, ring - 1, alpha, key, pos0,
-                  back, 0)
+            relax(e0, r, row_score, row_cell, row_len, cnt, 0, 0, stride, best, ring - 1, alpha, key, pos0,
+                  max_len, back, 0)
 
     return tiled
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_long_segment_tiles_match_lattice(name):
-    """Walking then relaxing tile by tile gives ``lattice.lattice``'s back pointers exactly (CPU):
-    the same pieces at every end for the best path, the same cells for sampling."""
+    """Walking then relaxing tile by tile gives ``lattice.lattice``'s back pointers exactly (CPU)."""
     from gpu_bytepiece.backends.layout import sampling_scores
     from gpu_bytepiece.core.lattice import LINEAR
     from gpu_bytepiece.cpu_fallback.tokenize import backtrack, lattice
@@ -349,13 +348,7 @@ def test_long_segment_tiles_match_lattice(name):
                         np.empty(b - a + 1), want, 0)
                 got = np.zeros(b - a + 1, np.int64)
                 tiled(data, a, b, t.cells, run_scores, t.max_len, alpha, np.uint64(77), 3, rows, got)
-                if alpha < 0:
-                    # the same piece at every end: the best path walks the reversed trie, the tiles
-                    # the forward one, so the cells differ but not the lengths and ids
-                    np.testing.assert_array_equal(got[1:] >> 32, want[1:] >> 32)
-                    np.testing.assert_array_equal(t.node_id[got[1:] & 0xFFFFFFFF], t.node_id[want[1:] & 0xFFFFFFFF])
-                else:
-                    np.testing.assert_array_equal(got[1:], want[1:])  # the same trie cell at every end
+                np.testing.assert_array_equal(got[1:], want[1:])  # the same trie cell at every end
                 ids_want = np.zeros(b - a, np.uint32)
                 ids_got = np.zeros(b - a, np.uint32)
                 n_want = backtrack(b - a, want, t.node_id, 0, ids_want, 0)
@@ -484,17 +477,23 @@ def test_bad_device_index(plus40k_path):
         Tokenizer(plus40k_path, device="cuda:3")
 
 
-def test_char_trie_model_matches_cpu():
-    """A model whose lead-byte pieces are UTF-8 (the lattice walks its character trie): GPU == CPU,
-    on text and on bytes that are no valid UTF-8."""
+def test_utf8_model_on_bytes_that_are_no_utf8_matches_cpu():
+    """A model whose pieces of two or more bytes are all valid UTF-8 (as ``ensure_unicode`` trains
+    them), on text and on bytes that are no valid UTF-8: GPU == CPU."""
     from gpu_bytepiece.model import Model, load_model
-    from gpu_bytepiece.trie import char_walk_ok
+
+    def utf8(p):
+        try:
+            p.decode("utf-8")
+            return True
+        except UnicodeDecodeError:
+            return False
 
     m = load_model(shared_model("bytepiece.plus.40k.model"))
-    keep = [i for i, p in enumerate(m.pieces) if len(p) == 1 or char_walk_ok([p])]
+    keep = [i for i, p in enumerate(m.pieces) if len(p) == 1 or utf8(p)]
+    assert len(keep) < len(m.pieces)
     model = Model(pieces=[m.pieces[i] for i in keep], counts=np.asarray(m.counts)[keep])
     gpu, cpu = Tokenizer(model, device="cuda", seed=5), Tokenizer(model, device="cpu", seed=5)
-    assert gpu._trie.cells[0] >> 32 == gpu._trie.n_cells  # the character table's header
     docs = ragged_docs() + ["中国".encode() + b"\xe4\xb8" + "人民".encode() + b"\xb7\xc1\xa1\xed\xa0\x80"
                             + "文·".encode(), "的".encode()[:2]]
     assert_same(gpu, cpu, docs)

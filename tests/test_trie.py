@@ -11,7 +11,7 @@ import pytest
 import naive
 from conftest import PARTS, corpus_sample, shared_model
 from gpu_bytepiece.model import load_model
-from gpu_bytepiece.trie import Trie, build_trie, char_walk_ok
+from gpu_bytepiece.trie import Trie, build_trie
 
 _TRIES: dict = {}
 
@@ -81,22 +81,15 @@ def assert_layout(trie: Trie, pieces: list, ids):
     # ... but the root's check half, which no walk compares, says where the header is
     assert trie.check[0] == 0
     head = int(trie.cells[0] >> 32)
-    assert head == trie.n_cells
-    # The reversed trie follows the byte trie, its root at cell nb: each
-    # piece, walked backward, ends at a node with its id and length, and
-    # the reversed trie holds exactly the pieces.
+    assert head == trie.n_cells and trie.cells.shape[0] == head + 1
+    # The reversed trie follows the byte trie, its root at cell nb (its base in the header):
+    # each piece, walked backward, ends at a node with its id and length, and the reversed
+    # trie holds exactly the pieces.
     assert int(trie.cells[head]) == int(trie.cells[nb]) & 0xFFFFFFFF
     for p, i in zip(pieces, ids):
         s = reverse_walk(trie, p)
         assert s >= nb and trie.node_id[s] == i and trie.node_len[s] == len(p), p
-    lead = {p: i for p, i in zip(pieces, ids) if len(p) >= 2 and p[0] >= 0xC0}
-    with_chars = bool(lead and char_walk_ok(pieces))
-    assert int((trie.node_id[nb:] >= 0).sum()) == len(pieces) + (len(lead) if with_chars else 0)
-    if not with_chars:
-        assert int(trie.cells[head + 1]) == 0 and trie.cells.shape[0] == head + 3
-        return
-    # the character trie follows the reversed one
-    assert_char_trie(trie, lead, build_trie(pieces, np.asarray(ids, dtype=np.int32), char_trie=False).n_cells)
+    assert int((trie.node_id[nb:] >= 0).sum()) == len(pieces)
 
 
 def reverse_walk(trie: Trie, piece: bytes) -> int:
@@ -109,48 +102,6 @@ def reverse_walk(trie: Trie, piece: bytes) -> int:
             return -1
         s = t
     return s
-
-
-def char_walk(trie: Trie, text: str):
-    """The cell of the character trie that ``text`` leads to, walked as the lattice does, or -1."""
-    cells = trie.cells
-    head = int(cells[0] >> 32)
-    n_cp, first = int(cells[head + 1]), int(cells[head + 2])
-    s, b = -1, 0
-    for ch in text:
-        if ord(ch) >= n_cp or cells[head + 3 + ord(ch)] < 0:
-            return -1
-        x = int(cells[head + 3 + ord(ch)])
-        if s < 0:
-            s, b = first + (x & 0xFFFFFFFF), x >> 32
-            continue
-        t = b + (x & 0xFFFFFFFF)
-        if int(cells[t]) >> 32 != s:
-            return -1
-        s, b = t, int(cells[t]) & 0xFFFFFFFF
-    return s
-
-
-def assert_char_trie(trie: Trie, lead: dict, nb: int):
-    """Every piece of ``lead`` (``piece -> id``) is found by the character walk, with its length in bytes;
-    the character trie's cells start at ``nb``."""
-    chars = {ch for p in lead for ch in p.decode()}
-    for p, i in lead.items():
-        s = char_walk(trie, p.decode())
-        assert nb <= s < trie.n_cells, p
-        assert trie.node_id[s] == i and trie.node_len[s] == len(p), p
-    # exactly those pieces carry an id in the character trie
-    assert int((trie.node_id[nb:] >= 0).sum()) == len(lead)
-    # prefixes that are no piece, and characters that are in none, lead nowhere with an id
-    for p in list(lead)[::50]:
-        t = p.decode()
-        for k in range(1, len(t)):
-            s = char_walk(trie, t[:k])
-            want = lead.get(t[:k].encode(), -1)
-            assert s >= nb and trie.node_id[s] == want, t[:k]
-        for extra in ("\x00", "\U0010FFFF", "\uFFFF"):
-            if extra not in chars:
-                assert char_walk(trie, t + extra) == -1
 
 
 def test_real_model_every_piece_found(model_path):
@@ -232,6 +183,38 @@ def test_forward_walk_equals_naive_matches(model_path, part):
     assert n_matches > 2000
 
 
+def backward_matches(trie: Trie, seg: bytes) -> list:
+    """``out[e]`` = ``[(s, id), ...]``: walk the reversed trie back from every end, as the lattice does."""
+    cells = trie.cells.tolist()
+    node_id = trie.node_id.tolist()
+    root = trie.base.shape[0]
+    out = [[] for _ in range(len(seg) + 1)]
+    for e in range(1, len(seg) + 1):
+        s, found = root, []
+        for j in range(1, e + 1):
+            t = (cells[s] & 0xFFFFFFFF) + seg[e - j]
+            if cells[t] >> 32 != s:
+                break
+            s = t
+            if node_id[s] >= 0:
+                found.append((e - j, node_id[s]))
+        out[e] = found[::-1]  # in increasing start, as the naive scan lists them
+    return out
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_backward_walk_equals_naive_matches(model_path, part):
+    pieces, trie, vocab = real_trie(model_path)
+    docs = corpus_sample(part, n=12, every=97, max_chars=3000)
+    n_matches = 0
+    for doc in docs:
+        for seg in naive.segments(naive.normalize(doc)):
+            expected = naive.matches(seg, vocab)
+            assert backward_matches(trie, seg) == expected
+            n_matches += sum(map(len, expected))
+    assert n_matches > 2000
+
+
 def test_small_trie_shapes():
     pieces = [b"a", b"ab", b"abc", b"abd", b"b", b"\x00", b"\x00\x00", b"\xff", b"\xff\x00\xff", b"zzzz"]
     ids = [10, 3, 7, 4, 5, 6, 9, 8, 12, 11]
@@ -300,27 +283,6 @@ def test_cached_trie_is_the_built_trie_and_is_read_back(monkeypatch, tmp_path):
     assert np.array_equal(np.load(stored)["cells"], built.cells)  # and stored again
 
 
-def test_char_walk_ok():
-    # pieces that start with a lead byte must be valid UTF-8; the others do not matter
-    assert char_walk_ok([b"a", b"ab", "中".encode(), "中文x".encode(), b"\x80\x81", b" \xc3"])
-    assert not char_walk_ok([b"ab", b"\xe4\xb8"])  # ends inside a character
-    assert not char_walk_ok([b"\xc3 "])
-    assert not char_walk_ok([b"\xed\xa0\x80"])  # a surrogate
-    assert not char_walk_ok([b"\xc1\xa1"])  # overlong
-    assert char_walk_ok([b"\xe4"])  # one byte: a single-byte piece
-
-
-def test_small_char_trie():
-    pieces = [bytes([b]) for b in range(256)] + [p.encode() for p in (
-        "中文", "中a", "中é", "中😀", "文", "é", "😀x", "中文字", "ÿ\x00")]
-    trie = build_trie(pieces)
-    assert_layout(trie, pieces, range(3, len(pieces) + 3))
-    # the table: the code point 0 entry is the character U+0000 (in "ÿ\x00"), not "no character"
-    head = int(trie.cells[0] >> 32)
-    assert int(trie.cells[head + 1]) == ord("😀") + 1
-    assert trie.cells[head + 3 + 0] >= 0 and trie.cells[head + 3 + ord("b")] == -1
-
-
 def _lattice_ids(trie, scores, data, alpha):
     from gpu_bytepiece.backends.layout import sampling_scores
     from gpu_bytepiece.cpu_fallback.tokenize import encode_chunk
@@ -333,69 +295,33 @@ def _lattice_ids(trie, scores, data, alpha):
     return out[:counts[0]].copy()
 
 
-def _byte_walk_only(pieces):
-    """The trie of ``pieces`` without its character trie: the lattice walks bytes only."""
-    plain = build_trie(pieces, char_trie=False)
-    assert plain.cells[plain.n_cells + 1] == 0  # no character table
-    return plain
-
-
-# UTF-8 the character walk must reject as the byte walk does: truncated characters,
-# stray continuation bytes (0xB7 alone is not "·", C2 B7), overlong forms (of "a",
-# "é", "文"), surrogates, bytes >= 0xF8, code points past U+10FFFF, and valid
-# 2/3/4-byte characters around them
+# Bytes that are no UTF-8 around valid characters: truncated characters, stray
+# continuation bytes (0xB7 alone is not "·", C2 B7), overlong forms (of "a", "é",
+# "文"), surrogates, bytes >= 0xF8, code points past U+10FFFF, and valid 2/3/4-byte
+# characters
 AWKWARD = [b"\xe4\xb8", b"\x80\xbf", b"\xb7", b"\xc1\xa1", b"\xe0\x83\xa9", b"\xf0\x86\x96\x87",
            b"\xed\xa0\x80", b"\xf8\x88\x80\x80\x80", b"\xf4\x90\x80\x80", b"\xff",
            "é".encode(), "文".encode(), "😀".encode(), b"a", b"\xc3", b"\x00"]
 
 
 @pytest.mark.parametrize("alpha", [-1.0, 0.1])
-def test_char_walk_gives_the_byte_walk_ids_on_awkward_bytes(alpha):
-    """Pieces that fail on the walk if a bad encoding were read as a character.
-
-    Every piece "中" + x for x in "a", "é", "·", "文", "😀", "\x00" and the text "中"
-    followed by each awkward byte string: the ids of the character walk are
-    the byte walk's and naive's, for the best path and for sampling.
-    """
+def test_lattice_on_awkward_bytes(alpha):
+    """Pieces of whole characters ("中" + x for x in "a", "é", "·", "文", "😀", "\x00",
+    "文文", "😀😀") in text of "中" followed by awkward bytes: the best path is the naive
+    Viterbi's, and a sample's pieces spell the text."""
     extra = ["中" + x for x in ("a", "é", "·", "文", "😀", "\x00")] + ["文文", "😀😀"]
     pieces = [bytes([b]) for b in range(256)] + [p.encode() for p in extra]
     counts = np.array([1] * 256 + [10**6] * len(extra), dtype=np.int64)
     scores = np.log(counts.astype(np.float64)) - np.log(np.float64(int(counts.sum())))
     trie = build_trie(pieces)
-    assert trie.cells[trie.n_cells + 1] != 0  # a character trie
     node_scores = trie.node_scores(np.concatenate([np.zeros(3), scores]))
     rng = random.Random(3)
     text = b"".join("中".encode() + rng.choice(AWKWARD) + rng.choice(AWKWARD) for _ in range(400))
     text += "中".encode()[:2]  # a character cut by the segment's end
     data = np.frombuffer(text, dtype=np.uint8)
-    got = _lattice_ids(trie, node_scores, data, alpha)
-    plain = _byte_walk_only(pieces)
-    plain_scores = plain.node_scores(np.concatenate([np.zeros(3), scores]))
-    np.testing.assert_array_equal(got, _lattice_ids(plain, plain_scores, data, alpha))
+    got = _lattice_ids(trie, node_scores, data, alpha).tolist()
+    assert b"".join(pieces[i - 3] for i in got) == text
+    assert sum(i >= 259 for i in got) > 100  # the long pieces were found
     if alpha < 0:
         vocab = naive.Vocab((p, int(c), i + 3) for i, (p, c) in enumerate(zip(pieces, counts)))
-        assert got.tolist() == naive.viterbi(text, vocab)
-        assert sum(i >= 259 for i in got.tolist()) > 100  # the long pieces were found
-
-
-@pytest.mark.parametrize("alpha", [-1.0, 0.1])
-def test_char_walk_gives_the_byte_walk_ids(alpha):
-    """With the character trie the lattice walks characters; the ids are the byte walk's.
-
-    A real model less its pieces that start with a lead byte but are not
-    UTF-8 (its single bytes stay), on zh and en text, with and without the
-    character trie, best path and sampling.
-    """
-    m = load_model(shared_model("bytepiece.plus.40k.model"))
-    keep = [i for i, p in enumerate(m.pieces) if len(p) == 1 or char_walk_ok([p])]
-    pieces = [m.pieces[i] for i in keep]
-    trie = build_trie(pieces)
-    assert trie.cells[0] >> 32 == trie.n_cells and trie.cells[trie.n_cells + 1] != 0
-    by_id = np.concatenate([np.zeros(3), m.scores()[3:][keep]])
-    scores = trie.node_scores(by_id)
-    text = "\n".join(corpus_sample("zh", n=20, every=97) + corpus_sample("en", n=5, every=97)).encode()
-    data = np.frombuffer(text, dtype=np.uint8)
-    plain = _byte_walk_only(pieces)
-    got = _lattice_ids(trie, scores, data, alpha)
-    assert len(got) > 1000
-    np.testing.assert_array_equal(got, _lattice_ids(plain, plain.node_scores(by_id), data, alpha))
+        assert got == naive.viterbi(text, vocab)

@@ -18,29 +18,18 @@ stores them once, where pushing forward from every start loads and stores
 ``best[e]`` for every match (pulling measured 1.07x-1.3x faster on zh, en
 and code, four vocabularies).
 
-Sampling (``alpha >= 0``) pushes forward: it walks the byte trie from every
-start ``s`` in increasing ``s`` and adds each match ``b[s:e]`` to ``e``'s
-total, so for a fixed end the candidates arrive longest first. From a UTF-8
-lead byte (``>= 0xC0``), when the trie has a character trie (every piece
-starting with a lead byte is valid UTF-8), it walks characters instead:
-the character's code point (``char_code``) indexes a table giving its
-number, and one load of the character trie's cell a character replaces
-the byte trie's one a byte (a third of the dependent loads on Chinese).
-It relaxes only where a character ends, which is where every such piece
-ends; the single byte is relaxed from the byte trie as at every start.
-
-Sampling forward-filters with a reservoir draw per position: each
-candidate is kept with probability its weight over the position's total
-so far. Its random numbers come from the
-counter-based generator ``core.rng.uniform`` keyed by (``key``, end
-position, piece length), so a seeded sample does not depend on threads,
-batch or device. Two forms, chosen by the backends
+Sampling (``alpha >= 0``) walks the same way and forward-filters: each
+end's total is the sum over its candidates, shortest first, and each
+candidate is kept by a reservoir draw, with probability its weight over
+the total so far. Its random numbers come from the counter-based
+generator ``core.rng.uniform`` keyed by (``key``, end position, piece
+length), so a seeded sample does not depend on threads, batch or device. Two forms, chosen by the backends
 (``backends.layout.sampling_scores``):
 
 - ``alpha == LINEAR``: ``node_score`` holds per-cell weights
   ``exp(alpha * score)`` (``0.0`` where no piece ends), computed once in
   numpy; ``best`` holds each position's total weight, scaled by a power of
-  two whenever the weight of a start leaves ``[2**-200, 2**200]``
+  two whenever the total of a position leaves ``[2**-200, 2**200]``
   (``rescale``), so it neither underflows nor overflows. No transcendental
   function in the loop: a product, a sum and a comparison a match, all
   branch-free. Used when every weight is in ``[exp(-200), 1]``.
@@ -77,55 +66,11 @@ _U1 = np.uint64(1)
 #: clamped at an escape value (a ``min`` every step of the walk) made the
 #: lattice up to 9% slower on text with much ASCII.
 LEN_SHIFT = 32
-_ONE_LEN = np.int64(1 << LEN_SHIFT)
-_TWO_LEN = np.int64(2 << LEN_SHIFT)
-
-#: ``char_code`` of bytes that encode no character (above any code point).
-BAD_CHAR = 1 << 40
-_BAD = np.int64(BAD_CHAR)
-_U2 = np.uint64(2)
-_U3 = np.uint64(3)
-
-
-@register_jitable
-def char_len(c):
-    """Bytes of the UTF-8 character that lead byte ``c`` starts, as the
-    lattice counts them: 1 below ``0xC0`` (ASCII, and a stray continuation
-    byte), 2, 3, 4 from ``0xC0``, ``0xE0``, ``0xF0``."""
-    return np.int64(1) + (c >= 0xC0) + (c >= 0xE0) + (c >= 0xF0)
-
-
-@register_jitable
-def char_code(data, p, c, ln):
-    """Code point of the ``ln``-byte UTF-8 character at ``data[p]`` (``p``
-    uint64, lead byte ``c``, ``ln = char_len(c)``), or ``BAD_CHAR`` when
-    the bytes are no valid encoding (a stray continuation byte, a missing
-    continuation byte, an overlong form, a lead byte ``>= 0xF8``). Valid
-    encodings and code points correspond one to one, so equal codes mean
-    equal bytes. (Surrogates and code points past ``0x10FFFF`` decode, but
-    no character table holds them: ``trie.char_walk_ok`` pieces are valid
-    UTF-8.)
-    """
-    c = np.int64(c)
-    if ln == 1:
-        return c if c < 0x80 else _BAD
-    x1 = np.int64(data[p + _U1]) ^ 0x80
-    if ln == 2:
-        cp = ((c & 0x1F) << 6) | x1
-        return cp if (x1 < 0x40) & (cp >= 0x80) else _BAD
-    x2 = np.int64(data[p + _U2]) ^ 0x80
-    if ln == 3:
-        cp = ((c & 0x0F) << 12) | (x1 << 6) | x2
-        return cp if ((x1 | x2) < 0x40) & (cp >= 0x800) else _BAD
-    x3 = np.int64(data[p + _U3]) ^ 0x80
-    cp = ((c & 0x0F) << 18) | (x1 << 12) | (x2 << 6) | x3
-    return cp if ((x1 | x2 | x3) < 0x40) & (cp >= 0x10000) else _BAD
-
 
 #: ``alpha`` value that selects the linear form of sampling (``node_score``
 #: then holds weights, see the module docstring).
 LINEAR = math.inf
-#: The linear form keeps a start's total weight in ``[_LOW, _HIGH]``.
+#: The linear form keeps each position's total weight in ``[_LOW, _HIGH]``.
 _LOW = 2.0 ** -200
 _HIGH = 2.0 ** 200
 _UP = 2.0 ** 300
@@ -147,15 +92,15 @@ def initial_best(alpha):
 @register_jitable
 def rescale(total):
     """The power of two the live totals of the linear form are multiplied by
-    when a start's total is ``total``: ``2**300`` below ``2**-200``,
+    when a position's total is ``total``: ``2**300`` below ``2**-200``,
     ``2**-300`` above ``2**200``, else ``1.0``. Exact (a power of two), and
     the same on every device: the lattice and ``core.long.relax_rows``
-    apply it at the same starts to the same values.
+    apply it at the same positions to the totals later positions read.
 
     Bounds: a weight is at most 1 and at least ``exp(-200) > 2**-289``, so
     a position's total is at least its predecessor's times ``2**-289`` and
     at most ``max_len`` times the largest total of the last ``max_len``
-    positions; after one rescale a start's total is back inside
+    positions; after one rescale a position's total is back inside
     ``[2**-200, 2**200]``, far from overflow and from subnormals.
     """
     if total < _LOW:
@@ -204,8 +149,8 @@ def lattice(data, start, end, cells, node_score, max_len,
         The segment is ``data[start:end]`` (``end > start``).
     cells : int64[:]
         The double-array tries, one word per cell: ``check << 32 | base``:
-        the byte trie, the reversed byte trie, the character trie if any,
-        then the header at ``cells[0] >> 32`` and the character table (see
+        the byte trie, then the reversed byte trie that the lattice walks,
+        whose root's base is at ``cells[cells[0] >> 32]`` (see
         ``gpu_bytepiece.trie``). Every single byte must be a piece (model
         loading guarantees it).
     node_score : float64[:]
@@ -228,21 +173,16 @@ def lattice(data, start, end, cells, node_score, max_len,
     back : int64[:]
         Same indexing: the chosen piece ending at ``p``, as
         ``cell | length << LEN_SHIFT`` (``cell`` is the trie cell where it
-        ends: its id is ``node_id[cell]``). ``back[off]`` (position 0) is a
-        sink that sampling writes losing candidates to; nothing reads it.
+        ends: its id is ``node_id[cell]``). ``back[off]`` (position 0) is
+        not used.
     off : int
         Offset of this segment's scratch.
     """
     n = end - start
     b0, rest = initial_best(alpha)
     best[off] = b0
-    # the header (``gpu_bytepiece.trie``): the reversed byte trie's root, then
-    # the character trie's table (``n_cp == 0``: no character trie)
-    head = cells[0] >> _S32
-    rroot = cells[head] & _LOW32  # (known >= 0: no negative-index code)
-    n_cp = cells[head + 1]
-    first = cells[head + 2]
-    table = head + 3
+    # the reversed byte trie's root (``gpu_bytepiece.trie``), known >= 0 (no negative-index code)
+    rroot = cells[cells[0] >> _S32] & _LOW32
     if alpha < 0:
         # Viterbi, pulled: for each end ``e`` in increasing order, walk the
         # reversed trie backward over ``b[e - 1]``, ``b[e - 2]``, ...; a node
@@ -287,118 +227,90 @@ def lattice(data, start, end, cells, node_score, max_len,
             prev = bv
             q += _U1
         return
-    # sampling pushes forward: each start ``i`` adds its pieces to the ends it reaches
-    for p in range(1, n + 1):
-        best[off + p] = rest
-    root = cells[0] & _LOW32
     if alpha == LINEAR:
-        # Branch-free like the best path: a cell where no piece ends weighs
-        # 0.0, adds nothing and is never kept (``u * tot < 0`` is false), its
-        # pointer goes to the sink. The random number's inputs ``end *
-        # POS_MUL`` and ``length * LEN_MUL`` advance by one addition a step
-        # (``core.rng.uniform`` computes the same numbers).
+        # Weights, pulled like the best path: ``e``'s total is the sum of
+        # ``best[e - j] * weight`` over its candidates, shortest first, each
+        # kept by a reservoir draw (``u * total < weight``). The single byte
+        # comes first and is kept without a draw (its draw would keep it).
+        # Branch-free: a cell where no piece ends weighs 0.0, adds nothing
+        # and is never kept (``u * tot < 0`` is false). The random number's
+        # length input ``length * LEN_MUL`` advances by one addition a step
+        # (``core.rng.uniform`` computes the same numbers). When ``e``'s
+        # total leaves ``[2**-200, 2**200]`` the live window (the totals
+        # later ends read) is rescaled (``rescale``).
         uoff = np.uint64(off)
-        for i in range(n):
-            ui = np.uint64(i)
-            lim = n - i
-            if lim > max_len:
-                lim = max_len
-            f = rescale(best[uoff + ui])
-            if f != 1.0:
-                for p in range(i, i + lim + 1):
-                    best[off + p] *= f
-            si = best[uoff + ui]
-            c = data[start + i]
-            if n_cp != 0 and c >= 0xC0:
-                # the single byte, then the character trie as in the best
-                # path: the cells it skips weigh 0.0 (no piece ends inside
-                # a character), so their relaxations were no-ops
-                s = root + c
-                e = uoff + ui + _U1
-                cw = si * node_score[s]
-                tot = best[e] + cw
-                best[e] = tot
-                keep = uniform(key, pos0 + i + 1, 1) * tot < cw
-                back[e if keep else uoff] = s | _ONE_LEN
-                q = np.uint64(start + i)
-                j = char_len(c)
-                if j > lim:
-                    continue
-                cp = char_code(data, q, c, j)
-                if cp >= n_cp:
-                    continue
-                x = cells[table + cp]
-                if x < 0:
-                    continue
-                s = first + (x & _LOW32)
-                b = x >> _S32
-                while True:
-                    e = uoff + ui + np.uint64(j)
-                    cw = si * node_score[s]
-                    tot = best[e] + cw
-                    best[e] = tot
-                    keep = uniform(key, pos0 + i + j, j) * tot < cw
-                    back[e if keep else uoff] = s | (j << _S32)
-                    if b == 0 or j == lim:
-                        break
-                    c = data[q + np.uint64(j)]
-                    ln = char_len(c)
-                    if j + ln > lim:
-                        break
-                    cp = char_code(data, q + np.uint64(j), c, ln)
-                    if cp >= n_cp:
-                        break
-                    x = cells[table + cp]
-                    if x < 0:
-                        break
-                    t = b + (x & _LOW32)
+        q = np.uint64(start)
+        prev = b0
+        for e in range(1, n + 1):
+            ue = uoff + np.uint64(e)
+            s = rroot + data[q]
+            w = cells[s]
+            tot = prev * node_score[s]
+            bs = s
+            bj = 0
+            b = w & _LOW32
+            if b != 0:
+                kp = key ^ (np.uint64(pos0 + e) * POS_MUL)
+                hl = LEN_MUL
+                for j in range(1, e):
+                    uj = np.uint64(j)
+                    t = b + data[q - uj]
                     w = cells[t]
                     if (w >> _S32) != s:
                         break
                     s = t
                     b = w & _LOW32
-                    j += ln
-                continue
-            hp = np.uint64(pos0 + i) * POS_MUL
-            hl = np.uint64(0)
-            s = np.int64(0)
-            w = cells[0]
-            for j in range(lim):
-                t = (w & _LOW32) + data[start + i + j]
+                    hl += LEN_MUL
+                    cw = best[ue - uj - _U1] * node_score[s]
+                    tot += cw
+                    keep = uniform_of(kp ^ hl) * tot < cw
+                    bs = s if keep else bs
+                    bj = j if keep else bj
+            f = rescale(tot)
+            if f != 1.0:
+                tot *= f
+                lo = e + 1 - max_len
+                if lo < 0:
+                    lo = 0
+                for p in range(lo, e):
+                    best[off + p] *= f
+            best[ue] = tot
+            back[ue] = bs | (np.int64(bj + 1) << _S32)
+            prev = tot
+            q += _U1
+        return
+    # log-sum-exp, pulled: ``sample_step`` per candidate that is a piece
+    uoff = np.uint64(off)
+    q = np.uint64(start)
+    prev = b0
+    for e in range(1, n + 1):
+        ue = uoff + np.uint64(e)
+        s = rroot + data[q]
+        w = cells[s]
+        tot = prev + alpha * node_score[s]  # the first candidate is kept (``sample_step``)
+        bs = s
+        bj = 0
+        b = w & _LOW32
+        if b != 0:
+            for j in range(1, e):
+                uj = np.uint64(j)
+                t = b + data[q - uj]
                 w = cells[t]
                 if (w >> _S32) != s:
                     break
                 s = t
-                hp += POS_MUL
-                hl += LEN_MUL
-                e = uoff + ui + np.uint64(j + 1)
-                cw = si * node_score[s]
-                tot = best[e] + cw
-                best[e] = tot
-                keep = uniform_of(key ^ hp ^ hl) * tot < cw
-                back[e if keep else uoff] = s | (np.int64(j + 1) << _S32)
-    else:
-        for i in range(n):
-            bs = best[off + i]
-            lim = n - i
-            if lim > max_len:
-                lim = max_len
-            s = np.int64(0)
-            w = cells[0]
-            for j in range(lim):
-                t = (w & _LOW32) + data[start + i + j]
-                w = cells[t]
-                if (w >> _S32) != s:
-                    break
-                s = t
+                b = w & _LOW32
                 sc = node_score[s]
                 if sc > -math.inf:
-                    e = off + i + j + 1
-                    cand = bs + alpha * sc
-                    tot, keep = sample_step(best[e], cand, uniform(key, pos0 + i + j + 1, j + 1))
-                    best[e] = tot
+                    cand = best[ue - uj - _U1] + alpha * sc
+                    tot, keep = sample_step(tot, cand, uniform(key, pos0 + e, j + 1))
                     if keep:
-                        back[e] = s | (np.int64(j + 1) << _S32)
+                        bs = s
+                        bj = j
+        best[ue] = tot
+        back[ue] = bs | (np.int64(bj + 1) << _S32)
+        prev = tot
+        q += _U1
 
 
 def backtrack(n, back, node_id, off, out, out_start):

@@ -217,9 +217,8 @@ class CPUEngine:
     @staticmethod
     def split_tokenizer(pieces, K, cK):
         """BytePiece's Unigram tokenizer of pieces ``K`` (lex-sorted) with counts ``cK``: ``(trie, node scores)``."""
-        # ids are positions in K; the lattice's trie (with the reversed one the best path walks), no
-        # character trie (that is for sampling)
-        trie = build_trie(pieces.bytes_of(K), np.arange(K.shape[0], dtype=np.int32), char_trie=False)
+        # ids are positions in K
+        trie = build_trie(pieces.bytes_of(K), np.arange(K.shape[0], dtype=np.int32))
         # BytePiece's Tokenizer scores: log(count) - log(sum of counts), float64
         scores = np.log(cK.astype(np.float64)) - np.log(np.float64(int(cK.sum())))
         return trie, trie.node_scores(scores)
