@@ -53,7 +53,7 @@ import math
 import numpy as np
 from numba.extending import register_jitable
 
-from .rng import LEN_MUL, POS_MUL, uniform, uniform_of
+from .rng import LEN_MUL, POS_MUL, uniform_of
 
 _LOW32 = np.int64(0xFFFFFFFF)
 _S32 = np.int64(32)
@@ -227,59 +227,20 @@ def lattice(data, start, end, cells, node_score, max_len,
             prev = bv
             q += _U1
         return
-    if alpha == LINEAR:
-        # Weights, pulled like the best path: ``e``'s total is the sum of
-        # ``best[e - j] * weight`` over its candidates, shortest first, each
-        # kept by a reservoir draw (``u * total < weight``). The single byte
-        # comes first and is kept without a draw (its draw would keep it).
-        # Branch-free: a cell where no piece ends weighs 0.0, adds nothing
-        # and is never kept (``u * tot < 0`` is false). The random number's
-        # length input ``length * LEN_MUL`` advances by one addition a step
-        # (``core.rng.uniform`` computes the same numbers). When ``e``'s
-        # total leaves ``[2**-200, 2**200]`` the live window (the totals
-        # later ends read) is rescaled (``rescale``).
-        uoff = np.uint64(off)
-        q = np.uint64(start)
-        prev = b0
-        for e in range(1, n + 1):
-            ue = uoff + np.uint64(e)
-            s = rroot + data[q]
-            w = cells[s]
-            tot = prev * node_score[s]
-            bs = s
-            bj = 0
-            b = w & _LOW32
-            if b != 0:
-                kp = key ^ (np.uint64(pos0 + e) * POS_MUL)
-                hl = LEN_MUL
-                for j in range(1, e):
-                    uj = np.uint64(j)
-                    t = b + data[q - uj]
-                    w = cells[t]
-                    if (w >> _S32) != s:
-                        break
-                    s = t
-                    b = w & _LOW32
-                    hl += LEN_MUL
-                    cw = best[ue - uj - _U1] * node_score[s]
-                    tot += cw
-                    keep = uniform_of(kp ^ hl) * tot < cw
-                    bs = s if keep else bs
-                    bj = j if keep else bj
-            f = rescale(tot)
-            if f != 1.0:
-                tot *= f
-                lo = e + 1 - max_len
-                if lo < 0:
-                    lo = 0
-                for p in range(lo, e):
-                    best[off + p] *= f
-            best[ue] = tot
-            back[ue] = bs | (np.int64(bj + 1) << _S32)
-            prev = tot
-            q += _U1
-        return
-    # log-sum-exp, pulled: ``sample_step`` per candidate that is a piece
+    # Sampling, pulled like the best path: ``e``'s total sums its candidates,
+    # shortest first, each kept by a reservoir draw with probability its
+    # weight over the total so far. The single byte comes first and is kept
+    # without a draw (its draw would keep it). Two forms (``alpha`` is the
+    # same for the whole loop, so the branches on ``lin`` are predicted):
+    # - weights (``lin``): ``best[e - j] * weight`` summed, kept when
+    #   ``u * total < weight``; branch-free: a cell where no piece ends
+    #   weighs 0.0, adds nothing and is never kept. The random number's
+    #   length input ``length * LEN_MUL`` advances by one addition a step
+    #   (``core.rng.uniform`` computes the same numbers). When ``e``'s total
+    #   leaves ``[2**-200, 2**200]`` the live window (the totals later ends
+    #   read) is rescaled (``rescale``).
+    # - log-sum-exp: ``sample_step`` per candidate that is a piece.
+    lin = alpha == LINEAR
     uoff = np.uint64(off)
     q = np.uint64(start)
     prev = b0
@@ -287,11 +248,13 @@ def lattice(data, start, end, cells, node_score, max_len,
         ue = uoff + np.uint64(e)
         s = rroot + data[q]
         w = cells[s]
-        tot = prev + alpha * node_score[s]  # the first candidate is kept (``sample_step``)
+        tot = prev * node_score[s] if lin else prev + alpha * node_score[s]
         bs = s
         bj = 0
         b = w & _LOW32
         if b != 0:
+            kp = key ^ (np.uint64(pos0 + e) * POS_MUL)
+            hl = LEN_MUL
             for j in range(1, e):
                 uj = np.uint64(j)
                 t = b + data[q - uj]
@@ -300,13 +263,28 @@ def lattice(data, start, end, cells, node_score, max_len,
                     break
                 s = t
                 b = w & _LOW32
-                sc = node_score[s]
-                if sc > -math.inf:
-                    cand = best[ue - uj - _U1] + alpha * sc
-                    tot, keep = sample_step(tot, cand, uniform(key, pos0 + e, j + 1))
-                    if keep:
-                        bs = s
-                        bj = j
+                hl += LEN_MUL  # (j + 1) * LEN_MUL
+                if lin:
+                    cw = best[ue - uj - _U1] * node_score[s]
+                    tot += cw
+                    keep = uniform_of(kp ^ hl) * tot < cw
+                else:
+                    keep = False
+                    sc = node_score[s]
+                    if sc > -math.inf:
+                        cand = best[ue - uj - _U1] + alpha * sc
+                        tot, keep = sample_step(tot, cand, uniform_of(kp ^ hl))
+                bs = s if keep else bs
+                bj = j if keep else bj
+        if lin:
+            f = rescale(tot)
+            if f != 1.0:
+                tot *= f
+                lo = e + 1 - max_len
+                if lo < 0:
+                    lo = 0
+                for p in range(lo, e):
+                    best[off + p] *= f
         best[ue] = tot
         back[ue] = bs | (np.int64(bj + 1) << _S32)
         prev = tot
