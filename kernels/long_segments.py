@@ -185,7 +185,7 @@ def encode_long_segments(data, seg_start, seg_end, seg_key, seg_pos, long_idx,
                     r = rows
                 _relax(e0 + 1, r, shf[sc_off:], shi[id_off:], shu[len_off:], shi,
                        cnt_off + buf * rows, buf * tile_cells, stride,
-                       shf, ring_mask, alpha, key, pos0, max_len, back, off)
+                       shf, ring_mask, alpha, key, pos0, back, off)
             cuda.syncthreads()
         # backtrack, right to left, in windows of ``win`` positions staged in shared memory:
         # the block loads each position's back pointer: its piece's length and, looked up, id

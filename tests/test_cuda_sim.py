@@ -318,7 +318,7 @@ def _tiled_lattice():
                 cnt[w] = walk(data, a, e0 + w, min(e0 + w, max_len), cells, node_score,
                               row_score, row_cell, row_len, w * stride)
             relax(e0, r, row_score, row_cell, row_len, cnt, 0, 0, stride, best, ring - 1, alpha, key, pos0,
-                  max_len, back, 0)
+                  back, 0)
 
     return tiled
 

@@ -131,8 +131,8 @@ def test_device_functions_compile(no_driver):
                               device=True, cc=CC)
     assert ".func" in ptx
     ptx, _ = cuda.compile_ptx(ls.relax_rows, "void(int64, int64, float64[::1], int32[::1], uint8[::1], int32[::1], "
-                              "int64, int64, int64, float64[::1], int64, float64, uint64, int64, int64, "
-                              "int64[::1], int64)", device=True, cc=CC)
+                              "int64, int64, int64, float64[::1], int64, float64, uint64, int64, int64[::1], "
+                              "int64)", device=True, cc=CC)
     assert ".func" in ptx and "f64" in ptx
 
 

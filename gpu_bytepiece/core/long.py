@@ -60,7 +60,7 @@ def walk_matches(data, start, e, lim, cells, node_score,
 
 
 def relax_rows(e0, rows, row_score, row_cell, row_len, row_cnt, cnt_off, row_off, row_stride,
-               ring, ring_mask, alpha, key, pos0, max_len, back, off):
+               ring, ring_mask, alpha, key, pos0, back, off):
     """Apply the matches of ends ``e0 .. e0 + rows - 1`` in lattice order.
 
     Row ``r`` (end ``e0 + r``) holds ``row_cnt[cnt_off + r]`` matches at
