@@ -120,7 +120,7 @@ def _add_reversed_trie(pieces, ids, cells, node_id, node_len):
     rbase, rcheck, r_id, r_len = _byte_trie([p[::-1] for p in pieces], ids)
     abs_base = np.where(rbase > 0, rbase.astype(np.int64) + nb, 0)
     abs_check = np.where(rcheck >= 0, rcheck.astype(np.int64) + nb, -1)
-    return (np.concatenate([cells, (abs_check << 32) | abs_base]), np.concatenate([node_id, r_id]),
+    return (np.concatenate([cells, pack_cells(abs_base, abs_check)]), np.concatenate([node_id, r_id]),
             np.concatenate([node_len, r_len]))
 
 

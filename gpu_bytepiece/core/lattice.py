@@ -23,8 +23,8 @@ end's total is the sum over its candidates, shortest first, and each
 candidate is kept by a reservoir draw, with probability its weight over
 the total so far. Its random numbers come from the counter-based
 generator ``core.rng.uniform`` keyed by (``key``, end position, piece
-length), so a seeded sample does not depend on threads, batch or device. Two forms, chosen by the backends
-(``backends.layout.sampling_scores``):
+length), so a seeded sample does not depend on threads, batch or device.
+Two forms, chosen by the backends (``backends.layout.sampling_scores``):
 
 - ``alpha == LINEAR``: ``node_score`` holds per-cell weights
   ``exp(alpha * score)`` (``0.0`` where no piece ends), computed once in
@@ -179,7 +179,7 @@ def lattice(data, start, end, cells, node_score, max_len,
         Offset of this segment's scratch.
     """
     n = end - start
-    b0, rest = initial_best(alpha)
+    b0, _ = initial_best(alpha)  # position 0; every other is written before it is read
     best[off] = b0
     # the reversed byte trie's root (``gpu_bytepiece.trie``), known >= 0 (no negative-index code)
     rroot = cells[cells[0] >> _S32] & _LOW32
